@@ -1,0 +1,3 @@
+from see.cli import main
+
+main()

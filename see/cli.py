@@ -1,0 +1,48 @@
+"""`python -m see ...` / `see ...`: run a grid preset, build reports."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="see", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a grid preset (benchmarks/<preset>.toml)")
+    run.add_argument("--preset", default="smoke", help="preset name or TOML path")
+    run.add_argument("--results-dir", default="results")
+    run.add_argument("--run-id", help="resume this run (default: a new run folder)")
+    run.add_argument("--data-dir", help="local data folder (default: $SEE_DATA_DIR)")
+    run.add_argument("--publish", action="store_true", help="list the run in results/PUBLISHED")
+    report = sub.add_parser("report", help="rebuild reports/ from results/PUBLISHED")
+    report.add_argument("--results-dir", default="results")
+    report.add_argument("--reports-dir", default="reports")
+    args = parser.parse_args(argv)
+
+    if args.command == "run":
+        from see.config import load_grid
+        from see.grid import run_grid
+        from see.results import export_csv
+
+        cfg = load_grid(args.preset, data_dir=args.data_dir)
+        store = run_grid(cfg, args.results_dir, args.run_id)
+        export_csv(store.run_dir)
+        if args.publish:
+            publish(Path(args.results_dir), store.run_dir)
+    elif args.command == "report":
+        from see.report import build_reports
+
+        print(f"[see] wrote {build_reports(args.results_dir, args.reports_dir)}")
+
+
+def publish(results_dir: Path, run_dir: Path) -> None:
+    listing = results_dir / "PUBLISHED"
+    entry = run_dir.relative_to(results_dir).as_posix()
+    existing = listing.read_text().splitlines() if listing.is_file() else []
+    if entry not in existing:
+        listing.write_text("\n".join([*existing, entry]) + "\n")
+
+
+if __name__ == "__main__":
+    main()

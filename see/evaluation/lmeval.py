@@ -1,0 +1,97 @@
+"""Evaluate an in-memory (compressed) model through lm-eval and turn its results into rows."""
+
+from __future__ import annotations
+
+import time
+from functools import cache
+from pathlib import Path
+
+from see.evaluation.tasks import check_task_data, render_tasks, task_hash
+
+PERPLEXITY_DEFINITION = "lm-eval loglikelihood_rolling over documents, max_length={max_length}"
+
+
+@cache
+def task_manager(include_path: Path | None):
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(include_path) if include_path else None)
+
+
+def check_tasks(tasks: list[str], limit: int | float | None, data_dir=None) -> Path | None:
+    """Validate task names, limit and data files before any model is loaded."""
+    if limit is not None and not limit > 0:
+        raise ValueError(f"limit must be > 0 (documents, or a fraction), got {limit!r}")
+    include_path = render_tasks(data_dir)
+    check_task_data(tasks, data_dir)
+    known = set(task_manager(include_path).all_subtasks) | set(
+        task_manager(include_path).all_groups
+    )
+    unknown = [t for t in tasks if t not in known]
+    if unknown:
+        raise ValueError(f"unknown lm-eval task(s) {unknown}; see `lm_eval ls tasks` for names")
+    return include_path
+
+
+def evaluate(
+    model,
+    tokenizer,
+    tasks: list[str],
+    *,
+    limit: int | float | None = None,
+    num_fewshot: int | None = None,
+    batch_size: int | str = 1,
+    max_length: int = 2048,
+    bootstrap_iters: int = 1000,
+    seed: int = 0,
+    data_dir=None,
+) -> list[dict]:
+    """Run lm-eval's simple_evaluate on `model`; one dict per (task, metric)."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+
+    include_path = check_tasks(tasks, limit, data_dir)
+    # HFLM calls model.tie_weights(): a compressed model must not get its head re-tied
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, max_length=max_length, batch_size=batch_size)
+    start = time.perf_counter()
+    out = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=tasks,
+        limit=limit,
+        num_fewshot=num_fewshot,
+        bootstrap_iters=bootstrap_iters,
+        task_manager=task_manager(include_path),
+        log_samples=False,
+        random_seed=seed,
+        numpy_random_seed=seed,
+        torch_random_seed=seed,
+        fewshot_random_seed=seed,
+    )
+    wall_s = time.perf_counter() - start
+    return results_to_rows(out, include_path, wall_s / max(len(out["results"]), 1))
+
+
+def results_to_rows(out: dict, include_path: Path | None, wall_s: float) -> list[dict]:
+    rows = []
+    for task, metrics in out["results"].items():
+        n = out.get("n-samples", {}).get(task, {}).get("effective")
+        for key, value in metrics.items():
+            if "," not in key or "_stderr," in key:
+                continue
+            metric, metric_filter = key.split(",", 1)
+            stderr = metrics.get(f"{metric}_stderr,{metric_filter}")
+            rows.append(
+                {
+                    "task": task,
+                    "metric": metric,
+                    "metric_filter": metric_filter,
+                    "value": float(value),
+                    "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
+                    "n": n,
+                    "num_fewshot": out.get("n-shot", {}).get(task),
+                    "task_hash": task_hash(task, include_path),
+                    "task_version": out.get("versions", {}).get(task),
+                    "wall_s": wall_s,
+                }
+            )
+    return rows

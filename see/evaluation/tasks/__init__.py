@@ -1,0 +1,75 @@
+"""Offline lm-eval task configs, rendered with the resolved data directory.
+
+Each YAML here is lm-eval's own task config with only the data source changed; `${DATA_DIR}`
+is replaced by the data folder and the result goes into a cache folder that lm-eval reads as
+`include_path`. Tasks of the same name override lm-eval's hub-backed ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from pathlib import Path
+
+from see.data import data_dir as resolve_data_dir
+from see.data import data_file
+from see.models.zoo import cache_dir
+
+TEMPLATES = Path(__file__).parent
+_DATA_FILES = re.compile(r"see_data_files: \[(.*)\]")
+
+
+def offline_task_names() -> list[str]:
+    return sorted(p.stem for p in TEMPLATES.glob("*.yaml"))
+
+
+def required_files(task: str) -> list[str]:
+    """Data files (relative to the data dir) that an offline task reads."""
+    match = _DATA_FILES.search((TEMPLATES / f"{task}.yaml").read_text())
+    return [f.strip().strip("\"'") for f in match.group(1).split(",")] if match else []
+
+
+def render_tasks(data_dir: str | Path | None = None) -> Path | None:
+    """Render the offline configs for `data_dir` (default $SEE_DATA_DIR) and return the folder
+    to pass as TaskManager(include_path=...); None when no data dir is set (hub tasks)."""
+    root = resolve_data_dir(data_dir)
+    if root is None:
+        return None
+    key = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    out = cache_dir() / "tasks" / key
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for template in TEMPLATES.glob("*.yaml"):
+        text = template.read_text().replace("${DATA_DIR}", str(root))
+        (tmp / template.name).write_text(text)
+    shutil.copy(TEMPLATES / "see_tasks.py", tmp / "see_tasks.py")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def check_task_data(tasks: list[str], data_dir: str | Path | None = None) -> None:
+    """Fail fast, before any model is loaded, if an offline task's data file is missing."""
+    root = resolve_data_dir(data_dir)
+    if root is None:
+        return
+    for task in tasks:
+        if task in offline_task_names():
+            for relative in required_files(task):
+                data_file(relative, root)
+
+
+def task_hash(task: str, include_path: Path | None) -> str:
+    """Hash of the rendered task config plus the sha256 of the data files it reads."""
+    digest = hashlib.sha256()
+    if include_path is not None and (include_path / f"{task}.yaml").is_file():
+        digest.update((include_path / f"{task}.yaml").read_bytes())
+        from see.data import DATA_FILES
+
+        for relative in required_files(task):
+            digest.update(DATA_FILES.get(relative, relative).encode())
+    else:
+        digest.update(f"lm-eval:{task}".encode())
+    return digest.hexdigest()[:16]

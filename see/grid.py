@@ -1,0 +1,156 @@
+"""Expand a grid config into cells and run them: compress, evaluate, append rows.
+
+A cell is (model, method, ratio, head policy, seed); each task it is evaluated on is one
+results key. A cell is a pure function of its config, so any executor can run it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from see.config import GridConfig
+from see.evaluation.lmeval import PERPLEXITY_DEFINITION, check_tasks, evaluate
+from see.results import ResultStore, cell_key, device_name, new_run_id, provenance
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: str
+    method: str
+    target_cr: float
+    head_policy: str
+    seed: int
+    method_options: tuple[tuple[str, object], ...] = ()
+
+    def options_text(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in self.method_options)
+
+
+def expand(cfg: GridConfig) -> list[Cell]:
+    cells = []
+    for model in cfg.models:
+        for method in cfg.methods:
+            options = tuple(sorted(cfg.method_options.get(method, {}).items()))
+            ratios = [1.0] if method == "baseline" else cfg.ratios
+            policies = ["dense"] if method == "baseline" else cfg.head_policies
+            for ratio in ratios:
+                for policy in policies:
+                    for seed in cfg.seeds:
+                        cells.append(Cell(model, method, float(ratio), policy, seed, options))
+    return cells
+
+
+def identity(cfg: GridConfig, cell: Cell, task: str) -> dict:
+    """The identity and settings columns of a (cell, task) key."""
+    limit = cfg.tasks[task]
+    return {
+        "model": cell.model,
+        "method": cell.method,
+        "method_options": cell.options_text(),
+        "target_cr": cell.target_cr,
+        "head_policy": cell.head_policy,
+        "tie_source": cfg.tie_source,
+        "sememe_source": None,
+        "heal_stage": "initial",
+        "task": task,
+        "limit": limit,
+        "max_length": cfg.max_length,
+        "num_fewshot": cfg.num_fewshot,
+        "batch_size": cfg.batch_size,
+        "bootstrap_iters": cfg.bootstrap_iters,
+        "dtype": cfg.dtype,
+        "torch_threads": torch.get_num_threads(),
+        "chat_template": False,
+        "perplexity_definition": PERPLEXITY_DEFINITION.format(max_length=cfg.max_length)
+        if task == "wikitext"
+        else None,
+        "weights": "pretrained",
+        "seed": cell.seed,
+    }
+
+
+def build_model(cell: Cell, cfg: GridConfig):
+    """Load the model and install the cell's compressed embedding; returns (model, tok, info)."""
+    from see.methods import get_method
+    from see.models import compress_model, count_bytes, load_model
+    from see.models.surgery import input_table
+
+    model, tok = load_model(cell.model, getattr(torch, cfg.dtype), cfg.tie_source)
+    start = time.perf_counter()
+    compressed = None
+    if cell.method != "baseline":
+        torch.manual_seed(cell.seed)
+        method = get_method(cell.method)
+        table = input_table(model).float()
+        compressed = method.from_table(table, cell.target_cr, **dict(cell.method_options))
+        compressed = compressed.to(getattr(torch, cfg.dtype))
+    compress_model(model, compressed, cell.head_policy)
+    info = {"compress_s": time.perf_counter() - start, **count_bytes(model)}
+    if compressed is not None:
+        info["reached_cr"] = compressed.reached_cr
+        info.update(compressed.fit_report)
+    else:
+        emb = model.get_input_embeddings()
+        info["reached_cr"] = 1.0
+        info["embedding_params"] = emb.weight.numel()
+    return model, tok, info
+
+
+def adds_bos(tok) -> bool:
+    ids = tok("a").input_ids
+    return bool(tok.bos_token_id is not None and ids and ids[0] == tok.bos_token_id)
+
+
+def run_cell(cell: Cell, cfg: GridConfig, tasks: list[str], run_id: str, device: str) -> list[dict]:
+    """Compress and evaluate one cell on `tasks`; returns rows (one list per task, flattened)."""
+    model, tok, info = build_model(cell, cfg)
+    rows = []
+    for task in tasks:
+        metric_rows = evaluate(
+            model,
+            tok,
+            [task],
+            limit=cfg.tasks[task],
+            num_fewshot=cfg.num_fewshot,
+            batch_size=cfg.batch_size,
+            max_length=cfg.max_length,
+            bootstrap_iters=cfg.bootstrap_iters,
+            seed=cell.seed,
+            data_dir=cfg.data_dir,
+        )
+        base = identity(cfg, cell, task)
+        common = {**base, **info, "cell_key": cell_key(base), "config_hash": cfg.config_hash()}
+        common["add_bos"] = adds_bos(tok)  # a fact of the model's tokenizer, not a setting
+        common.update(provenance(run_id, device))
+        rows.append([{**common, **row, "task": task} for row in metric_rows])
+    return rows
+
+
+def run_grid(cfg: GridConfig, results_dir: str | Path = "results", run_id: str | None = None):
+    """Run every pending (cell, task) of the grid into results/runs/<run_id>; resumable."""
+    check_tasks(list(cfg.tasks), min((v for v in cfg.tasks.values() if v), default=None),
+                cfg.data_dir)  # fmt: skip
+    run_id = run_id or new_run_id(cfg.name)
+    store = ResultStore(Path(results_dir) / "runs" / run_id)
+    store.run_dir.mkdir(parents=True, exist_ok=True)
+    (store.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    done = store.done_keys()
+    device = device_name()
+    cells = expand(cfg)
+    start = time.perf_counter()
+    for cell in tqdm(cells, desc=f"grid {cfg.name}", unit="cell"):
+        pending = [t for t in cfg.tasks if cell_key(identity(cfg, cell, t)) not in done]
+        if not pending:
+            continue
+        for task_rows in run_cell(cell, cfg, pending, run_id, device):
+            store.append(task_rows)
+    print(f"[see] grid {cfg.name}: {len(cells)} cells in {time.perf_counter() - start:.1f} s "
+          f"-> {store.path}")  # fmt: skip
+    return store

@@ -1,0 +1,80 @@
+"""The interface every embedding replacement implements."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+def check_target_cr(target_cr: float) -> float:
+    if not isinstance(target_cr, (int, float)) or not target_cr > 1:
+        raise ValueError(f"target compression ratio must be a number > 1, got {target_cr!r}")
+    return float(target_cr)
+
+
+def check_table(table: torch.Tensor) -> torch.Tensor:
+    if table.ndim != 2:
+        raise ValueError(f"embedding table must be 2-D (V x d), got shape {tuple(table.shape)}")
+    bad = (~torch.isfinite(table)).any(dim=1).nonzero().flatten()
+    if len(bad):
+        raise ValueError(
+            f"embedding table has {len(bad)} rows with NaN/inf values (first ids: "
+            f"{bad[:5].tolist()})"
+        )
+    return table
+
+
+class CompressedEmbedding(nn.Module):
+    """Maps token ids to d-vectors with fewer stored numbers than the V x d table.
+
+    Subclasses implement `from_table`, `forward` and, where they can do better than
+    materialising the table, `head_logits` (logits of a head that reuses this module).
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, num_embeddings: int, embedding_dim: int):
+        super().__init__()
+        self.num_embeddings = num_embeddings
+        self.embedding_dim = embedding_dim
+        self.options: dict[str, Any] = {}
+        self.fit_report: dict[str, float] = {}
+
+    @classmethod
+    def from_table(cls, table: torch.Tensor, target_cr: float, **options) -> CompressedEmbedding:
+        raise NotImplementedError
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def materialize(self, chunk_size: int = 8192) -> torch.Tensor:
+        """The full V x d table, built chunk by chunk of ids."""
+        device = next(self.parameters()).device
+        ids = torch.arange(self.num_embeddings, device=device)
+        return torch.cat([self(chunk) for chunk in ids.split(chunk_size)])
+
+    def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits `hidden @ E^T` of a tied head that reuses this module."""
+        return hidden @ self.materialize().to(hidden.dtype).T
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters()) + sum(b.numel() for b in self.buffers())
+
+    def num_bytes(self) -> int:
+        tensors = [*self.parameters(), *self.buffers()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    @property
+    def reached_cr(self) -> float:
+        return self.num_embeddings * self.embedding_dim / self.num_params()
+
+    @torch.no_grad()
+    def reconstruction_report(self, table: torch.Tensor) -> dict[str, float]:
+        """Relative Frobenius error and mean row cosine of the rebuilt table against `table`."""
+        rebuilt = self.materialize().to(table.dtype)
+        rel_error = (torch.linalg.norm(rebuilt - table) / torch.linalg.norm(table)).item()
+        cos = nn.functional.cosine_similarity(rebuilt, table, dim=1).mean().item()
+        return {"fit_rel_error": rel_error, "fit_mean_cos": cos}

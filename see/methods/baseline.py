@@ -1,0 +1,33 @@
+"""The untouched embedding: a dense lookup of the model's own table (CR 1)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from see.methods.base import CompressedEmbedding, check_table
+from see.methods.registry import register
+
+
+@register("baseline")
+class DenseEmbedding(CompressedEmbedding):
+    def __init__(self, table: torch.Tensor):
+        super().__init__(*table.shape)
+        self.weight = nn.Parameter(table)
+
+    @classmethod
+    def from_table(cls, table: torch.Tensor, target_cr: float = 1.0, **options) -> DenseEmbedding:
+        if target_cr != 1:
+            raise ValueError(f"baseline stores the full table (CR 1); got target CR {target_cr}")
+        if options:
+            raise ValueError(f"baseline takes no options, got {sorted(options)}")
+        return cls(check_table(table))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(ids, self.weight)
+
+    def materialize(self, chunk_size: int = 8192) -> torch.Tensor:
+        return self.weight
+
+    def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(hidden, self.weight)

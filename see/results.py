@@ -1,0 +1,166 @@
+"""Results store: one flat JSON row per measurement, appended atomically, resumable.
+
+Layout (see CONTRACTS.md): results/runs/<run_id>/rows.jsonl. A cell (one model x method x
+ratio x ... x task evaluation) writes all its rows in one append, keyed by `cell_key`, so a
+killed run resumes in its own folder and skips the cells it finished. Reports read the runs
+listed in results/PUBLISHED.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import warnings
+from functools import cache
+from pathlib import Path
+
+IDENTITY = (
+    "model", "method", "method_options", "target_cr", "head_policy", "tie_source",
+    "sememe_source", "heal_stage", "task",
+)  # fmt: skip
+SETTINGS = (
+    "limit", "max_length", "num_fewshot", "batch_size", "bootstrap_iters", "dtype",
+    "torch_threads", "chat_template", "perplexity_definition", "weights", "seed",
+)  # fmt: skip
+PACKAGES = ("torch", "transformers", "lm_eval", "datasets", "numpy", "gguf", "see-bench")
+
+
+def cell_key(cell: dict) -> str:
+    """Hash of a cell's identity and settings (never of provenance)."""
+    fields = {k: cell.get(k) for k in (*IDENTITY, *SETTINGS)}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@cache
+def git_commit() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
+
+
+@cache
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{torch.cuda.get_device_name()}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu:{cpu} x{os.cpu_count()}"
+
+
+def provenance(run_id: str, device: str) -> dict:
+    row = {"run_id": run_id, "git_commit": git_commit(), "device": device}
+    row.update({f"versions.{k}": v for k, v in versions().items()})
+    row["timestamp"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return row
+
+
+def new_run_id(preset: str) -> str:
+    return f"{dt.datetime.now():%Y%m%d-%H%M%S}-{preset}"
+
+
+class ResultStore:
+    """Append-only JSONL rows of one run, with the set of finished cell keys."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / "rows.jsonl"
+
+    def rows(self) -> list[dict]:
+        return read_rows(self.path)
+
+    def done_keys(self) -> set[str]:
+        return {row["cell_key"] for row in self.rows()}
+
+    def append(self, rows: list[dict]) -> None:
+        """Write the rows of one cell in a single O_APPEND write, then fsync."""
+        if not rows:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        data = "".join(json.dumps(row, sort_keys=True, default=str) + "\n" for row in rows)
+        self._repair_tail()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _repair_tail(self) -> None:
+        """A run killed mid-write may leave a partial last line: end it so new rows stay whole."""
+        if self.path.is_file() and self.path.stat().st_size:
+            with open(self.path, "rb+") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """Rows of a JSONL file; corrupt lines (a killed write) are reported and skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            warnings.warn(f"{path}:{number}: corrupt row skipped (a killed write?)", stacklevel=2)
+    return rows
+
+
+def published_rows(results_dir: str | Path = "results"):
+    """All rows of the runs listed in results/PUBLISHED, as a pandas DataFrame."""
+    import pandas as pd
+
+    results_dir = Path(results_dir)
+    listing = results_dir / "PUBLISHED"
+    if not listing.is_file():
+        raise FileNotFoundError(f"{listing} lists the runs to report; it does not exist")
+    rows = []
+    for line in listing.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            rows += read_rows(results_dir / line.strip() / "rows.jsonl")
+    return pd.DataFrame(rows)
+
+
+def export_csv(run_dir: str | Path) -> Path:
+    import pandas as pd
+
+    run_dir = Path(run_dir)
+    out = run_dir / "rows.csv"
+    pd.DataFrame(read_rows(run_dir / "rows.jsonl")).to_csv(out, index=False)
+    return out

@@ -1,0 +1,47 @@
+import pytest
+
+from see.config import load_grid
+
+
+def write(tmp_path, text):
+    path = tmp_path / "grid.toml"
+    path.write_text(text)
+    return path
+
+
+GOOD = (
+    'models = ["smollm2-135m"]\nmethods = ["baseline", "svd"]\nratios = [5]\n'
+    "[tasks]\nwikitext = 2\n"
+)
+
+
+def test_presets_load_and_validate():
+    cfg = load_grid("smoke")
+    assert "smollm2-135m" in cfg.models and cfg.tasks["wikitext"] == 2
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (GOOD.replace('"svd"', '"svdd"'), "unknown method 'svdd'"),
+        (GOOD.replace("[5]", "[1]"), "compression ratio must be > 1, got 1"),
+        (GOOD.replace("wikitext = 2", "wikitext = -1"), "limit of task 'wikitext' must be > 0"),
+        ('head_policies = ["both"]\n' + GOOD, "unknown head policy 'both'"),
+        ("colour = 1\n" + GOOD, "unknown keys \\['colour'\\]"),
+    ],
+)
+def test_bad_grid_configs_give_clear_errors(tmp_path, text, message):
+    with pytest.raises(ValueError, match=message):
+        load_grid(write(tmp_path, text))
+
+
+def test_unknown_preset_lists_presets():
+    with pytest.raises(FileNotFoundError, match="presets: .*smoke"):
+        load_grid("no-such-preset")
+
+
+def test_unknown_model_name_is_a_clear_error():
+    from see.models.zoo import ModelLoadError, load_model
+
+    with pytest.raises(ModelLoadError, match="not a zoo short name \\(smollm2-135m.*hub"):
+        load_model("no-such-org/no-such-model")

@@ -1,0 +1,84 @@
+import math
+
+import pytest
+import torch
+from conftest import needs_data
+
+from see.data import DataFileError
+
+
+@needs_data
+def test_offline_wikitext_has_62_documents():
+    from see.data import data_file
+    from see.evaluation.tasks import render_tasks
+
+    include = render_tasks()
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("see_tasks", include / "see_tasks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    docs = module.wikitext_documents(str(data_file("wikitext-2-raw/wiki.test.raw")))["test"]
+    assert len(docs) == 62
+    assert docs[0]["page"].startswith(" = Robert Boulter = \n")
+
+
+@needs_data
+def test_wikitext_perplexity_matches_direct_torch_computation(smollm):
+    """lm-eval's rolling word perplexity on one document (shorter than max_length) equals
+    exp(-sum log p / words) computed directly with the same prefix token."""
+    from see.evaluation.lmeval import evaluate
+    from see.evaluation.tasks import render_tasks
+
+    model, tok = smollm
+    rows = evaluate(model, tok, ["wikitext"], limit=1, max_length=2048)
+    word_ppl = next(r for r in rows if r["metric"] == "word_perplexity")
+    assert word_ppl["n"] == 1 and math.isfinite(word_ppl["value"])
+
+    import importlib.util
+
+    from see.data import data_file
+
+    include = render_tasks()
+    spec = importlib.util.spec_from_file_location("see_tasks", include / "see_tasks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    doc = module.wikitext_documents(str(data_file("wikitext-2-raw/wiki.test.raw")))["test"][0]
+    target = module.wikitext_detokenizer(doc)
+    ids = tok(target).input_ids
+    assert len(ids) < 2048
+    prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    inputs = torch.tensor([[prefix, *ids[:-1]]])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(inputs).logits.double(), -1)[0]
+    loglik = logprobs.gather(1, torch.tensor(ids)[:, None]).sum().item()
+    words = len(__import__("re").split(r"\s+", doc["page"]))
+    assert word_ppl["value"] == pytest.approx(math.exp(-loglik / words), rel=1e-3)
+
+
+@needs_data
+def test_bad_task_inputs_fail_before_any_model_is_loaded(tmp_path):
+    from see.evaluation.lmeval import check_tasks
+
+    with pytest.raises(ValueError, match="unknown lm-eval task.*no_such_task"):
+        check_tasks(["no_such_task"], None)
+    with pytest.raises(ValueError, match="limit must be > 0"):
+        check_tasks(["wikitext"], 0)
+    with pytest.raises(DataFileError, match="missing data file .*wiki.test.raw"):
+        check_tasks(["wikitext"], 2, data_dir=tmp_path)
+
+
+def test_data_dir_that_does_not_exist_is_named(tmp_path):
+    from see.data import data_dir
+
+    with pytest.raises(DataFileError, match="does-not-exist.*SEE_DATA_DIR"):
+        data_dir(tmp_path / "does-not-exist")
+
+
+def test_altered_data_file_is_rejected(tmp_path):
+    from see.data import data_file
+
+    (tmp_path / "squad").mkdir()
+    (tmp_path / "squad" / "dev-v1.1.json").write_text("{}")
+    with pytest.raises(DataFileError, match="not the published copy"):
+        data_file("squad/dev-v1.1.json", tmp_path)

@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from see.methods import METHODS, get_method
+from see.methods.svd import svd_rank
+
+
+def test_svd_rank_formula_matches_bert_base_numbers():
+    assert [svd_rank(30522, 768, cr) for cr in (2.5, 5, 10)] == [299, 149, 74]
+
+
+def test_svd_reconstructs_a_rank_k_matrix_exactly():
+    torch.manual_seed(0)
+    vocab, dim, rank = 300, 40, 5
+    table = torch.randn(vocab, rank) @ torch.randn(rank, dim)
+    cr = vocab * dim / (rank * (vocab + dim))  # the CR whose rank is exactly `rank`
+    module = get_method("svd").from_table(table, cr)
+    assert module.left.shape == (vocab, rank)
+    torch.testing.assert_close(module(torch.arange(vocab)), table, atol=1e-4, rtol=1e-4)
+    assert module.fit_report["fit_mean_cos"] > 0.9999
+
+
+def test_svd_counts_params_and_cr_from_stored_tensors():
+    table = torch.randn(1000, 64)
+    module = get_method("svd").from_table(table, 5)
+    stored = sum(p.numel() for p in module.parameters())
+    assert module.num_params() == stored == svd_rank(1000, 64, 5) * (1000 + 64)
+    assert module.reached_cr == pytest.approx(1000 * 64 / stored)
+    assert module.reached_cr >= 5
+    assert module.num_bytes() == stored * 4
+
+
+def test_svd_head_logits_equal_materialised_table():
+    module = get_method("svd").from_table(torch.randn(200, 32), 4)
+    hidden = torch.randn(3, 32)
+    torch.testing.assert_close(module.head_logits(hidden), hidden @ module.materialize().T)
+
+
+def test_registry_has_spine_methods_and_rejects_unknown():
+    assert {"baseline", "svd"} <= set(METHODS)
+    with pytest.raises(ValueError, match="unknown method 'nope'.*registered methods"):
+        get_method("nope")
+
+
+@pytest.mark.parametrize("cr", [1, 0.5, -3])
+def test_cr_at_most_one_is_rejected(cr):
+    with pytest.raises(ValueError, match="must be a number > 1"):
+        get_method("svd").from_table(torch.randn(10, 4), cr)
+
+
+def test_cr_too_high_for_rank_one_is_rejected():
+    with pytest.raises(ValueError, match="rank would be 0 < 1"):
+        get_method("svd").from_table(torch.randn(100, 8), 50)
+
+
+def test_non_finite_rows_are_rejected():
+    table = torch.randn(10, 4)
+    table[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN/inf.*\\[3\\]"):
+        get_method("svd").from_table(table, 2)

@@ -1,0 +1,35 @@
+import json
+
+from see.report import build_reports
+
+
+def fixture_rows():
+    rows = []
+    for method, cr, value in [("baseline", 1.0, 30.0), ("svd", 5.0, 300.0), ("svd", 10.0, 900.0)]:
+        for metric, scale in [("word_perplexity", 1.0), ("bits_per_byte", 0.03)]:
+            rows.append({
+                "model": "smollm2-135m", "task": "wikitext", "metric": metric,
+                "metric_filter": "none", "method": method, "method_options": "",
+                "head_policy": "dense", "target_cr": cr, "reached_cr": cr, "value": value * scale,
+                "stderr": None, "n": 2, "limit": 2, "max_length": 2048, "dtype": "float32",
+                "embedding_bytes": int(1e6 / cr), "head_bytes": 0, "run_id": "r1",
+                "device": "cpu:test", "git_commit": "abc", "timestamp": "2026-01-01T00:00:00",
+                "cell_key": f"{method}{cr}",
+            })  # fmt: skip
+    return rows
+
+
+def test_reports_regenerate_identically_from_results(tmp_path):
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    (results / "runs" / "r1").mkdir(parents=True)
+    (results / "runs" / "r1" / "rows.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in fixture_rows())
+    )
+    (results / "PUBLISHED").write_text("runs/r1\n")
+    readme = build_reports(results, reports)
+    first = readme.read_text()
+    assert (reports / "wikitext_ppl_vs_cr.png").stat().st_size > 1000
+    assert "| smollm2-135m | wikitext | word_perplexity | svd" in first.replace("  ", " ")
+    assert "0.1" in first  # recovery of svd at CR 5 = 30 / 300
+    build_reports(results, reports)
+    assert readme.read_text() == first

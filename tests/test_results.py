@@ -1,0 +1,44 @@
+import json
+
+import pandas as pd
+import pytest
+
+from see.results import ResultStore, cell_key, read_rows
+
+
+def row(**kw):
+    base = {"model": "m", "method": "svd", "target_cr": 10.0, "task": "wikitext", "limit": 2}
+    return {**base, "metric": "word_perplexity", "value": 12.5, "cell_key": cell_key(base), **kw}
+
+
+def test_rows_round_trip_through_pandas(tmp_path):
+    store = ResultStore(tmp_path / "run")
+    rows = [row(), row(metric="bits_per_byte", value=0.9, stderr=None)]
+    store.append(rows)
+    frame = pd.read_json(store.path, lines=True)
+    assert frame.to_dict("records")[0]["value"] == 12.5
+    csv = tmp_path / "rows.csv"
+    frame.to_csv(csv, index=False)
+    back = pd.read_csv(csv)
+    assert list(back.metric) == ["word_perplexity", "bits_per_byte"]
+    assert back.value.tolist() == [12.5, 0.9]
+
+
+def test_cell_key_ignores_provenance_but_not_settings():
+    cell = {"model": "m", "method": "svd", "target_cr": 10.0, "limit": 2}
+    assert cell_key(cell) == cell_key({**cell, "timestamp": "now", "git_commit": "abc"})
+    assert cell_key(cell) != cell_key({**cell, "limit": 3})
+
+
+def test_corrupt_last_line_is_reported_and_appends_stay_whole(tmp_path):
+    store = ResultStore(tmp_path / "run")
+    store.append([row()])
+    with open(store.path, "a") as f:
+        f.write('{"model": "m", "trunc')  # a write cut off by a kill
+    with pytest.warns(UserWarning, match="corrupt row"):
+        assert len(store.rows()) == 1
+    store.append([row(value=1.0)])
+    with pytest.warns(UserWarning, match="corrupt row"):
+        values = [r["value"] for r in read_rows(store.path)]
+    assert values == [12.5, 1.0]
+    assert json.loads(store.path.read_text().splitlines()[-1])["value"] == 1.0
