@@ -82,7 +82,9 @@ def build_model(cell: Cell, cfg: GridConfig):
     from see.models import compress_model, count_bytes, load_model
     from see.models.surgery import input_table
 
+    start = time.perf_counter()
     model, tok = load_model(cell.model, getattr(torch, cfg.dtype), cfg.tie_source)
+    load_s = time.perf_counter() - start
     start = time.perf_counter()
     compressed = None
     if cell.method != "baseline":
@@ -92,7 +94,8 @@ def build_model(cell: Cell, cfg: GridConfig):
         compressed = method.from_table(table, cell.target_cr, **dict(cell.method_options))
         compressed = compressed.to(getattr(torch, cfg.dtype))
     compress_model(model, compressed, cell.head_policy)
-    info = {"compress_s": time.perf_counter() - start, **count_bytes(model)}
+    info = {"load_s": load_s, "compress_s": time.perf_counter() - start, **count_bytes(model)}
+    info["convert_s"] = zoo_convert_seconds(cell.model)
     if compressed is not None:
         info["reached_cr"] = compressed.reached_cr
         info.update(compressed.fit_report)
@@ -101,6 +104,16 @@ def build_model(cell: Cell, cfg: GridConfig):
         info["reached_cr"] = 1.0
         info["embedding_params"] = emb.weight.numel()
     return model, tok, info
+
+
+def zoo_convert_seconds(name: str) -> float | None:
+    """How long the one-time GGUF conversion of a zoo model took (None for other models)."""
+    from see.models.zoo import ZOO, cache_dir
+
+    marker = cache_dir() / "models" / name / "see_zoo.json"
+    if name not in ZOO or not marker.is_file():
+        return None
+    return json.loads(marker.read_text()).get("convert_s")
 
 
 def adds_bos(tok) -> bool:

@@ -15,9 +15,10 @@ GOOD = (
 )
 
 
-def test_presets_load_and_validate():
-    cfg = load_grid("smoke")
-    assert "smollm2-135m" in cfg.models and cfg.tasks["wikitext"] == 2
+@pytest.mark.parametrize("preset", ["smoke", "default", "paper", "zoo"])
+def test_presets_load_and_validate(preset):
+    cfg = load_grid(preset)
+    assert "smollm2-135m" in cfg.models and "wikitext" in cfg.tasks
 
 
 @pytest.mark.parametrize(

@@ -5,16 +5,20 @@ from see.report import build_reports
 
 def fixture_rows():
     rows = []
-    for method, cr, value in [("baseline", 1.0, 30.0), ("svd", 5.0, 300.0), ("svd", 10.0, 900.0)]:
+    cells = [("baseline", 1.0, 30.0), ("svd", 5.0, 300.0), ("svd", 10.0, 900.0)]
+    for model, method, cr, value in [
+        (m, *c) for m in ("smollm2-135m", "gemma3-270m") for c in cells
+    ]:
         for metric, scale in [("word_perplexity", 1.0), ("bits_per_byte", 0.03)]:
             rows.append({
-                "model": "smollm2-135m", "task": "wikitext", "metric": metric,
+                "model": model, "task": "wikitext", "metric": metric,
                 "metric_filter": "none", "method": method, "method_options": "",
                 "head_policy": "dense", "target_cr": cr, "reached_cr": cr, "value": value * scale,
                 "stderr": None, "n": 2, "limit": 2, "max_length": 2048, "dtype": "float32",
-                "embedding_bytes": int(1e6 / cr), "head_bytes": 0, "run_id": "r1",
+                "embedding_bytes": int(1e6 / cr), "head_bytes": 0, "load_s": 1.0,
+                "model_param_bytes": int(4e6 if model == "smollm2-135m" else 9e6), "run_id": "r1",
                 "device": "cpu:test", "git_commit": "abc", "timestamp": "2026-01-01T00:00:00",
-                "cell_key": f"{method}{cr}",
+                "cell_key": f"{model}{method}{cr}",
             })  # fmt: skip
     return rows
 
@@ -29,6 +33,7 @@ def test_reports_regenerate_identically_from_results(tmp_path):
     readme = build_reports(results, reports)
     first = readme.read_text()
     assert (reports / "wikitext_ppl_vs_cr.png").stat().st_size > 1000
+    assert (reports / "wikitext_word_perplexity_vs_size.png").stat().st_size > 1000
     assert "| smollm2-135m | wikitext | word_perplexity | svd" in first.replace("  ", " ")
     assert "0.1" in first  # recovery of svd at CR 5 = 30 / 300
     build_reports(results, reports)

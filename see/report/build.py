@@ -67,6 +67,43 @@ def plot_metric_vs_cr(rows: pd.DataFrame, task: str, metric: str, out: Path) -> 
     return out
 
 
+def plot_metric_vs_model_size(rows: pd.DataFrame, task: str, metric: str, out: Path):
+    """`metric` vs the baseline model's parameter bytes, a line per method and ratio."""
+    data = rows[(rows.task == task) & (rows.metric == metric)]
+    if "model_param_bytes" not in rows:
+        return None
+    sizes = rows[rows.method == "baseline"].groupby("model").model_param_bytes.first()
+    data = data[data.model.isin(sizes.index)]
+    if data.model.nunique() < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (method, cr, policy), line in data.groupby(["method", "target_cr", "head_policy"]):
+        line = line.assign(size=line.model.map(sizes) / 2**20).sort_values("size")
+        label = method if method == "baseline" else f"{method} CR {cr:g} (head {policy})"
+        ax.plot(line["size"], line.value, marker="o", label=label)
+    for model, size in sizes.items():
+        ax.annotate(model, (size / 2**20, data[data.model == model].value.min()), fontsize=7)
+    ax.set(xlabel="baseline parameter MiB (fp32)", ylabel=f"{task} {metric}", xscale="log")
+    if any(s in metric for s in LOWER_IS_BETTER):
+        ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def models_table(rows: pd.DataFrame) -> str:
+    """Per model: size, embedding share and the load / one-time conversion times."""
+    base = rows[rows.method == "baseline"].groupby("model").first().reset_index()
+    if "model_param_bytes" not in base:
+        return "(no baseline rows with byte counts)"
+    cols = ["model", "tie_source", "model_param_bytes", "embedding_bytes", "load_s", "convert_s"]
+    base = base[[c for c in cols if c in base]].copy()
+    base["embedding_share"] = base.embedding_bytes / base.model_param_bytes
+    return base.to_markdown(index=False, floatfmt=".3g")
+
+
 def build_reports(results_dir: str | Path = "results", reports_dir: str | Path = "reports") -> Path:
     results_dir, reports_dir = Path(results_dir), Path(reports_dir)
     reports_dir.mkdir(parents=True, exist_ok=True)
@@ -77,6 +114,10 @@ def build_reports(results_dir: str | Path = "results", reports_dir: str | Path =
     figure = plot_metric_vs_cr(
         rows, "wikitext", "word_perplexity", reports_dir / "wikitext_ppl_vs_cr.png"
     )
+    size_figures = [
+        plot_metric_vs_model_size(rows, task, metric, reports_dir / f"{task}_{metric}_vs_size.png")
+        for task, metric in [("wikitext", "word_perplexity"), ("sst2", "acc")]
+    ]
     runs = sorted(rows.run_id.unique())
     devices = sorted(rows.device.unique())
     lines = [
@@ -96,6 +137,11 @@ def build_reports(results_dir: str | Path = "results", reports_dir: str | Path =
     ]
     if figure:
         lines += ["## WikiText word perplexity vs compression ratio", "", f"![]({figure.name})", ""]
+    size_figures = [f for f in size_figures if f]
+    if size_figures:
+        lines += ["## Quality vs model size", ""]
+        lines += [f"![]({f.name})" for f in size_figures] + [""]
+    lines += ["## Models", "", models_table(rows), ""]
     lines += ["## Quality", "", quality_table(rows), ""]
     out = reports_dir / "README.md"
     out.write_text("\n".join(lines))

@@ -17,7 +17,13 @@ from see.data import data_file
 from see.models.zoo import cache_dir
 
 TEMPLATES = Path(__file__).parent
-_DATA_FILES = re.compile(r"see_data_files: \[(.*)\]")
+_DATA_FILES = re.compile(r"# see_data_files: \[(.*)\]")
+
+
+def lm_eval_tasks_dir() -> Path:
+    import lm_eval.tasks
+
+    return Path(lm_eval.tasks.__file__).parent
 
 
 def offline_task_names() -> list[str]:
@@ -43,6 +49,7 @@ def render_tasks(data_dir: str | Path | None = None) -> Path | None:
     tmp.mkdir(parents=True)
     for template in TEMPLATES.glob("*.yaml"):
         text = template.read_text().replace("${DATA_DIR}", str(root))
+        text = text.replace("${LM_EVAL_TASKS}", str(lm_eval_tasks_dir()))
         (tmp / template.name).write_text(text)
     shutil.copy(TEMPLATES / "see_tasks.py", tmp / "see_tasks.py")
     shutil.rmtree(out, ignore_errors=True)

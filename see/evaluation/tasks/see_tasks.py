@@ -1,16 +1,12 @@
 """Loaders for the offline task configs: local files -> the hub datasets' fields.
 
 This file is copied next to the rendered YAML files, which reference it with `!function`.
-Prompts, targets and metrics stay lm-eval's own: they are imported from lm-eval's task code.
+Prompts, targets and metrics stay lm-eval's own: each YAML includes lm-eval's stock config.
 """
 
 import re
 
 import datasets
-from lm_eval.tasks.wikitext.preprocess_wikitext import (  # noqa: F401  (used by the YAML)
-    process_results,
-    wikitext_detokenizer,
-)
 
 # a top-level WikiText heading line " = Title = " starts a new document
 _TITLE_LINE = re.compile(r"(?m)^(?= = [^=].* = \n)")
@@ -22,3 +18,46 @@ def wikitext_documents(data_file: str, **_metadata) -> datasets.DatasetDict:
         text = f.read()
     pages = [page for page in _TITLE_LINE.split(text) if page.strip()]  # drop the empty head
     return datasets.DatasetDict({"test": datasets.Dataset.from_dict({"page": pages})})
+
+
+# GLUE: local glue_data TSVs -> nyu-mll/glue fields and label order.
+# (file, columns, label map); columns name the TSV fields copied into each document.
+_GLUE = {
+    "sst2": ("SST-2", {"sentence": "sentence", "label": "label"}, None),
+    "cola": ("CoLA", {"sentence": 3, "label": 1}, None),
+    "mrpc": ("MRPC", {"sentence1": "#1 String", "sentence2": "#2 String",
+                      "label": "Quality"}, None),
+    "qnli": ("QNLI", {"question": "question", "sentence": "sentence", "label": "label"},
+             {"entailment": 0, "not_entailment": 1}),
+    "rte": ("RTE", {"sentence1": "sentence1", "sentence2": "sentence2", "label": "label"},
+            {"entailment": 0, "not_entailment": 1}),
+    "wnli": ("WNLI", {"sentence1": "sentence1", "sentence2": "sentence2", "label": "label"}, None),
+}  # fmt: skip
+
+
+def _read_tsv(path: str, header: bool) -> list:
+    import csv
+
+    with open(path, encoding="utf-8-sig", newline="") as f:  # utf-8-sig drops MRPC's BOM
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        rows = list(reader)
+    if not header:
+        return rows
+    names = rows[0]
+    return [dict(zip(names, row, strict=True)) for row in rows[1:]]
+
+
+def glue_split(task: str, path: str) -> datasets.Dataset:
+    _, columns, labels = _GLUE[task]
+    rows = _read_tsv(path, header=task != "cola")
+    docs = {field: [row[col] for row in rows] for field, col in columns.items()}
+    docs["label"] = [labels[v] if labels else int(v) for v in docs["label"]]
+    docs["idx"] = list(range(len(rows)))
+    return datasets.Dataset.from_dict(docs)
+
+
+def glue_documents(task: str, validation_file: str, train_file: str | None = None, **_metadata):
+    splits = {"validation": glue_split(task, validation_file)}
+    if train_file:
+        splits["train"] = glue_split(task, train_file)
+    return datasets.DatasetDict(splits)

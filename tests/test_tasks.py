@@ -1,0 +1,65 @@
+"""Offline task configs: document counts, label mapping, and equality with lm-eval's own."""
+
+import pytest
+from conftest import needs_data
+
+# split sizes and label counts (label 0, label 1) from shared/data/MANIFEST.md
+EXPECTED = {
+    "sst2": (872, (428, 444)),
+    "rte": (277, (146, 131)),
+    "mrpc": (408, (129, 279)),
+    "cola": (1043, (322, 721)),
+    "qnli": (5463, (2702, 2761)),
+    "wnli": (71, (40, 31)),
+    "wikitext": (62, None),
+}
+
+
+@pytest.fixture(scope="module")
+def offline_tasks():
+    from see.evaluation.lmeval import check_tasks, task_manager
+
+    include = check_tasks(list(EXPECTED), None)
+    return task_manager(include).load(list(EXPECTED))["tasks"]
+
+
+def stock_task(name, dataset):
+    """lm-eval's installed config for `name`, fed our documents instead of the hub's."""
+    from lm_eval.api.task import ConfigurableTask
+    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    entry = TaskManager().task_index[name]
+    cfg = load_yaml(entry.yaml_path, resolve_func=True)
+    cfg["custom_dataset"] = lambda **_: dataset
+    cfg.pop("training_split", None) if "train" not in dataset else None
+    if name == "wikitext":
+        cfg["validation_split"] = None
+    return ConfigurableTask(config=cfg)
+
+
+@needs_data
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_offline_task_sizes_and_labels(offline_tasks, name):
+    docs = list(offline_tasks[name].eval_docs)
+    size, labels = EXPECTED[name]
+    assert len(docs) == size
+    if labels:
+        assert tuple(sum(d["label"] == k for d in docs) for k in (0, 1)) == labels
+
+
+@needs_data
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_offline_config_renders_like_lm_evals_own(offline_tasks, name):
+    ours = offline_tasks[name]
+    stock = stock_task(name, ours.dataset)
+    assert ours.OUTPUT_TYPE == stock.OUTPUT_TYPE
+    assert ours.config.metric_list == stock.config.metric_list
+    assert ours.config.target_delimiter == stock.config.target_delimiter
+    for doc in list(ours.eval_docs)[:5]:
+        assert ours.doc_to_text(doc) == stock.doc_to_text(doc)
+        assert ours.doc_to_target(doc) == stock.doc_to_target(doc)
+        if ours.OUTPUT_TYPE == "multiple_choice":
+            assert ours.doc_to_choice(doc) == stock.doc_to_choice(doc)
+            # every field the prompt uses is filled (a mis-mapped column renders empty)
+            assert all(part.strip() for part in ours.doc_to_text(doc).split("\n")[:2])
