@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -58,6 +59,9 @@ def plot_metric_vs_cr(rows: pd.DataFrame, task: str, metric: str, out: Path) -> 
             ax.axhline(value, color="black", linestyle="--", label="baseline")
         ax.set(title=model, xlabel="target compression ratio", ylabel=f"{task} {metric}")
         ax.set_xscale("log")
+        ratios = sorted(sub.target_cr.unique())
+        ax.set_xticks(ratios, labels=[f"{r:g}" for r in ratios], minor=False)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         if any(s in metric for s in LOWER_IS_BETTER):
             ax.set_yscale("log")
         ax.legend(fontsize=8)
