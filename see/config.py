@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import tomllib
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 DTYPES = ("float32", "bfloat16", "float16")
+HARNESS_OPTIONS = {"seed", "checkpoint_score", "device"}  # set by the grid, not by a config
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,8 @@ class GridConfig:
     tasks: dict[str, int | None]  # task -> limit (documents); None = the whole split
     head_policies: list[str] = field(default_factory=lambda: ["dense"])
     tie_source: str = "as_loaded"
-    method_options: dict[str, dict] = field(default_factory=dict)
+    # method -> options, or a list of option sets (one cell per set: variants of a method)
+    method_options: dict[str, dict | list[dict]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
     max_length: int = 2048
     batch_size: int = 1
@@ -30,6 +33,9 @@ class GridConfig:
     num_fewshot: int | None = None
     dtype: str = "float32"
     data_dir: str | None = None
+    # trained methods pick their checkpoint by token perplexity on this many WikiText-2
+    # validation tokens (the paper's "initial perplexity" selection; never the test split)
+    selection_tokens: int = 2048
 
     def __post_init__(self):
         validate(self)
@@ -49,9 +55,11 @@ def validate(cfg: GridConfig) -> None:
             raise ValueError(f"grid {cfg.name!r}: {name} must not be empty")
     for method in cfg.methods:
         get_method(method)  # raises for an unknown method, listing the registered ones
-    for method in cfg.method_options:
+    for method, variants in cfg.method_options.items():
         if method not in cfg.methods:
             raise ValueError(f"grid {cfg.name!r}: method_options for {method!r}, not in methods")
+        for options in variants if isinstance(variants, list) else [variants]:
+            check_method_options(cfg.name, method, options)
     for ratio in cfg.ratios:
         if not isinstance(ratio, (int, float)) or not ratio > 1:
             raise ValueError(f"grid {cfg.name!r}: compression ratio must be > 1, got {ratio!r}")
@@ -67,8 +75,28 @@ def validate(cfg: GridConfig) -> None:
             raise ValueError(
                 f"grid {cfg.name!r}: limit of task {task!r} must be > 0, got {limit!r}"
             )
+    if cfg.selection_tokens < 16:
+        raise ValueError(
+            f"grid {cfg.name!r}: selection_tokens must be >= 16, got {cfg.selection_tokens}"
+        )
     if cfg.max_length < 16:
         raise ValueError(f"grid {cfg.name!r}: max_length must be >= 16, got {cfg.max_length}")
+
+
+def check_method_options(grid: str, method: str, options) -> None:
+    """Option names must be keyword parameters of the method's from_table."""
+    from see.methods import get_method
+
+    if not isinstance(options, dict):
+        raise ValueError(f"grid {grid!r}: options of {method!r} must be a table, got {options!r}")
+    params = inspect.signature(get_method(method).from_table).parameters
+    allowed = {n for n, p in params.items() if p.kind == p.KEYWORD_ONLY} - HARNESS_OPTIONS
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(
+            f"grid {grid!r}: unknown option(s) {unknown} for method {method!r}; "
+            f"allowed: {sorted(allowed)}"
+        )
 
 
 def load_grid(preset: str | Path, **overrides) -> GridConfig:

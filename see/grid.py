@@ -6,6 +6,7 @@ results key. A cell is a pure function of its config, so any executor can run it
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import time
@@ -37,14 +38,22 @@ def expand(cfg: GridConfig) -> list[Cell]:
     cells = []
     for model in cfg.models:
         for method in cfg.methods:
-            options = tuple(sorted(cfg.method_options.get(method, {}).items()))
-            ratios = [1.0] if method == "baseline" else cfg.ratios
-            policies = ["dense"] if method == "baseline" else cfg.head_policies
-            for ratio in ratios:
-                for policy in policies:
-                    for seed in cfg.seeds:
-                        cells.append(Cell(model, method, float(ratio), policy, seed, options))
+            variants = cfg.method_options.get(method, {})
+            for opts in variants if isinstance(variants, list) else [variants]:
+                options = tuple(sorted(opts.items()))
+                cells += _method_cells(cfg, model, method, options)
     return cells
+
+
+def _method_cells(cfg: GridConfig, model: str, method: str, options: tuple) -> list[Cell]:
+    ratios = [1.0] if method == "baseline" else cfg.ratios
+    policies = ["dense"] if method == "baseline" else cfg.head_policies
+    return [
+        Cell(model, method, float(ratio), policy, seed, options)
+        for ratio in ratios
+        for policy in policies
+        for seed in cfg.seeds
+    ]
 
 
 def identity(cfg: GridConfig, cell: Cell, task: str) -> dict:
@@ -73,7 +82,29 @@ def identity(cfg: GridConfig, cell: Cell, task: str) -> dict:
         else None,
         "weights": "pretrained",
         "seed": cell.seed,
+        "selection_tokens": cfg.selection_tokens if is_trained(cell.method) else None,
     }
+
+
+def is_trained(method: str) -> bool:
+    from see.methods import get_method
+
+    return get_method(method).trained
+
+
+def checkpoint_scorer(model, tok, head_policy: str, cfg: GridConfig):
+    """candidate -> token perplexity of `model` with it installed, on the validation slice."""
+    from see.evaluation.validation import token_perplexity, validation_ids
+    from see.models.surgery import swapped_embedding
+
+    ids = validation_ids(tok, cfg.selection_tokens, cfg.data_dir)
+    dtype = getattr(torch, cfg.dtype)
+
+    def score(candidate) -> float:
+        with swapped_embedding(model, copy.deepcopy(candidate).to(dtype), head_policy):
+            return token_perplexity(model, ids, window=min(cfg.max_length, 1024))
+
+    return score
 
 
 def build_model(cell: Cell, cfg: GridConfig):
@@ -91,7 +122,11 @@ def build_model(cell: Cell, cfg: GridConfig):
         torch.manual_seed(cell.seed)
         method = get_method(cell.method)
         table = input_table(model).float()
-        compressed = method.from_table(table, cell.target_cr, **dict(cell.method_options))
+        options = dict(cell.method_options)
+        if method.trained:
+            options["seed"] = cell.seed
+            options["checkpoint_score"] = checkpoint_scorer(model, tok, cell.head_policy, cfg)
+        compressed = method.from_table(table, cell.target_cr, **options)
         compressed = compressed.to(getattr(torch, cfg.dtype))
     compress_model(model, compressed, cell.head_policy)
     info = {"load_s": load_s, "compress_s": time.perf_counter() - start, **count_bytes(model)}
@@ -99,6 +134,8 @@ def build_model(cell: Cell, cfg: GridConfig):
     if compressed is not None:
         info["reached_cr"] = compressed.reached_cr
         info.update(compressed.fit_report)
+        if getattr(compressed, "history", None):
+            info["fit_history"] = json.dumps(compressed.history)
     else:
         emb = model.get_input_embeddings()
         info["reached_cr"] = 1.0

@@ -34,6 +34,9 @@ class CompressedEmbedding(nn.Module):
     """
 
     name: ClassVar[str]
+    # trained methods take `seed` and `checkpoint_score` (candidate -> lower is better) in
+    # from_table; the grid passes the cell's seed and an initial-perplexity scorer
+    trained: ClassVar[bool] = False
 
     def __init__(self, num_embeddings: int, embedding_dim: int):
         super().__init__()

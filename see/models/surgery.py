@@ -11,6 +11,8 @@ that it neither re-ties the head to the new module nor raises.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -50,6 +52,20 @@ class SharedHead(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self.compressed.head_logits(hidden)
         return logits if self.bias is None else logits + self.bias
+
+
+@contextmanager
+def swapped_embedding(model, compressed: CompressedEmbedding, head_policy: str = "dense"):
+    """Temporarily run `model` with `compressed` as input embedding (and head, if `shared`)."""
+    old_in, old_out = model.get_input_embeddings(), model.get_output_embeddings()
+    model.set_input_embeddings(EmbeddingAdapter(compressed, getattr(old_in, "embed_scale", None)))
+    if head_policy == "shared":
+        model.set_output_embeddings(SharedHead(compressed, getattr(old_out, "bias", None)))
+    try:
+        yield model
+    finally:
+        model.set_input_embeddings(old_in)
+        model.set_output_embeddings(old_out)
 
 
 def input_table(model) -> torch.Tensor:
