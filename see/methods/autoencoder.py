@@ -139,8 +139,8 @@ class AutoencoderEmbedding(CompressedEmbedding):
         for epoch in range(epochs):
             alpha = alpha_at(epoch, epochs)
             order = torch.randperm(len(rows), generator=generator).to(device)
-            bar = tqdm(order.split(batch_size), desc=f"autoencoder k={k} epoch {epoch + 1}/{epochs}",
-                       leave=False, mininterval=2)  # fmt: skip
+            desc = f"autoencoder k={k} epoch {epoch + 1}/{epochs}"
+            bar = tqdm(order.split(batch_size), desc=desc, leave=False, mininterval=2)
             for step, batch_ids in enumerate(bar):
                 x = rows[batch_ids]
                 value = ae_loss(ae(x), x, loss, alpha)
