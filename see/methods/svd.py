@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from see.methods.base import CompressedEmbedding, check_table, check_target_cr
+from see.methods.base import CompressedEmbedding, UnreachableCR, check_table, check_target_cr
 from see.methods.registry import register
 
 
@@ -21,7 +21,7 @@ def svd_rank(vocab: int, dim: int, target_cr: float) -> int:
     # small epsilon so that exact products (e.g. CR chosen from a rank) do not round down
     rank = math.floor(vocab * dim / (target_cr * (vocab + dim)) + 1e-9)
     if rank < 1:
-        raise ValueError(
+        raise UnreachableCR(
             f"target CR {target_cr} is too high for a {vocab} x {dim} table: SVD rank would be "
             f"{rank} < 1 (the largest reachable CR is {vocab * dim / (vocab + dim):.1f})"
         )

@@ -1,0 +1,62 @@
+"""word2ketXS (Panahi, Saeedi, Arodz, ICLR 2020): the ablation with no linguistic prior.
+
+The whole table is factorised: E ~ sum_r (x)_j F_jr, each F_jr of size v x q with
+v = ceil(V ** (1/n)) and q = ceil(d ** (1/n)). Token id i is written in base v as digits
+(i_1..i_n); its row is sum_r kron(F_1r[i_1], ..., F_nr[i_n])[:d], then LayerNorm (as SEE,
+see kronecker.py). It is SEE's machinery with units = (slot, digit) pairs, computed from the
+id, so nothing per token is stored: P = R * n * v * q + 2d. Default order n = 2 (the paper
+uses 2 and 4): with n = 3 a CR of 10 needs R in the thousands and the fit is slow on CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from see.methods.base import check_table, check_target_cr
+from see.methods.kronecker import KroneckerEmbedding, rank_for_budget, unit_dim
+from see.methods.registry import register
+
+
+@register("word2ketxs")
+class Word2KetXSEmbedding(KroneckerEmbedding):
+    def __init__(self, vocab: int, dim: int, n: int, rank: int, norm: str = "layernorm"):
+        self.radix = unit_dim(vocab, n)  # v = ceil(V ** (1/n))
+        super().__init__(vocab, dim, n, rank, n * self.radix, norm)
+
+    def unit_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        digits = []
+        rest = ids
+        for _ in range(self.n):
+            digits.append(rest % self.radix)
+            rest = rest // self.radix
+        slots = torch.arange(self.n, device=ids.device) * self.radix
+        return torch.stack(digits[::-1], dim=-1) + slots
+
+    @classmethod
+    def from_table(
+        cls,
+        table: torch.Tensor,
+        target_cr: float,
+        *,
+        n: int = 2,
+        norm: str = "layernorm",
+        steps: int = 1500,
+        batch_tokens: int = 1024,
+        lr: float = 3e-2,
+        seed: int = 0,
+        checkpoint_score=None,
+        device: str | None = None,
+    ) -> Word2KetXSEmbedding:
+        check_target_cr(target_cr)
+        vocab, dim = check_table(table).shape
+        if n < 2:
+            raise ValueError(f"word2ketxs order n must be >= 2, got {n}")
+        per_rank = n * unit_dim(vocab, n) * unit_dim(dim, n)
+        fixed = 2 * dim if norm == "layernorm" else 0
+        rank = rank_for_budget(vocab * dim / target_cr, fixed, per_rank, f"word2ketxs (n={n})")
+        torch.manual_seed(seed)
+        module = cls(vocab, dim, n, rank, norm)
+        fitted = module.fit(table, steps=steps, batch_tokens=batch_tokens, lr=lr, seed=seed,
+                            checkpoint_score=checkpoint_score, device=device)  # fmt: skip
+        fitted.fit_report["see_rank"] = rank
+        return fitted
