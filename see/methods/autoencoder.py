@@ -92,6 +92,9 @@ class AutoencoderEmbedding(CompressedEmbedding):
         self.weight = nn.Parameter(weight)  # d x k (nn.Linear layout of the decoder)
         self.bias = nn.Parameter(bias)  # d
 
+    def init_kwargs(self) -> dict:
+        return {"codes": self.codes, "weight": self.weight, "bias": self.bias}
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return nn.functional.linear(
             nn.functional.embedding(ids, self.codes), self.weight, self.bias

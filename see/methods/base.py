@@ -56,6 +56,10 @@ class CompressedEmbedding(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def init_kwargs(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this module's shapes (tensors may be empty)."""
+        raise NotImplementedError
+
     @torch.no_grad()
     def materialize(self, chunk_size: int = 8192) -> torch.Tensor:
         """The full V x d table, built chunk by chunk of ids."""

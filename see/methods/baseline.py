@@ -23,6 +23,9 @@ class DenseEmbedding(CompressedEmbedding):
             raise ValueError(f"baseline takes no options, got {sorted(options)}")
         return cls(check_table(table))
 
+    def init_kwargs(self) -> dict:
+        return {"table": self.weight}
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return nn.functional.embedding(ids, self.weight)
 

@@ -73,6 +73,7 @@ class KroneckerEmbedding(CompressedEmbedding):
         if norm not in ("layernorm", "none"):
             raise ValueError(f"unknown norm {norm!r}; allowed: ['layernorm', 'none']")
         self.n, self.rank, self.q = n, rank, unit_dim(dim, n)
+        self.norm_kind = norm
         # init so that a sum of R products of n N(0, s) entries has unit variance
         scale = rank ** (-1 / (2 * n))
         self.vectors = nn.Parameter(torch.randn(num_units, rank, self.q) * scale)

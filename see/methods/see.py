@@ -38,6 +38,10 @@ class SEEEmbedding(KroneckerEmbedding):
         self.register_buffer("token_units", token_units.to(torch.int32))
         self.mapping_report: dict = {}
 
+    def init_kwargs(self) -> dict:
+        return {"token_units": self.token_units, "num_units": self.vectors.shape[0],
+                "dim": self.embedding_dim, "rank": self.rank, "norm": self.norm_kind}  # fmt: skip
+
     def unit_ids(self, ids: torch.Tensor) -> torch.Tensor:
         return self.token_units[ids]
 

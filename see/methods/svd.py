@@ -47,6 +47,9 @@ class SVDEmbedding(CompressedEmbedding):
         module.fit_report = module.reconstruction_report(table)
         return module
 
+    def init_kwargs(self) -> dict:
+        return {"left": self.left, "right": self.right}
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return nn.functional.embedding(ids, self.left) @ self.right
 

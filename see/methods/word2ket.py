@@ -23,6 +23,10 @@ class Word2KetXSEmbedding(KroneckerEmbedding):
         self.radix = unit_dim(vocab, n)  # v = ceil(V ** (1/n))
         super().__init__(vocab, dim, n, rank, n * self.radix, norm)
 
+    def init_kwargs(self) -> dict:
+        return {"vocab": self.num_embeddings, "dim": self.embedding_dim, "n": self.n,
+                "rank": self.rank, "norm": self.norm_kind}  # fmt: skip
+
     def unit_ids(self, ids: torch.Tensor) -> torch.Tensor:
         digits = []
         rest = ids
