@@ -26,9 +26,18 @@ HFLM_ARGS = ("max_length", "batch_size", "max_batch_size", "device", "backend", 
 
 @register_model("see")
 class SEELM(HFLM):
-    def __init__(self, pretrained: str, method: str = "baseline", ratio: float | None = None,
-                 head_policy: str = "dense", tie_source: str = "as_loaded",
-                 dtype: str = "float32", seed: int = 0, max_length: int = 2048, **kwargs):  # fmt: skip
+    def __init__(
+        self,
+        pretrained: str,
+        method: str = "baseline",
+        ratio: float | None = None,
+        head_policy: str = "dense",
+        tie_source: str = "as_loaded",
+        dtype: str = "float32",
+        seed: int = 0,
+        max_length: int = 2048,
+        **kwargs,
+    ):
         from see.methods import get_method
         from see.models import compress_model, load_model
         from see.models.saving import is_compressed_folder, load_compressed
