@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from see.config import GridConfig
 from see.evaluation.lmeval import PERPLEXITY_DEFINITION, check_tasks, evaluate
+from see.evaluation.tasks import skipped_tasks
 from see.results import ResultStore, cell_key, device_name, new_run_id, provenance
 
 
@@ -197,7 +198,7 @@ def run_cell(cell: Cell, cfg: GridConfig, tasks: list[str], run_id: str, device:
         model, tok, info = build_model(cell, cfg)
     except UnreachableCR as err:
         print(f"[see] {cell.model} {cell.method} CR {cell.target_cr:g}: {err}")
-        return [[unreachable_row(cfg, cell, task, run_id, device, str(err))] for task in tasks]
+        return [[status_row(cfg, cell, t, run_id, device, "unreachable", str(err))] for t in tasks]
     rows = []
     for task in tasks:
         metric_rows = evaluate(
@@ -220,18 +221,22 @@ def run_cell(cell: Cell, cfg: GridConfig, tasks: list[str], run_id: str, device:
     return rows
 
 
-def unreachable_row(cfg: GridConfig, cell: Cell, task: str, run_id: str, device: str,
-                    reason: str) -> dict:  # fmt: skip
+def status_row(cfg: GridConfig, cell: Cell, task: str, run_id: str, device: str,
+               status: str, reason: str) -> dict:  # fmt: skip
+    """A row with no value that says why (`unreachable` CR, `skipped` task)."""
     base = identity(cfg, cell, task)
     row = {**base, "cell_key": cell_key(base), "config_hash": cfg.config_hash()}
-    row.update(metric=None, value=None, status="unreachable", note=reason)
+    row.update(metric=None, value=None, status=status, note=reason)
     return {**row, **provenance(run_id, device)}
 
 
 def run_grid(cfg: GridConfig, results_dir: str | Path = "results", run_id: str | None = None):
     """Run every pending (cell, task) of the grid into results/runs/<run_id>; resumable."""
-    check_tasks(list(cfg.tasks), min((v for v in cfg.tasks.values() if v), default=None),
-                cfg.data_dir)  # fmt: skip
+    skipped = skipped_tasks(list(cfg.tasks))
+    for reason in skipped.values():
+        print(f"[see] skipping {reason}")
+    runnable = [t for t in cfg.tasks if t not in skipped]
+    check_tasks(runnable, min((v for v in cfg.tasks.values() if v), default=None), cfg.data_dir)
     run_id = run_id or new_run_id(cfg.name)
     store = ResultStore(Path(results_dir) / "runs" / run_id)
     store.run_dir.mkdir(parents=True, exist_ok=True)
@@ -242,6 +247,9 @@ def run_grid(cfg: GridConfig, results_dir: str | Path = "results", run_id: str |
     start = time.perf_counter()
     for cell in tqdm(cells, desc=f"grid {cfg.name}", unit="cell"):
         pending = [t for t in cfg.tasks if cell_key(identity(cfg, cell, t)) not in done]
+        for task in [t for t in pending if t in skipped]:
+            store.append([status_row(cfg, cell, task, run_id, device, "skipped", skipped[task])])
+        pending = [t for t in pending if t not in skipped]
         if not pending:
             continue
         for task_rows in run_cell(cell, cfg, pending, run_id, device):

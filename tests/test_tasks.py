@@ -63,3 +63,36 @@ def test_offline_config_renders_like_lm_evals_own(offline_tasks, name):
             assert ours.doc_to_choice(doc) == stock.doc_to_choice(doc)
             # every field the prompt uses is filled (a mis-mapped column renders empty)
             assert all(part.strip() for part in ours.doc_to_text(doc).split("\n")[:2])
+
+
+@needs_data
+def test_squad_v1_task_uses_squadv2_prompt_and_official_scoring():
+    from lm_eval.tasks.squadv2.task import SQuAD2
+
+    from see.evaluation.lmeval import check_tasks, task_manager
+
+    include = check_tasks(["squad"], None)
+    squad = task_manager(include).load(["squad"])["tasks"]["squad"]
+    docs = list(squad.eval_docs)
+    assert len(docs) == 10570  # SQuAD v1.1 dev questions
+    doc = docs[0]
+    assert squad.doc_to_text(doc) == SQuAD2.doc_to_text(None, doc)
+    assert squad.doc_to_target(doc) == SQuAD2.doc_to_target(None, doc)
+    assert squad.OUTPUT_TYPE == "generate_until"
+    see_tasks = squad.config.process_results.__globals__
+    assert see_tasks["normalize_answer"]("The  Denver Broncos!") == "denver broncos"
+    scores = squad.process_results(doc, [" the Denver Broncos\n"])
+    assert scores == {"exact_match": 1.0, "f1": 1.0}
+    assert squad.process_results(doc, ["Broncos of Denver"])["f1"] == pytest.approx(0.8)
+    assert squad.process_results(doc, ["no idea"]) == {"exact_match": 0.0, "f1": 0.0}
+
+
+def test_hub_only_tasks_are_reported_as_skipped_offline(monkeypatch):
+    from see.evaluation.tasks import skipped_tasks
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    skipped = skipped_tasks(["mnli", "sst2", "qqp"])
+    assert sorted(skipped) == ["mnli", "qqp"] and "HF_HUB_OFFLINE" in skipped["mnli"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    assert skipped_tasks(["mnli"]) == {}

@@ -8,6 +8,7 @@ is replaced by the data folder and the result goes into a cache folder that lm-e
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 from pathlib import Path
@@ -18,6 +19,28 @@ from see.models.zoo import cache_dir
 
 TEMPLATES = Path(__file__).parent
 _DATA_FILES = re.compile(r"# see_data_files: \[(.*)\]")
+
+
+# stock lm-eval tasks with no local copy in the data dir: they need the Hugging Face hub
+HUB_ONLY_TASKS = ("mnli", "mnli_mismatch", "qqp", "squadv2", "squad_completion")
+
+
+def hub_offline() -> bool:
+    return any(
+        os.environ.get(v, "") not in ("", "0") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
+
+
+def skipped_tasks(tasks: list[str]) -> dict[str, str]:
+    """Tasks this run cannot evaluate offline -> the reason (reported, not dropped)."""
+    if not hub_offline():
+        return {}
+    return {
+        t: f"{t} needs the Hugging Face hub (no local copy under the data dir) and "
+        "HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set"
+        for t in tasks
+        if t in HUB_ONLY_TASKS
+    }
 
 
 def lm_eval_tasks_dir() -> Path:

@@ -61,3 +61,55 @@ def glue_documents(task: str, validation_file: str, train_file: str | None = Non
     if train_file:
         splits["train"] = glue_split(task, train_file)
     return datasets.DatasetDict(splits)
+
+
+# SQuAD v1.1: the dev JSON -> one document per question (squadv2's fields)
+def squad_documents(data_file: str, **_metadata) -> datasets.DatasetDict:
+    import json
+
+    with open(data_file, encoding="utf-8") as f:
+        articles = json.load(f)["data"]
+    docs = {"id": [], "title": [], "context": [], "question": [], "answers": []}
+    for article in articles:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                docs["id"].append(qa["id"])
+                docs["title"].append(article["title"])
+                docs["context"].append(paragraph["context"])
+                docs["question"].append(qa["question"])
+                docs["answers"].append({
+                    "text": [a["text"] for a in qa["answers"]],
+                    "answer_start": [a["answer_start"] for a in qa["answers"]],
+                })  # fmt: skip
+    return datasets.DatasetDict({"validation": datasets.Dataset.from_dict(docs)})
+
+
+def normalize_answer(text: str) -> str:
+    """The official SQuAD v1.1 normalisation: lowercase, drop punctuation, articles, spaces."""
+    import string
+
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def squad_f1(prediction: str, gold: str) -> float:
+    from collections import Counter
+
+    pred_tokens, gold_tokens = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    common = Counter(pred_tokens) & Counter(gold_tokens)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred_tokens), same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_process_results(doc: dict, results: list) -> dict:
+    prediction = results[0].strip()
+    golds = doc["answers"]["text"]
+    return {
+        "exact_match": max(float(normalize_answer(prediction) == normalize_answer(g))
+                           for g in golds),
+        "f1": max(squad_f1(prediction, g) for g in golds),
+    }  # fmt: skip
