@@ -42,6 +42,8 @@ class GridConfig:
     # trained methods pick their checkpoint by token perplexity on this many WikiText-2
     # validation tokens (the paper's "initial perplexity" selection; never the test split)
     selection_tokens: int = 2048
+    # healing (see/heal.py HealConfig fields); None = initial quality only
+    heal: dict | None = None
 
     def __post_init__(self):
         validate(self)
@@ -81,6 +83,13 @@ def validate(cfg: GridConfig) -> None:
             raise ValueError(
                 f"grid {cfg.name!r}: limit of task {task!r} must be > 0, got {limit!r}"
             )
+    if cfg.heal is not None:
+        from see.heal import HealConfig
+
+        try:
+            HealConfig(**cfg.heal)
+        except TypeError as err:
+            raise ValueError(f"grid {cfg.name!r}: bad [heal] table: {err}") from err
     if cfg.selection_tokens < 16:
         raise ValueError(
             f"grid {cfg.name!r}: selection_tokens must be >= 16, got {cfg.selection_tokens}"

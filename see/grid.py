@@ -11,6 +11,7 @@ import dataclasses
 import inspect
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tqdm import tqdm
 from see.config import GridConfig
 from see.evaluation.lmeval import PERPLEXITY_DEFINITION, check_tasks, evaluate
 from see.evaluation.tasks import skipped_tasks
+from see.heal import STAGES, HealConfig, Healer, training_ids
 from see.results import ResultStore, cell_key, device_name, new_run_id, provenance
 
 
@@ -58,10 +60,12 @@ def _method_cells(cfg: GridConfig, model: str, method: str, options: tuple) -> l
     ]
 
 
-def identity(cfg: GridConfig, cell: Cell, task: str) -> dict:
-    """The identity and settings columns of a (cell, task) key."""
+def identity(cfg: GridConfig, cell: Cell, task: str, stage: str = "initial") -> dict:
+    """The identity and settings columns of a (cell, task, healing stage) key."""
     limit = cfg.tasks[task]
+    heal = None if stage == "initial" else json.dumps(cfg.heal, sort_keys=True)
     return {
+        "heal_config": heal,
         "model": cell.model,
         "method": cell.method,
         "method_options": cell.options_text(),
@@ -69,7 +73,7 @@ def identity(cfg: GridConfig, cell: Cell, task: str) -> dict:
         "head_policy": cell.head_policy,
         "tie_source": cfg.tie_source,
         "sememe_source": sememe_source(cell),
-        "heal_stage": "initial",
+        "heal_stage": stage,
         "task": task,
         "limit": limit,
         "max_length": cfg.max_length,
@@ -120,7 +124,11 @@ def checkpoint_scorer(model, tok, head_policy: str, cfg: GridConfig):
 
 
 def build_model(cell: Cell, cfg: GridConfig):
-    """Load the model and install the cell's compressed embedding; returns (model, tok, info)."""
+    """Load the model and install the cell's compressed embedding.
+
+    Returns (model, tok, info, teacher): teacher = the original (input embedding, head) modules,
+    which healing swaps back in to get the uncompressed model's outputs.
+    """
     from see.methods import get_method
     from see.models import compress_model, count_bytes, load_model
     from see.models.surgery import input_table
@@ -145,6 +153,7 @@ def build_model(cell: Cell, cfg: GridConfig):
             options["data_dir"] = cfg.data_dir
         compressed = method.from_table(table, cell.target_cr, **options)
         compressed = compressed.to(getattr(torch, cfg.dtype))
+    teacher = (model.get_input_embeddings(), model.get_output_embeddings())
     compress_model(model, compressed, cell.head_policy)
     info = {"load_s": load_s, "compress_s": time.perf_counter() - start, **count_bytes(model)}
     info["convert_s"] = zoo_convert_seconds(cell.model)
@@ -159,7 +168,7 @@ def build_model(cell: Cell, cfg: GridConfig):
         emb = model.get_input_embeddings()
         info["reached_cr"] = 1.0
         info["embedding_params"] = emb.weight.numel()
-    return model, tok, info
+    return model, tok, info, teacher
 
 
 def corpus_coverage_on_validation(compressed, tok, cfg: GridConfig) -> float:
@@ -187,44 +196,66 @@ def adds_bos(tok) -> bool:
     return bool(tok.bos_token_id is not None and ids and ids[0] == tok.bos_token_id)
 
 
-def run_cell(cell: Cell, cfg: GridConfig, tasks: list[str], run_id: str, device: str) -> list[dict]:
-    """Compress and evaluate one cell on `tasks`; returns rows (one list per task).
+def cell_stages(cfg: GridConfig, cell: Cell) -> list[str]:
+    """`initial`, then the healing stages with a budget (none for the baseline)."""
+    if cfg.heal is None or cell.method == "baseline":
+        return ["initial"]
+    heal = HealConfig(**cfg.heal)
+    return ["initial"] + [s for s in STAGES if getattr(heal, f"{s}_steps") > 0]
+
+
+def run_cell(cell: Cell, cfg: GridConfig, pending: dict[str, list[str]], run_id: str,
+             device: str, run_dir: Path | None = None) -> Iterator[list[dict]]:  # fmt: skip
+    """Compress, heal and evaluate one cell; yields the rows of each (stage, task) when done.
 
     A target CR the method cannot reach gives one row per task with value None and the reason.
+    Healing checkpoints go to run_dir/heal/<cell>/<stage>.pt, so a killed run resumes there.
     """
     from see.methods.base import UnreachableCR
 
     try:
-        model, tok, info = build_model(cell, cfg)
+        model, tok, info, teacher = build_model(cell, cfg)
     except UnreachableCR as err:
         print(f"[see] {cell.model} {cell.method} CR {cell.target_cr:g}: {err}")
-        return [[status_row(cfg, cell, t, run_id, device, "unreachable", str(err))] for t in tasks]
-    rows = []
-    for task in tasks:
-        metric_rows = evaluate(
-            model,
-            tok,
-            [task],
-            limit=cfg.tasks[task],
-            num_fewshot=cfg.num_fewshot,
-            batch_size=cfg.batch_size,
-            max_length=cfg.max_length,
-            bootstrap_iters=cfg.bootstrap_iters,
-            seed=cell.seed,
-            data_dir=cfg.data_dir,
-        )
-        base = identity(cfg, cell, task)
-        common = {**base, **info, "cell_key": cell_key(base), "config_hash": cfg.config_hash()}
-        common["add_bos"] = adds_bos(tok)  # a fact of the model's tokenizer, not a setting
-        common.update(provenance(run_id, device))
-        rows.append([{**common, **row, "task": task} for row in metric_rows])
-    return rows
+        for stage, tasks in pending.items():
+            for task in tasks:
+                yield [status_row(cfg, cell, task, run_id, device, "unreachable", str(err), stage)]
+        return
+    healer, heal_info = None, {}
+    for stage in cell_stages(cfg, cell):
+        if stage != "initial":
+            if healer is None:
+                heal_cfg = HealConfig(**cfg.heal)
+                ids = training_ids(heal_cfg, tok, cfg.data_dir)
+                healer = Healer(model, *teacher, heal_cfg, ids, seed=cell.seed)
+            key = cell_key(identity(cfg, cell, "", stage) | {"task": None})
+            checkpoint = run_dir / "heal" / key / f"{stage}.pt" if run_dir else None
+            heal_info = healer.run(stage, checkpoint)
+        for task in pending.get(stage, []):
+            metric_rows = evaluate(
+                model,
+                tok,
+                [task],
+                limit=cfg.tasks[task],
+                num_fewshot=cfg.num_fewshot,
+                batch_size=cfg.batch_size,
+                max_length=cfg.max_length,
+                bootstrap_iters=cfg.bootstrap_iters,
+                seed=cell.seed,
+                data_dir=cfg.data_dir,
+            )
+            base = identity(cfg, cell, task, stage)
+            common = {**base, **info, **heal_info, "cell_key": cell_key(base),
+                      "config_hash": cfg.config_hash()}  # fmt: skip
+            common["add_bos"] = adds_bos(tok)  # a fact of the model's tokenizer, not a setting
+            common.update(provenance(run_id, device))
+            yield [{**common, **row, "task": task} for row in metric_rows]
 
 
 def status_row(cfg: GridConfig, cell: Cell, task: str, run_id: str, device: str,
-               status: str, reason: str) -> dict:  # fmt: skip
+               status: str, reason: str, stage: str = "initial") -> dict:  # fmt: skip
     """A row with no value that says why (`unreachable` CR, `skipped` task)."""
-    base = identity(cfg, cell, task)
+    base = identity(cfg, cell, task, stage)
     row = {**base, "cell_key": cell_key(base), "config_hash": cfg.config_hash()}
     row.update(metric=None, value=None, status=status, note=reason)
     return {**row, **provenance(run_id, device)}
@@ -246,13 +277,20 @@ def run_grid(cfg: GridConfig, results_dir: str | Path = "results", run_id: str |
     cells = expand(cfg)
     start = time.perf_counter()
     for cell in tqdm(cells, desc=f"grid {cfg.name}", unit="cell"):
-        pending = [t for t in cfg.tasks if cell_key(identity(cfg, cell, t)) not in done]
-        for task in [t for t in pending if t in skipped]:
-            store.append([status_row(cfg, cell, task, run_id, device, "skipped", skipped[task])])
-        pending = [t for t in pending if t not in skipped]
-        if not pending:
+        pending = {
+            stage: [t for t in cfg.tasks if cell_key(identity(cfg, cell, t, stage)) not in done]
+            for stage in cell_stages(cfg, cell)
+        }
+        for stage, tasks in pending.items():
+            for task in [t for t in tasks if t in skipped]:
+                reason = skipped[task]
+                store.append(
+                    [status_row(cfg, cell, task, run_id, device, "skipped", reason, stage)]
+                )
+            pending[stage] = [t for t in tasks if t not in skipped]
+        if not any(pending.values()):
             continue
-        for task_rows in run_cell(cell, cfg, pending, run_id, device):
+        for task_rows in run_cell(cell, cfg, pending, run_id, device, store.run_dir):
             store.append(task_rows)
     print(f"[see] grid {cfg.name}: {len(cells)} cells in {time.perf_counter() - start:.1f} s "
           f"-> {store.path}")  # fmt: skip

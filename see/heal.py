@@ -1,0 +1,228 @@
+"""Healing: two stages of training that give every compressed embedding the same chance.
+
+- Stage 1, alignment: only the compressed module trains. Loss = MSE + (1 - cos) between the
+  new and the original embedding rows of the batch's tokens, plus MSE between hidden states of
+  the model run with the new and with the original embedding at `align_layers` (default the
+  last layer), each MSE divided by the teacher's mean square.
+- Stage 2, distillation: KL(teacher || student) of the next-token distributions at
+  `temperature` (times T**2) plus cross-entropy on the text; the compressed module trains (and
+  the head and norms with `train_head_norms`, off by default).
+The teacher is the same model with its original embedding and head swapped back in: the body
+is frozen, so no second copy is needed (with `train_head_norms` a frozen copy is kept).
+
+Text: WikiText-2 *validation* (`wikitext-2-valid`, detokenized) by default, or a local text
+file; the evaluated test split is refused. Budget in steps x batch x seq_len tokens, equal
+across the methods of a comparison; fp32 on CPU, bf16 autocast on GPU; gradient
+accumulation; seeded; resumable from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import zlib
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+STAGES = ("stage1", "stage2")
+DEFAULT_TEXT = "wikitext-2-valid"
+TEST_TEXTS = ("wikitext-2-raw/wiki.test.raw", "wikitext-2/test.txt", "wiki.test", "test.txt")
+
+
+@dataclass(frozen=True)
+class HealConfig:
+    stage1_steps: int = 50
+    stage2_steps: int = 50
+    batch_size: int = 4
+    seq_len: int = 256
+    grad_accum: int = 1
+    lr: float = 1e-3
+    align_layers: tuple[int, ...] = (-1,)
+    temperature: float = 2.0
+    ce_weight: float = 1.0
+    train_head_norms: bool = False
+    text: str = DEFAULT_TEXT
+    save_every: int = 25
+
+    def __post_init__(self):
+        if self.stage1_steps < 0 or self.stage2_steps < 0:
+            raise ValueError(f"healing steps must be >= 0: {self.stage1_steps}/{self.stage2_steps}")
+        if self.stage1_steps + self.stage2_steps == 0:
+            raise ValueError("healing budget is zero: set stage1_steps and/or stage2_steps > 0")
+        if min(self.batch_size, self.seq_len, self.grad_accum, self.save_every) < 1:
+            raise ValueError("healing batch_size, seq_len, grad_accum, save_every must be >= 1")
+        if self.temperature <= 0 or self.lr <= 0:
+            raise ValueError(f"temperature and lr must be > 0: {self.temperature}, {self.lr}")
+        name = self.text.replace("\\", "/")
+        if any(name.endswith(t) for t in TEST_TEXTS) or name in ("wikitext", "wikitext-2-test"):
+            raise ValueError(
+                f"healing text {self.text!r} is the evaluated test split; train on "
+                f"{DEFAULT_TEXT!r} (WikiText-2 validation) or another text file"
+            )
+
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len * self.grad_accum
+
+
+def training_ids(cfg: HealConfig, tokenizer, data_dir: str | None = None) -> torch.Tensor:
+    """The healing text as one long 1-D tensor of token ids."""
+    if cfg.text == DEFAULT_TEXT:
+        from see.evaluation.validation import validation_text
+
+        text = validation_text(data_dir)
+    else:
+        path = Path(cfg.text).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"healing text file {str(path)!r} does not exist")
+        text = path.read_text(encoding="utf-8")
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids[0]
+    if len(ids) <= cfg.seq_len:
+        raise ValueError(f"healing text has {len(ids)} tokens, fewer than seq_len {cfg.seq_len}")
+    return ids
+
+
+def check_layers(layers: tuple[int, ...], num_layers: int) -> None:
+    """Hidden-state indices: 0 = embeddings, num_layers = last layer, negatives from the end."""
+    for layer in layers:
+        if not -(num_layers + 1) <= layer <= num_layers:
+            raise ValueError(
+                f"unknown align layer {layer}: the model has hidden states 0..{num_layers} "
+                f"(or -1..-{num_layers + 1})"
+            )
+
+
+@contextmanager
+def swapped_modules(model, input_module: nn.Module, output_module: nn.Module):
+    """Run `model` with other input-embedding and head modules, restoring them afterwards."""
+    old_in, old_out = model.get_input_embeddings(), model.get_output_embeddings()
+    model.set_input_embeddings(input_module)
+    model.set_output_embeddings(output_module)
+    try:
+        yield model
+    finally:
+        model.set_input_embeddings(old_in)
+        model.set_output_embeddings(old_out)
+
+
+class Healer:
+    """Trains a compressed model against its teacher (the original embedding and head)."""
+
+    def __init__(self, model, teacher_input: nn.Module, teacher_head: nn.Module,
+                 cfg: HealConfig, ids: torch.Tensor, seed: int = 0):  # fmt: skip
+        check_layers(cfg.align_layers, model.config.get_text_config().num_hidden_layers)
+        self.model, self.cfg, self.ids, self.seed = model, cfg, ids, seed
+        self.teacher_input, self.teacher_head = teacher_input, teacher_head
+        self.teacher = None
+        if cfg.train_head_norms:  # the body changes: keep a frozen teacher copy
+            self.teacher = copy.deepcopy(model)
+            self.teacher.set_input_embeddings(teacher_input)
+            self.teacher.set_output_embeddings(teacher_head)
+        self.device = next(model.parameters()).device
+        self.step = {stage: 0 for stage in STAGES}
+
+    def trainable(self, stage: str) -> list[nn.Parameter]:
+        params = list(self.model.get_input_embeddings().parameters())
+        if stage == "stage2" and self.cfg.train_head_norms:
+            head = self.model.get_output_embeddings()
+            norms = [m for m in self.model.modules() if "norm" in type(m).__name__.lower()]
+            params += [p for m in [head, *norms] for p in m.parameters()]
+        unique = {id(p): p for p in params}
+        return list(unique.values())
+
+    def batch(self, stage: str, step: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}:{stage}:{step}".encode()))
+        starts = torch.randint(0, len(self.ids) - self.cfg.seq_len, (self.cfg.batch_size,),
+                               generator=gen)  # fmt: skip
+        return torch.stack([self.ids[s : s + self.cfg.seq_len] for s in starts]).to(self.device)
+
+    @torch.no_grad()
+    def teacher_forward(self, ids: torch.Tensor):
+        if self.teacher is not None:
+            return self.teacher(input_ids=ids, output_hidden_states=True)
+        with swapped_modules(self.model, self.teacher_input, self.teacher_head):
+            return self.model(input_ids=ids, output_hidden_states=True)
+
+    def loss(self, stage: str, ids: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        teacher = self.teacher_forward(ids)
+        student = self.model(input_ids=ids, labels=ids, output_hidden_states=True)
+        if stage == "stage1":
+            new = self.model.get_input_embeddings()(ids).float()
+            old = self.teacher_input(ids).float()
+            emb_mse = (new - old).pow(2).mean() / old.pow(2).mean()
+            emb_cos = 1 - nn.functional.cosine_similarity(new, old, dim=-1).mean()
+            hidden = sum(
+                (student.hidden_states[i].float() - teacher.hidden_states[i].float()).pow(2).mean()
+                / teacher.hidden_states[i].float().pow(2).mean()
+                for i in self.cfg.align_layers
+            )
+            parts = {"emb_mse": emb_mse, "emb_cos": emb_cos, "hidden_mse": hidden}
+        else:
+            t = self.cfg.temperature
+            log_p = nn.functional.log_softmax(student.logits.float() / t, dim=-1)
+            log_q = nn.functional.log_softmax(teacher.logits.float() / t, dim=-1)
+            kl = nn.functional.kl_div(log_p, log_q, log_target=True, reduction="batchmean")
+            kl = kl / ids.shape[1] * t * t  # per token
+            parts = {"kl": kl, "ce": student.loss.float() * self.cfg.ce_weight}
+        return sum(parts.values()), {k: v.item() for k, v in parts.items()}
+
+    def run(self, stage: str, checkpoint: Path | None = None) -> dict:
+        """Train `stage` for its budget (resuming from `checkpoint`); returns its summary."""
+        steps = self.cfg.stage1_steps if stage == "stage1" else self.cfg.stage2_steps
+        params = self.trainable(stage)
+        trainable_ids = {id(p) for p in params}
+        for p in self.model.parameters():
+            p.requires_grad_(id(p) in trainable_ids)
+        opt = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=0.0)
+        start = 0
+        if checkpoint is not None and checkpoint.is_file():
+            state = torch.load(checkpoint, map_location=self.device)
+            for p, saved in zip(params, state["params"], strict=True):
+                p.data.copy_(saved)
+            opt.load_state_dict(state["optimizer"])
+            start = state["step"]
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
+                    else nullcontext())  # fmt: skip
+        began = time.perf_counter()
+        self.model.train()
+        bar = tqdm(range(start, steps), desc=f"heal {stage}", initial=start, total=steps)
+        parts, first = {}, None
+        for step in bar:
+            opt.zero_grad(set_to_none=True)
+            for micro in range(self.cfg.grad_accum):
+                with autocast:
+                    ids = self.batch(stage, step * self.cfg.grad_accum + micro)
+                    loss, parts = self.loss(stage, ids)
+                if not math.isfinite(loss.item()):
+                    raise FloatingPointError(
+                        f"healing {stage} loss is {loss.item()} at step {step}"
+                    )
+                (loss / self.cfg.grad_accum).backward()
+            opt.step()
+            first = first or {**parts, "loss": loss.item()}
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            self.step[stage] = step + 1
+            done = step + 1
+            if checkpoint is not None and (done % self.cfg.save_every == 0 or done == steps):
+                checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                tmp = checkpoint.with_suffix(".tmp")
+                torch.save({"params": [p.detach() for p in params], "step": step + 1,
+                            "optimizer": opt.state_dict()}, tmp)  # fmt: skip
+                tmp.replace(checkpoint)
+        self.model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        return {
+            "heal_steps": steps,
+            "heal_tokens": steps * self.cfg.tokens_per_step(),
+            "heal_wall_s": time.perf_counter() - began,
+            "heal_resumed_from": start,
+            "heal_first_loss": (first or {}).get("loss"),
+            "heal_last_loss": sum(parts.values()) if parts else None,
+            **{f"heal_last_{k}": v for k, v in parts.items()},
+        }

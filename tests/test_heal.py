@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+from see.heal import HealConfig, Healer, training_ids
+from see.methods import get_method
+from see.models import compress_model
+from see.models.surgery import input_table
+from tests.conftest import needs_data
+
+
+def healer_for(fresh_smollm, method="svd", cr=10, **overrides):
+    model, tok = fresh_smollm
+    teacher = (model.get_input_embeddings(), model.get_output_embeddings())
+    compressed = get_method(method).from_table(input_table(model).float(), cr)
+    compress_model(model, compressed, "dense")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    cfg = HealConfig(**{"stage1_steps": 4, "stage2_steps": 4, "batch_size": 2, "seq_len": 48,
+                        "lr": 1e-2, **overrides})  # fmt: skip
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(100, 20000, (4000,), generator=gen)  # real vocabulary ids, fixed text
+    return Healer(model, *teacher, cfg, ids), model
+
+
+def fixed_loss(healer, stage):
+    with torch.no_grad():
+        return healer.loss(stage, healer.batch(stage, 0))[0].item()
+
+
+def test_stage1_lowers_alignment_loss_and_leaves_the_body_untouched(fresh_smollm):
+    healer, model = healer_for(fresh_smollm)
+    body = {n: p.detach().clone() for n, p in model.named_parameters() if "compressed" not in n}
+    before = fixed_loss(healer, "stage1")
+    summary = healer.run("stage1")
+    assert fixed_loss(healer, "stage1") < before
+    assert summary["heal_steps"] == 4 and summary["heal_tokens"] == 4 * 2 * 48
+    for name, p in model.named_parameters():
+        if "compressed" not in name:
+            assert torch.equal(p, body[name]), name  # bitwise unchanged
+
+
+def test_stage2_lowers_the_kl(fresh_smollm):
+    healer, _ = healer_for(fresh_smollm)
+
+    def kl():
+        with torch.no_grad():
+            return healer.loss("stage2", healer.batch("stage2", 0))[1]["kl"]
+
+    before = kl()
+    healer.run("stage2")
+    assert kl() < before
+
+
+def test_resume_continues_the_step_count(fresh_smollm, tmp_path):
+    healer, _ = healer_for(fresh_smollm, stage1_steps=2, save_every=1)
+    ckpt = tmp_path / "stage1.pt"
+    healer.run("stage1", ckpt)
+    assert torch.load(ckpt)["step"] == 2
+    longer = Healer(healer.model, healer.teacher_input, healer.teacher_head,
+                    HealConfig(stage1_steps=3, batch_size=2, seq_len=48), healer.ids)  # fmt: skip
+    summary = longer.run("stage1", ckpt)
+    assert summary["heal_resumed_from"] == 2 and longer.step["stage1"] == 3
+    assert torch.load(ckpt)["step"] == 3
+
+
+def test_bad_healing_configs_give_clear_errors(fresh_smollm):
+    with pytest.raises(ValueError, match="budget is zero"):
+        HealConfig(stage1_steps=0, stage2_steps=0)
+    with pytest.raises(ValueError, match="is the evaluated test split"):
+        HealConfig(text="../shared/data/wikitext-2-raw/wiki.test.raw")
+    with pytest.raises(ValueError, match="unknown align layer 99"):
+        healer_for(fresh_smollm, align_layers=(99,))
+
+
+@needs_data
+def test_training_text_is_wikitext_validation(smollm):
+    _, tok = smollm
+    ids = training_ids(HealConfig(), tok)
+    assert len(ids) > 200_000
+    assert "<unk>" not in tok.decode(ids[:2000])
