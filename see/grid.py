@@ -228,7 +228,7 @@ def run_cell(cell: Cell, cfg: GridConfig, pending: dict[str, list[str]], run_id:
                 heal_cfg = HealConfig(**cfg.heal)
                 ids = training_ids(heal_cfg, tok, cfg.data_dir)
                 healer = Healer(model, *teacher, heal_cfg, ids, seed=cell.seed)
-            key = cell_key(identity(cfg, cell, "", stage) | {"task": None})
+            key = cell_key(identity(cfg, cell, next(iter(cfg.tasks)), stage) | {"task": None})
             checkpoint = run_dir / "heal" / key / f"{stage}.pt" if run_dir else None
             heal_info = healer.run(stage, checkpoint)
         for task in pending.get(stage, []):
