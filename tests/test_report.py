@@ -32,7 +32,7 @@ def test_reports_regenerate_identically_from_results(tmp_path):
     (results / "PUBLISHED").write_text("runs/r1\n")
     readme = build_reports(results, reports)
     first = readme.read_text()
-    assert (reports / "wikitext_ppl_vs_cr.png").stat().st_size > 1000
+    assert (reports / "r1_wikitext_ppl_vs_cr.png").stat().st_size > 1000
     assert (reports / "wikitext_word_perplexity_vs_size.png").stat().st_size > 1000
     assert "| smollm2-135m | wikitext | word_perplexity | svd" in first.replace("  ", " ")
     assert "0.1" in first  # recovery of svd at CR 5 = 30 / 300

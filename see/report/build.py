@@ -16,7 +16,8 @@ from see.results import published_rows  # noqa: E402
 LOWER_IS_BETTER = ("perplexity", "bits_per_byte")
 QUALITY_COLUMNS = [
     "model", "task", "metric", "method", "method_options", "head_policy", "target_cr",
-    "reached_cr", "value", "stderr", "recovery", "n", "limit", "embedding_bytes", "head_bytes",
+    "heal_stage", "reached_cr", "value", "stderr", "recovery", "n", "limit", "embedding_bytes",
+    "head_bytes", "fit_mean_cos",
 ]  # fmt: skip
 
 
@@ -37,43 +38,81 @@ def add_recovery(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def quality_table(rows: pd.DataFrame) -> str:
-    table = rows[QUALITY_COLUMNS].sort_values(["model", "task", "metric", "method", "target_cr"])
-    return table.to_markdown(index=False, floatfmt=".4g")
+    cols = [c for c in QUALITY_COLUMNS if c in rows]
+    order = [c for c in ["model", "task", "metric", "method", "method_options", "target_cr",
+                         "heal_stage"] if c in rows]  # fmt: skip
+    return rows[cols].sort_values(order).to_markdown(index=False, floatfmt=".4g")
 
 
-def plot_metric_vs_cr(rows: pd.DataFrame, task: str, metric: str, out: Path) -> Path | None:
-    """One panel per model: `metric` vs target CR, a line per method (and head policy)."""
-    data = rows[(rows.task == task) & (rows.metric == metric)]
-    if data.empty:
-        return None
-    models = sorted(data.model.unique())
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
-    for ax, model in zip(axes[0], models, strict=True):
-        sub = data[data.model == model]
-        for (method, policy), line in sub[sub.method != "baseline"].groupby(
-            ["method", "head_policy"]
-        ):
-            line = line.sort_values("target_cr")
-            ax.plot(line.target_cr, line.value, marker="o", label=f"{method} (head {policy})")
-        for value in sub[sub.method == "baseline"].value:
-            ax.axhline(value, color="black", linestyle="--", label="baseline")
-        ax.set(title=model, xlabel="target compression ratio", ylabel=f"{task} {metric}")
-        ax.set_xscale("log")
-        ratios = sorted(sub.target_cr.unique())
-        ax.set_xticks(ratios, labels=[f"{r:g}" for r in ratios], minor=False)
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        if any(s in metric for s in LOWER_IS_BETTER):
-            ax.set_yscale("log")
-        ax.legend(fontsize=8)
+def line_label(method: str, options: str, policy: str) -> str:
+    return f"{method}{f' [{options}]' if options else ''} (head {policy})"
+
+
+def _finish_plot(fig, ax, metric: str, out: Path) -> Path:
+    if any(s in metric for s in LOWER_IS_BETTER):
+        ax.set_yscale("log")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
 
 
+def plot_metric_vs_cr(rows: pd.DataFrame, task: str, metric: str, out: Path) -> Path | None:
+    """One panel per model: `metric` vs target CR (initial quality), a line per method variant."""
+    data = rows[(rows.task == task) & (rows.metric == metric) & (rows.heal_stage == "initial")]
+    if data.empty or data.target_cr.nunique() < 2:
+        return None
+    models = sorted(data.model.unique())
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        sub = data[data.model == model]
+        groups = sub[sub.method != "baseline"].groupby(["method", "method_options", "head_policy"])
+        for (method, options, policy), line in groups:
+            line = line.sort_values("target_cr")
+            ax.plot(
+                line.target_cr, line.value, marker="o", label=line_label(method, options, policy)
+            )
+        for value in sub[sub.method == "baseline"].value:
+            ax.axhline(value, color="black", linestyle="--", label="baseline")
+        ax.set(title=model, xlabel="target compression ratio", ylabel=f"{task} {metric}")
+        ax.set_xscale("log")
+        ratios = sorted(sub[sub.method != "baseline"].target_cr.unique())
+        ax.set_xticks(ratios, labels=[f"{r:g}" for r in ratios], minor=False)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        if len(models) > 1:
+            _ = ax.legend(fontsize=7)
+    return _finish_plot(fig, axes[0][-1], metric, out)
+
+
+def plot_healing(rows: pd.DataFrame, task: str, metric: str, out: Path) -> Path | None:
+    """`metric` at initial / stage1 / stage2, a line per (model, method variant, CR)."""
+    data = rows[(rows.task == task) & (rows.metric == metric) & (rows.method != "baseline")]
+    if data.heal_stage.nunique() < 2:
+        return None
+    order = {"initial": 0, "stage1": 1, "stage2": 2}
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for (model, method, options, cr), line in data.groupby(
+        ["model", "method", "method_options", "target_cr"]
+    ):
+        line = line.assign(pos=line.heal_stage.map(order)).sort_values("pos")
+        ax.plot(
+            line.pos,
+            line.value,
+            marker="o",
+            label=f"{model} {method}{options and f' [{options}]'} CR {cr:g}",
+        )
+    base = rows[(rows.method == "baseline") & (rows.task == task) & (rows.metric == metric)]
+    for model, value in base.groupby("model").value.first().items():
+        ax.axhline(value, color="black", linestyle="--", label=f"{model} baseline")
+    ax.set_xticks(list(order.values()), labels=list(order))
+    ax.set(xlabel="healing stage", ylabel=f"{task} {metric}")
+    return _finish_plot(fig, ax, metric, out)
+
+
 def plot_metric_vs_model_size(rows: pd.DataFrame, task: str, metric: str, out: Path):
     """`metric` vs the baseline model's parameter bytes, a line per method and ratio."""
-    data = rows[(rows.task == task) & (rows.metric == metric)]
+    data = rows[(rows.task == task) & (rows.metric == metric) & (rows.heal_stage == "initial")]
     if "model_param_bytes" not in rows:
         return None
     sizes = rows[rows.method == "baseline"].groupby("model").model_param_bytes.first()
@@ -88,13 +127,55 @@ def plot_metric_vs_model_size(rows: pd.DataFrame, task: str, metric: str, out: P
     for model, size in sizes.items():
         ax.annotate(model, (size / 2**20, data[data.model == model].value.min()), fontsize=7)
     ax.set(xlabel="baseline parameter MiB (fp32)", ylabel=f"{task} {metric}", xscale="log")
-    if any(s in metric for s in LOWER_IS_BETTER):
-        ax.set_yscale("log")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _finish_plot(fig, ax, metric, out)
+
+
+def status_table(rows: pd.DataFrame) -> str | None:
+    """Cells with no value: unreachable CRs and tasks skipped offline, with the reason."""
+    if "status" not in rows or rows.status.isna().all():
+        return None
+    cols = ["model", "method", "method_options", "target_cr", "task", "status", "note"]
+    data = rows[rows.status.notna()][cols].drop_duplicates()
+    return data.sort_values(cols[:5]).to_markdown(index=False)
+
+
+def mapping_table(rows: pd.DataFrame) -> str | None:
+    """SEE's token -> unit mapping report (one line per model, method and sememe source)."""
+    cols = [c for c in rows if c.startswith("map_")]
+    data = rows[rows.method.isin(["see", "see_morph"]) & rows.value.notna()]
+    if not cols or data.empty:
+        return None
+    keys = ["model", "method", "sememe_source"]
+    data = data[keys + cols].drop_duplicates(keys).rename(columns=lambda c: c.removeprefix("map_"))
+    return data.to_markdown(index=False, floatfmt=".3g")
+
+
+def claims(rows: pd.DataFrame) -> list[str]:
+    """The papers' claims next to our measured numbers (WikiText word perplexity, initial)."""
+    ppl = rows[(rows.task == "wikitext") & (rows.metric == "word_perplexity")
+               & (rows.heal_stage == "initial") & rows.value.notna()]  # fmt: skip
+    lines = []
+    for (run, model), sub in ppl.groupby(["run_id", "model"]):
+        svd = sub[sub.method == "svd"].set_index("target_cr").value
+        ae = sub[(sub.method == "autoencoder") & sub.method_options.str.contains("loss=direction")]
+        for cr, value in ae.set_index("target_cr").value.items():
+            if cr in svd:
+                verdict = "beats" if value < svd[cr] else "does not beat"
+                lines.append(
+                    f"- Balazy et al., AE beats SVD on initial perplexity: {model}, CR {cr:g}: "
+                    f"AE (direction loss) {value:.4g} vs SVD {svd[cr]:.4g}, so AE **{verdict}** "
+                    f"SVD here (run {run})."
+                )
+        see = sub[sub.method == "see"]
+        base = sub[sub.method == "baseline"].value
+        for cr, value in see.set_index("target_cr").value.items():
+            if len(base):
+                lines.append(
+                    f"- Zhang et al., SEE keeps quality at 10-80x: {model}, CR {cr:g}: SEE initial "
+                    f"perplexity {value:.4g} vs baseline {base.iloc[0]:.4g} (recovery "
+                    f"{base.iloc[0] / value:.3g}; run {run})."
+                )
+    return lines
 
 
 def models_table(rows: pd.DataFrame) -> str:
@@ -108,45 +189,76 @@ def models_table(rows: pd.DataFrame) -> str:
     return base.to_markdown(index=False, floatfmt=".3g")
 
 
+def run_name(run_id: str) -> str:
+    """`20261123-150125-autoencoder` -> `autoencoder` (the preset that made the run)."""
+    return run_id.split("-", 2)[-1]
+
+
+def run_section(rows: pd.DataFrame, run_id: str, reports_dir: Path) -> list[str]:
+    name = run_name(run_id)
+    sub = rows[rows.run_id == run_id]
+    lines = [f"## Run `{run_id}` (preset `{name}`)", "",
+             f"Devices: {', '.join(sorted(sub.device.unique()))}.", ""]  # fmt: skip
+    vs_cr = plot_metric_vs_cr(sub, "wikitext", "word_perplexity",
+                              reports_dir / f"{name}_wikitext_ppl_vs_cr.png")  # fmt: skip
+    if vs_cr:
+        lines += [f"![WikiText word perplexity vs CR]({vs_cr.name})", ""]
+    healing = plot_healing(sub, "wikitext", "word_perplexity", reports_dir / f"{name}_healing.png")
+    if healing:
+        lines += [f"![WikiText word perplexity by healing stage]({healing.name})", ""]
+    valued = sub[sub.value.notna()] if "value" in sub else sub
+    lines += [quality_table(valued), ""]
+    for title, table in [("Not evaluated", status_table(sub)),
+                         ("SEE token -> unit mapping", mapping_table(sub))]:  # fmt: skip
+        if table:
+            lines += [f"### {title}", "", table, ""]
+    return lines
+
+
 def build_reports(results_dir: str | Path = "results", reports_dir: str | Path = "reports") -> Path:
     results_dir, reports_dir = Path(results_dir), Path(reports_dir)
     reports_dir.mkdir(parents=True, exist_ok=True)
+    for stale in reports_dir.glob("*.png"):  # reports/ is generated: no figure outlives its data
+        stale.unlink()
     rows = published_rows(results_dir)
     if rows.empty:
         raise ValueError(f"no rows in the runs listed in {results_dir / 'PUBLISHED'}")
+    for column, default in [("heal_stage", "initial"), ("status", None), ("method_options", "")]:
+        if column not in rows:
+            rows[column] = default
+    rows["method_options"] = rows.method_options.fillna("")
     rows = add_recovery(latest(rows))
-    figure = plot_metric_vs_cr(
-        rows, "wikitext", "word_perplexity", reports_dir / "wikitext_ppl_vs_cr.png"
-    )
     size_figures = [
         plot_metric_vs_model_size(rows, task, metric, reports_dir / f"{task}_{metric}_vs_size.png")
         for task, metric in [("wikitext", "word_perplexity"), ("sst2", "acc")]
     ]
-    runs = sorted(rows.run_id.unique())
-    devices = sorted(rows.device.unique())
     lines = [
         "# see-bench results",
         "",
         "Generated by `nox -s figures` (`python -m see report`) from the runs listed in "
         "`results/PUBLISHED`; do not edit by hand.",
         "",
-        f"- runs: {', '.join(runs)}",
-        f"- devices: {', '.join(devices)}",
-        f"- git commits: {', '.join(sorted(rows.git_commit.unique()))}",
+        f"- runs: {', '.join(sorted(rows.run_id.unique()))}",
+        f"- devices: {', '.join(sorted(rows.device.unique()))}",
+        f"- git commits: {', '.join(sorted(rows.git_commit.dropna().unique()))}",
         "- baselines are the models dequantised from their 4/8-bit GGUF files (fp32).",
         "- `recovery` = compressed / baseline value, inverted for perplexities (1.0 = no loss).",
         "- `head_policy`: `dense` keeps the original dense head (for a tied model this saves "
         "nothing); `shared` computes the head from the compressed module.",
+        "- `heal_stage`: `initial` = compressed embedding, no training; `stage1`/`stage2` = "
+        "after healing (see see/heal.py).",
         "",
     ]
-    if figure:
-        lines += ["## WikiText word perplexity vs compression ratio", "", f"![]({figure.name})", ""]
+    claim_lines = claims(rows)
+    if claim_lines:
+        lines += ["## Paper claims checked", "", *claim_lines, ""]
     size_figures = [f for f in size_figures if f]
     if size_figures:
         lines += ["## Quality vs model size", ""]
         lines += [f"![]({f.name})" for f in size_figures] + [""]
     lines += ["## Models", "", models_table(rows), ""]
-    lines += ["## Quality", "", quality_table(rows), ""]
+    for run_id in sorted(rows.run_id.unique()):
+        lines += run_section(rows, run_id, reports_dir)
     out = reports_dir / "README.md"
     out.write_text("\n".join(lines))
     return out
