@@ -15,6 +15,11 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--run-id", help="resume this run (default: a new run folder)")
     run.add_argument("--data-dir", help="local data folder (default: $SEE_DATA_DIR)")
     run.add_argument("--publish", action="store_true", help="list the run in results/PUBLISHED")
+    bench = sub.add_parser("bench", help="memory and throughput of a preset's cells")
+    bench.add_argument("--preset", default="bench-cpu", help="preset name or TOML path")
+    bench.add_argument("--results-dir", default="results")
+    bench.add_argument("--run-id", help="resume this run (default: a new run folder)")
+    bench.add_argument("--publish", action="store_true", help="list the run in results/PUBLISHED")
     report = sub.add_parser("report", help="rebuild reports/ from results/PUBLISHED")
     report.add_argument("--results-dir", default="results")
     report.add_argument("--reports-dir", default="reports")
@@ -28,6 +33,13 @@ def main(argv: list[str] | None = None) -> None:
         cfg = load_grid(args.preset, data_dir=args.data_dir)
         store = run_grid(cfg, args.results_dir, args.run_id)
         export_csv(store.run_dir)
+        if args.publish:
+            publish(Path(args.results_dir), store.run_dir)
+    elif args.command == "bench":
+        from see.bench.run import run_bench
+        from see.config import load_grid
+
+        store = run_bench(load_grid(args.preset), args.results_dir, args.run_id)
         if args.publish:
             publish(Path(args.results_dir), store.run_dir)
     elif args.command == "report":

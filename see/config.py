@@ -44,6 +44,8 @@ class GridConfig:
     selection_tokens: int = 2048
     # healing (see/heal.py HealConfig fields); None = initial quality only
     heal: dict | None = None
+    # memory/throughput benchmark settings (see/bench/run.py BenchSettings fields)
+    bench: dict | None = None
 
     def __post_init__(self):
         validate(self)
@@ -90,6 +92,13 @@ def validate(cfg: GridConfig) -> None:
             HealConfig(**cfg.heal)
         except TypeError as err:
             raise ValueError(f"grid {cfg.name!r}: bad [heal] table: {err}") from err
+    if cfg.bench is not None:
+        from see.bench.run import BenchSettings
+
+        try:
+            BenchSettings(**cfg.bench)
+        except TypeError as err:
+            raise ValueError(f"grid {cfg.name!r}: bad [bench] table: {err}") from err
     if cfg.selection_tokens < 16:
         raise ValueError(
             f"grid {cfg.name!r}: selection_tokens must be >= 16, got {cfg.selection_tokens}"

@@ -1,0 +1,1 @@
+"""Memory and speed: bytes accounting, timers, throughput (see measure.py and run.py)."""

@@ -1,0 +1,96 @@
+"""Timers and measurements for one loaded model: embedding op, prefill, decode, peak memory.
+
+Times are medians over `repeats` runs after `warmup` runs, with the interquartile range; on
+GPU each run is bracketed by torch.cuda.synchronize(). Peak memory: on GPU
+torch.cuda.max_memory_allocated after reset_peak_memory_stats; on CPU the process's
+ru_maxrss, which is a high-water mark for the whole process (load included).
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_op(fn: Callable[[], object], *, repeats: int = 10, warmup: int = 2,
+            device: torch.device | str = "cpu") -> dict[str, float]:  # fmt: skip
+    """Median and interquartile range (seconds) of `repeats` timed calls of `fn`."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    device = torch.device(device)
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
+    return {"median_s": statistics.median(times), "iqr_s": q3 - q1, "repeats": repeats}
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+@torch.inference_mode()
+def measure_point(step: Callable[[], object], tokens: int, *, repeats: int, warmup: int,
+                  device: torch.device) -> dict:  # fmt: skip
+    """Time `step` (which processes `tokens` tokens); an OOM becomes a row, not a crash."""
+    reset_peak(device)
+    try:
+        timing = time_op(step, repeats=repeats, warmup=warmup, device=device)
+    except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
+        if not is_oom(err):
+            raise
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return {"status": "oom", "note": str(err).splitlines()[0][:200]}
+    return {
+        **timing,
+        "tokens_per_s": tokens / timing["median_s"],
+        "peak_memory_bytes": peak_memory_bytes(device),
+        "status": "ok",
+    }
+
+
+def embedding_step(model, ids: torch.Tensor) -> Callable[[], object]:
+    emb = model.get_input_embeddings()
+    return lambda: emb(ids)
+
+
+def prefill_step(model, ids: torch.Tensor) -> Callable[[], object]:
+    return lambda: model(input_ids=ids, logits_to_keep=1, use_cache=False)
+
+
+def decode_step(model, ids: torch.Tensor, new_tokens: int) -> Callable[[], object]:
+    pad = (
+        model.config.eos_token_id
+        if model.config.pad_token_id is None
+        else model.config.pad_token_id
+    )
+    return lambda: model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                  max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                  do_sample=False, pad_token_id=pad)  # fmt: skip

@@ -1,0 +1,53 @@
+import json
+
+import pytest
+import torch
+
+from see.bench.measure import measure_point, time_op
+from see.config import GridConfig
+
+
+def test_time_op_returns_median_and_iqr_over_the_requested_repeats():
+    calls = []
+    timing = time_op(lambda: calls.append(1), repeats=7, warmup=3)
+    assert len(calls) == 10 and timing["repeats"] == 7
+    assert timing["median_s"] >= 0 and timing["iqr_s"] >= 0
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        time_op(lambda: None, repeats=0)
+
+
+def test_out_of_memory_at_a_grid_point_is_recorded_not_raised():
+    def step():
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20 GiB")
+
+    row = measure_point(step, 1024, repeats=3, warmup=1, device=torch.device("cpu"))
+    assert row["status"] == "oom" and "out of memory" in row["note"]
+    with pytest.raises(ValueError):  # other errors are not swallowed
+        measure_point(lambda: int("x"), 1, repeats=1, warmup=0, device=torch.device("cpu"))
+
+
+def test_cpu_benchmark_runs_cells_in_subprocesses(tmp_path):
+    from see.bench.run import run_bench
+
+    cfg = GridConfig(
+        name="b", models=["smollm2-135m"], methods=["baseline", "svd"], ratios=[10],
+        head_policies=["shared"], tasks={"wikitext": 1},
+        bench={"embedding_shape": [2, 16], "prefill": [[1, 16]], "decode_batches": [1],
+               "decode_prompt": 4, "new_tokens": 2, "repeats": 2, "warmup": 0},
+    )  # fmt: skip
+    store = run_bench(cfg, tmp_path, run_id="b1")
+    rows = [json.loads(line) for line in store.path.read_text().splitlines()]
+    assert {(r["method"], r["bench"]) for r in rows} == {
+        (m, b) for m in ("baseline", "svd") for b in ("embedding", "prefill", "decode")
+    }
+    assert all(r["status"] == "ok" and r["tokens_per_s"] > 0 for r in rows)
+    base = next(r for r in rows if r["method"] == "baseline")
+    svd = next(r for r in rows if r["method"] == "svd")
+    # the shared head drops the tied V x d table: embedding bytes shrink by about the CR
+    assert base["embedding_bytes"] / svd["embedding_bytes"] == pytest.approx(10, rel=0.02)
+    assert svd["head_bytes"] == 0
+    assert base["model_param_bytes"] - svd["model_param_bytes"] == pytest.approx(
+        base["embedding_bytes"] - svd["embedding_bytes"]
+    )
+    run_bench(cfg, tmp_path, run_id="b1")  # resumes: nothing new
+    assert len(store.path.read_text().splitlines()) == len(rows)
