@@ -70,6 +70,17 @@ def reproduce(session: nox.Session) -> None:
     session.run("python", "-m", "see", "report")
 
 
+@nox.session(name="benchmark-gpu")
+def benchmark_gpu(session: nox.Session) -> None:
+    """Memory and throughput per cell; on a machine without CUDA the small CPU grid, labelled."""
+    install(session)
+    has_cuda = session.run("python", "-c", "import torch; print(torch.cuda.is_available())",
+                           silent=True).strip() == "True"  # fmt: skip
+    args = session.posargs or ["--preset", "bench-gpu" if has_cuda else "bench-cpu"]
+    session.run("python", "-m", "see", "bench", *args, "--publish", env=data_env(session))
+    session.run("python", "-m", "see", "report")
+
+
 @nox.session
 def figures(session: nox.Session) -> None:
     """Rebuild every table and figure in reports/ from results/ alone."""

@@ -51,3 +51,9 @@ def test_cpu_benchmark_runs_cells_in_subprocesses(tmp_path):
     )
     run_bench(cfg, tmp_path, run_id="b1")  # resumes: nothing new
     assert len(store.path.read_text().splitlines()) == len(rows)
+    # the report has a memory/throughput section built from these rows alone
+    from see.report import build_reports
+
+    (tmp_path / "PUBLISHED").write_text("runs/b1\n")
+    readme = build_reports(tmp_path, tmp_path / "reports").read_text()
+    assert "## Memory and throughput" in readme and "speed_ratio" in readme

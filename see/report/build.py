@@ -189,6 +189,80 @@ def models_table(rows: pd.DataFrame) -> str:
     return base.to_markdown(index=False, floatfmt=".3g")
 
 
+def bench_table(bench: pd.DataFrame) -> pd.DataFrame:
+    """Benchmark rows with speed and byte ratios to the same run's baseline."""
+    bench = bench[bench.status == "ok"]
+    keys = ["run_id", "model", "bench", "batch", "seq"]
+    base = bench[bench.method == "baseline"][[*keys, "tokens_per_s", "model_param_bytes",
+                                              "peak_memory_bytes"]]  # fmt: skip
+    out = bench.merge(base, on=keys, suffixes=("", "_base"), how="left")
+    out["speed_ratio"] = out.tokens_per_s / out.tokens_per_s_base
+    out["param_bytes_ratio"] = out.model_param_bytes / out.model_param_bytes_base
+    return out
+
+
+def plot_bench(bench: pd.DataFrame, column: str, label: str, out: Path) -> Path | None:
+    """`column` vs target CR, a line per (method, head policy, bench point)."""
+    data = bench[bench.method != "baseline"]
+    if data.empty or data.target_cr.nunique() < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (model, method, policy, point, b, s), line in data.groupby(
+        ["model", "method", "head_policy", "bench", "batch", "seq"]
+    ):
+        line = line.sort_values("target_cr")
+        ax.plot(line.target_cr, line[column], marker="o",
+                label=f"{model} {method} head {policy}: {point} {b}x{s}")  # fmt: skip
+    ax.axhline(1.0, color="black", linestyle="--", label="baseline")
+    ax.set(xlabel="target compression ratio", ylabel=label, xscale="log")
+    ax.legend(fontsize=5, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def bench_section(rows: pd.DataFrame, reports_dir: Path) -> list[str]:
+    bench = rows[rows.task == "bench"]
+    if bench.empty:
+        return []
+    table = bench_table(bench)
+    lines = ["## Memory and throughput", "",
+             f"Devices: {', '.join(sorted(bench.device.unique()))}. Ratios are to the baseline "
+             "measured in the same run. On CPU, peak memory is the process's ru_maxrss "
+             "(a high-water mark including the load).", ""]  # fmt: skip
+    for column, label, name in [("speed_ratio", "tokens/s relative to baseline", "speed"),
+                                ("param_bytes_ratio", "model parameter bytes / baseline",
+                                 "bytes")]:  # fmt: skip
+        figure = plot_bench(table, column, label, reports_dir / f"bench_{name}_vs_cr.png")
+        if figure:
+            lines += [f"![{label}]({figure.name})", ""]
+    cols = ["model", "method", "method_options", "target_cr", "head_policy", "bench", "batch",
+            "seq", "tokens_per_s", "iqr_s", "speed_ratio", "embedding_bytes", "head_bytes",
+            "model_param_bytes", "param_bytes_ratio", "peak_memory_bytes", "device"]  # fmt: skip
+    order = ["model", "bench", "batch", "seq", "method", "method_options", "target_cr"]
+    lines += [table[cols].sort_values(order).to_markdown(index=False, floatfmt=".4g"), ""]
+    return lines
+
+
+def plot_pareto(rows: pd.DataFrame, out: Path) -> Path | None:
+    """Initial WikiText word perplexity vs embedding-module bytes, every cell of every run."""
+    data = rows[(rows.task == "wikitext") & (rows.metric == "word_perplexity")
+                & (rows.heal_stage == "initial") & rows.value.notna()]  # fmt: skip
+    if data.method.nunique() < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (model, method), group in data.groupby(["model", "method"]):
+        ax.scatter(group.embedding_bytes / 2**20, group.value, label=f"{model} {method}", s=18)
+    ax.set(xlabel="embedding module MiB", ylabel="WikiText word perplexity (initial)",
+           xscale="log", yscale="log")  # fmt: skip
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def run_name(run_id: str) -> str:
     """`20261123-150125-autoencoder` -> `autoencoder` (the preset that made the run)."""
     return run_id.split("-", 2)[-1]
@@ -226,8 +300,12 @@ def build_reports(results_dir: str | Path = "results", reports_dir: str | Path =
     for column, default in [("heal_stage", "initial"), ("status", None), ("method_options", "")]:
         if column not in rows:
             rows[column] = default
+    needed = ["metric", "metric_filter", "value", "stderr", "limit", "max_length", "n"]
+    rows = rows.reindex(columns=rows.columns.union(needed, sort=False))
     rows["method_options"] = rows.method_options.fillna("")
-    rows = add_recovery(latest(rows))
+    bench_rows = rows[rows.task == "bench"]
+    rows = rows[rows.task != "bench"]
+    rows = add_recovery(latest(rows)) if len(rows) else rows.assign(recovery=None)
     size_figures = [
         plot_metric_vs_model_size(rows, task, metric, reports_dir / f"{task}_{metric}_vs_size.png")
         for task, metric in [("wikitext", "word_perplexity"), ("sst2", "acc")]
@@ -257,8 +335,12 @@ def build_reports(results_dir: str | Path = "results", reports_dir: str | Path =
         lines += ["## Quality vs model size", ""]
         lines += [f"![]({f.name})" for f in size_figures] + [""]
     lines += ["## Models", "", models_table(rows), ""]
+    pareto = plot_pareto(rows, reports_dir / "pareto_ppl_vs_embedding_bytes.png")
+    if pareto:
+        lines += ["## Quality vs embedding bytes (all runs)", "", f"![]({pareto.name})", ""]
+    lines += bench_section(bench_rows, reports_dir)
     for run_id in sorted(rows.run_id.unique()):
-        lines += run_section(rows, run_id, reports_dir)
+        lines += run_section(rows, run_id, reports_dir) if rows.value.notna().any() else []
     out = reports_dir / "README.md"
     out.write_text("\n".join(lines))
     return out
