@@ -15,7 +15,11 @@ GOOD = (
 )
 
 
-@pytest.mark.parametrize("preset", ["smoke", "default", "paper", "zoo"])
+@pytest.mark.parametrize(
+    "preset",
+    ["smoke", "default", "paper", "zoo", "autoencoder", "see", "heal", "heal-gpu", "bench-cpu",
+     "bench-gpu"],
+)  # fmt: skip
 def test_presets_load_and_validate(preset):
     cfg = load_grid(preset)
     assert "smollm2-135m" in cfg.models and "wikitext" in cfg.tasks
