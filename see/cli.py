@@ -15,6 +15,12 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--run-id", help="resume this run (default: a new run folder)")
     run.add_argument("--data-dir", help="local data folder (default: $SEE_DATA_DIR)")
     run.add_argument("--publish", action="store_true", help="list the run in results/PUBLISHED")
+    run.add_argument(
+        "--executor",
+        default="local",
+        choices=["local", "submitit-local", "slurm"],
+        help="where cells run (submitit: local subprocesses or Slurm jobs)",
+    )
     bench = sub.add_parser("bench", help="memory and throughput of a preset's cells")
     bench.add_argument("--preset", default="bench-cpu", help="preset name or TOML path")
     bench.add_argument("--results-dir", default="results")
@@ -31,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         from see.results import export_csv
 
         cfg = load_grid(args.preset, data_dir=args.data_dir)
-        store = run_grid(cfg, args.results_dir, args.run_id)
+        store = run_grid(cfg, args.results_dir, args.run_id, args.executor)
         export_csv(store.run_dir)
         if args.publish:
             publish(Path(args.results_dir), store.run_dir)

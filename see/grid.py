@@ -261,8 +261,19 @@ def status_row(cfg: GridConfig, cell: Cell, task: str, run_id: str, device: str,
     return {**row, **provenance(run_id, device)}
 
 
-def run_grid(cfg: GridConfig, results_dir: str | Path = "results", run_id: str | None = None):
-    """Run every pending (cell, task) of the grid into results/runs/<run_id>; resumable."""
+EXECUTORS = ("local", "submitit-local", "slurm")
+
+
+def run_grid(cfg: GridConfig, results_dir: str | Path = "results", run_id: str | None = None,
+             executor: str = "local"):  # fmt: skip
+    """Run every pending (cell, task) of the grid into results/runs/<run_id>; resumable.
+
+    `executor`: `local` runs cells one after another in this process; `submitit-local` and
+    `slurm` submit each cell as a submitit job (a local subprocess, or a Slurm job with the
+    SEE_SLURM_* settings) and append each job's rows here as it finishes.
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; allowed: {EXECUTORS}")
     skipped = skipped_tasks(list(cfg.tasks))
     for reason in skipped.values():
         print(f"[see] skipping {reason}")
@@ -276,7 +287,8 @@ def run_grid(cfg: GridConfig, results_dir: str | Path = "results", run_id: str |
     device = device_name()
     cells = expand(cfg)
     start = time.perf_counter()
-    for cell in tqdm(cells, desc=f"grid {cfg.name}", unit="cell"):
+    work = []
+    for cell in cells:
         pending = {
             stage: [t for t in cfg.tasks if cell_key(identity(cfg, cell, t, stage)) not in done]
             for stage in cell_stages(cfg, cell)
@@ -288,10 +300,43 @@ def run_grid(cfg: GridConfig, results_dir: str | Path = "results", run_id: str |
                     [status_row(cfg, cell, task, run_id, device, "skipped", reason, stage)]
                 )
             pending[stage] = [t for t in tasks if t not in skipped]
-        if not any(pending.values()):
-            continue
-        for task_rows in run_cell(cell, cfg, pending, run_id, device, store.run_dir):
-            store.append(task_rows)
-    print(f"[see] grid {cfg.name}: {len(cells)} cells in {time.perf_counter() - start:.1f} s "
-          f"-> {store.path}")  # fmt: skip
+        if any(pending.values()):
+            work.append((cell, pending))
+    if executor == "local":
+        for cell, pending in tqdm(work, desc=f"grid {cfg.name}", unit="cell"):
+            for task_rows in run_cell(cell, cfg, pending, run_id, device, store.run_dir):
+                store.append(task_rows)
+    else:
+        run_with_submitit(work, cfg, run_id, store, executor)
+    print(f"[see] grid {cfg.name}: {len(cells)} cells ({len(work)} run) in "
+          f"{time.perf_counter() - start:.1f} s -> {store.path}")  # fmt: skip
     return store
+
+
+def cell_job(cell: Cell, cfg: GridConfig, pending: dict, run_id: str, run_dir: str) -> list:
+    """One cell as a pure function of its config (what an executor runs elsewhere)."""
+    return list(run_cell(cell, cfg, pending, run_id, device_name(), Path(run_dir)))
+
+
+def run_with_submitit(work: list, cfg: GridConfig, run_id: str, store: ResultStore,
+                      executor: str) -> None:  # fmt: skip
+    import os
+
+    import submitit
+
+    folder = store.run_dir / "submitit"
+    cluster = "local" if executor == "submitit-local" else "slurm"
+    pool = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    if cluster == "slurm":
+        pool.update_parameters(
+            slurm_partition=os.environ.get("SEE_SLURM_PARTITION"),
+            gpus_per_node=int(os.environ.get("SEE_SLURM_GPUS", "1")),
+            timeout_min=int(os.environ.get("SEE_SLURM_TIMEOUT_MIN", "240")),
+        )
+    else:
+        pool.update_parameters(timeout_min=int(os.environ.get("SEE_JOB_TIMEOUT_MIN", "240")))
+    jobs = [pool.submit(cell_job, cell, cfg, pending, run_id, str(store.run_dir))
+            for cell, pending in work]  # fmt: skip
+    for job in tqdm(jobs, desc=f"grid {cfg.name} ({executor})", unit="cell"):
+        for task_rows in job.result():
+            store.append(task_rows)
