@@ -80,8 +80,9 @@ class SEEEmbedding(KroneckerEmbedding):
             token_texts(tokenizer, vocab), n=n, source=source, max_sememes=max_sememes,
             max_units=max_units, hash_buckets=hash_buckets, separate=separate,
         )  # fmt: skip
-        print(f"[{cls.name}] unit map: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float)
-                                                    else f"{k}={v}" for k, v in unit_map.report.items()))  # fmt: skip
+        shown = (f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                 for k, v in unit_map.report.items())  # fmt: skip
+        print(f"[{cls.name}] unit map: " + ", ".join(shown))
         num_units = len(unit_map.units)
         fixed = vocab * n + (2 * dim if norm == "layernorm" else 0)
         rank = rank_for_budget(vocab * dim / target_cr, fixed, num_units * unit_dim(dim, n),
