@@ -151,6 +151,8 @@ def build_model(cell: Cell, cfg: GridConfig):
             options["tokenizer"] = tok
         if "data_dir" in accepted:
             options["data_dir"] = cfg.data_dir
+        if options.get("freq_weight"):
+            options["token_counts"] = validation_token_counts(tok, len(table), cfg.data_dir)
         compressed = method.from_table(table, cell.target_cr, **options)
         compressed = compressed.to(getattr(torch, cfg.dtype))
     teacher = (model.get_input_embeddings(), model.get_output_embeddings())
@@ -169,6 +171,14 @@ def build_model(cell: Cell, cfg: GridConfig):
         info["reached_cr"] = 1.0
         info["embedding_params"] = emb.weight.numel()
     return model, tok, info, teacher
+
+
+def validation_token_counts(tok, vocab: int, data_dir: str | None) -> torch.Tensor:
+    """How often each token id occurs in WikiText-2 validation (never the test text)."""
+    from see.evaluation.validation import validation_text
+
+    ids = tok(validation_text(data_dir), add_special_tokens=False, return_tensors="pt").input_ids
+    return torch.bincount(ids[0], minlength=vocab)[:vocab]
 
 
 def corpus_coverage_on_validation(compressed, tok, cfg: GridConfig) -> float:

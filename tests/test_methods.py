@@ -58,3 +58,30 @@ def test_non_finite_rows_are_rejected():
     table[3, 1] = float("nan")
     with pytest.raises(ValueError, match="NaN/inf.*\\[3\\]"):
         get_method("svd").from_table(table, 2)
+
+
+def test_frequency_weighted_svd_fits_frequent_rows_better():
+    torch.manual_seed(0)
+    table = torch.randn(300, 40)
+    counts = torch.zeros(300, dtype=torch.long)
+    counts[:3] = 10_000  # three frequent tokens: rank 4 can hold them
+    plain = get_method("svd").from_table(table, 8)
+    weighted = get_method("svd").from_table(table, 8, freq_weight=1.0, token_counts=counts)
+
+    def error(module):
+        return (module.materialize()[:3] - table[:3]).norm().item()
+
+    assert error(weighted) < 0.5 * error(plain)
+    assert weighted.num_params() == plain.num_params()
+    with pytest.raises(ValueError, match="needs token_counts of length 300"):
+        get_method("svd").from_table(table, 8, freq_weight=0.5)
+
+
+@pytest.mark.parametrize("method, options", [("autoencoder", {"epochs": 1}),
+                                             ("word2ketxs", {"steps": 2})])  # fmt: skip
+def test_fitted_methods_accept_frequency_weights(method, options):
+    table = torch.randn(400, 16)
+    counts = torch.arange(400)
+    module = get_method(method).from_table(table, 4, freq_weight=0.5, token_counts=counts,
+                                           **options)  # fmt: skip
+    assert module.reached_cr >= 4

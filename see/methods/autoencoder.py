@@ -12,7 +12,8 @@ Loss presets (`loss=`):
 - `revisited` (EACL 2023 follow-up): 0.9091 * mean(1 - cos) + 0.0909 * mean((x_hat - x) ** 2);
 - `mse` (ablation): mean((x_hat - x) ** 2), so that "direction matters" can be measured.
 
-Training: Adam lr 1e-3, StepLR(4 epochs, gamma 0.5), batch 32 rows, 20 epochs. The state after
+Training: Adam lr 1e-3, StepLR(4 epochs, gamma 0.5), batch 32 rows, 20 epochs; with
+`freq_weight` w > 0 an epoch draws V rows with probability ~ (count + 1) ** w. The state after
 each epoch is a candidate; the chosen one is the lowest `checkpoint_score(candidate)` (the
 harness passes "initial perplexity" on a WikiText validation slice, as the paper does), or,
 without a scorer, the highest mean cosine (the logged proxy). A tied head can reuse the codes:
@@ -29,7 +30,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from see.methods.base import CompressedEmbedding, UnreachableCR, check_table, check_target_cr
+from see.methods.base import (
+    CompressedEmbedding,
+    UnreachableCR,
+    check_table,
+    check_target_cr,
+    row_weights,
+)
 from see.methods.registry import register
 
 LOSSES = ("direction", "revisited", "mse")
@@ -122,6 +129,8 @@ class AutoencoderEmbedding(CompressedEmbedding):
         seed: int = 0,
         checkpoint_score: Callable[[CompressedEmbedding], float] | None = None,
         device: str | None = None,
+        freq_weight: float = 0.0,
+        token_counts: torch.Tensor | None = None,
     ) -> AutoencoderEmbedding:
         if loss not in LOSSES:
             raise ValueError(f"unknown autoencoder loss preset {loss!r}; allowed: {LOSSES}")
@@ -131,6 +140,7 @@ class AutoencoderEmbedding(CompressedEmbedding):
             raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
         table = check_table(table).float()
         k = ae_code_size(*table.shape, target_cr)
+        weights = row_weights(freq_weight, token_counts, len(table))
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
@@ -141,7 +151,10 @@ class AutoencoderEmbedding(CompressedEmbedding):
         history, best, best_score = [], None, math.inf
         for epoch in range(epochs):
             alpha = alpha_at(epoch, epochs)
-            order = torch.randperm(len(rows), generator=generator).to(device)
+            if weights is None:
+                order = torch.randperm(len(rows), generator=generator).to(device)
+            else:  # an epoch of V rows drawn in proportion to their weights
+                order = torch.multinomial(weights, len(rows), True, generator=generator).to(device)
             desc = f"autoencoder k={k} epoch {epoch + 1}/{epochs}"
             bar = tqdm(order.split(batch_size), desc=desc, leave=False, mininterval=2)
             for step, batch_ids in enumerate(bar):

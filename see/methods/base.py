@@ -30,6 +30,23 @@ def check_table(table: torch.Tensor) -> torch.Tensor:
     return table
 
 
+def row_weights(
+    freq_weight: float, token_counts: torch.Tensor | None, vocab: int
+) -> torch.Tensor | None:
+    """Per-row fit weights (count + 1) ** freq_weight, or None for uniform (freq_weight 0).
+
+    `token_counts` come from training/validation text (the grid counts WikiText-2 validation),
+    never from the reported test text.
+    """
+    if freq_weight == 0:
+        return None
+    if freq_weight < 0:
+        raise ValueError(f"freq_weight must be >= 0 (0 = uniform rows), got {freq_weight}")
+    if token_counts is None or len(token_counts) != vocab:
+        raise ValueError(f"freq_weight={freq_weight} needs token_counts of length {vocab}")
+    return (token_counts.double() + 1) ** freq_weight
+
+
 class CompressedEmbedding(nn.Module):
     """Maps token ids to d-vectors with fewer stored numbers than the V x d table.
 

@@ -8,7 +8,8 @@ and one batched matmul: memory tokens x R x q**(n-1), never the V x d table.
 
 Fitting (before any LM training, so "initial perplexity" is comparable with SVD/AE): Adam on
 mean(1 - cos) + MSE / mean(x**2) between e(t) and the teacher's rows, over random batches of
-token ids, cosine-decayed learning rate; `checkpoint_score` (lower is better) picks the best of
+token ids (drawn ~ (count + 1) ** freq_weight when that option is set), cosine-decayed
+learning rate; `checkpoint_score` (lower is better) picks the best of
 `checkpoints` evenly spaced states.
 """
 
@@ -114,6 +115,7 @@ class KroneckerEmbedding(CompressedEmbedding):
         checkpoint_score: Callable[[CompressedEmbedding], float] | None = None,
         checkpoints: int = 4,
         device: str | None = None,
+        weights: torch.Tensor | None = None,
     ) -> KroneckerEmbedding:
         """Fit to the teacher rows; returns the chosen checkpoint (module on CPU)."""
         if steps < 1 or batch_tokens < 1:
@@ -132,7 +134,11 @@ class KroneckerEmbedding(CompressedEmbedding):
         history, best, best_score = [], None, math.inf
         bar = tqdm(range(1, steps + 1), desc=f"fit {self.name} R={self.rank}", mininterval=2)
         for step in bar:
-            ids = torch.randint(len(rows), (batch_tokens,), generator=generator).to(device)
+            if weights is None:
+                ids = torch.randint(len(rows), (batch_tokens,), generator=generator)
+            else:  # rows drawn in proportion to their (frequency) weights
+                ids = torch.multinomial(weights, batch_tokens, True, generator=generator)
+            ids = ids.to(device)
             out, x = module(ids), rows[ids]
             cos = nn.functional.cosine_similarity(out, x, dim=1).mean()
             loss = (1 - cos) + (out - x).pow(2).mean() / mean_sq

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from see.methods.base import check_table, check_target_cr
+from see.methods.base import check_table, check_target_cr, row_weights
 from see.methods.kronecker import KroneckerEmbedding, rank_for_budget, unit_dim
 from see.methods.registry import register
 
@@ -64,6 +64,8 @@ class SEEEmbedding(KroneckerEmbedding):
         lr: float = 3e-2,
         seed: int = 0,
         checkpoint_score=None,
+        freq_weight: float = 0.0,
+        token_counts: torch.Tensor | None = None,
         data_dir: str | None = None,
         device: str | None = None,
     ) -> SEEEmbedding:
@@ -92,7 +94,8 @@ class SEEEmbedding(KroneckerEmbedding):
         module.mapping_report = unit_map.report
         module.unit_names = unit_map.units
         fitted = module.fit(table, steps=steps, batch_tokens=batch_tokens, lr=lr, seed=seed,
-                            checkpoint_score=checkpoint_score, device=device)  # fmt: skip
+                            checkpoint_score=checkpoint_score, device=device,
+                            weights=row_weights(freq_weight, token_counts, vocab))  # fmt: skip
         fitted.fit_report.update({"see_rank": rank, "see_units": num_units})
         fitted.fit_report.update({f"map_{k}": v for k, v in unit_map.report.items()})
         return fitted

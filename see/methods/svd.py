@@ -1,6 +1,7 @@
 """Truncated SVD: E ~ A @ B with A = U_k S_k (V x k) and B = V_k^T (k x d).
 
-Rank from the target CR: k = floor(V*d / (CR * (V + d))). Deterministic. A tied head can
+Rank from the target CR: k = floor(V*d / (CR * (V + d))). Deterministic. With `freq_weight`
+w > 0 the rows are weighted by (count + 1) ** w in the least squares (weighted SVD). A tied head can
 reuse the factors exactly for the factorised table: logits = (h @ B^T) @ A^T.
 """
 
@@ -11,7 +12,13 @@ import math
 import torch
 from torch import nn
 
-from see.methods.base import CompressedEmbedding, UnreachableCR, check_table, check_target_cr
+from see.methods.base import (
+    CompressedEmbedding,
+    UnreachableCR,
+    check_table,
+    check_target_cr,
+    row_weights,
+)
 from see.methods.registry import register
 
 
@@ -36,13 +43,15 @@ class SVDEmbedding(CompressedEmbedding):
         self.right = nn.Parameter(right)  # k x d
 
     @classmethod
-    def from_table(cls, table: torch.Tensor, target_cr: float, **options) -> SVDEmbedding:
-        if options:
-            raise ValueError(f"svd takes no options, got {sorted(options)}")
+    def from_table(cls, table: torch.Tensor, target_cr: float, *, freq_weight: float = 0.0,
+                   token_counts: torch.Tensor | None = None) -> SVDEmbedding:  # fmt: skip
+        """`freq_weight` > 0: weighted SVD (FWSVD-style), rows weighted by frequency ** w."""
         table = check_table(table)
         rank = svd_rank(*table.shape, target_cr)
-        u, s, vh = torch.linalg.svd(table.double(), full_matrices=False)
-        left = (u[:, :rank] * s[:rank]).to(table.dtype).contiguous()
+        weights = row_weights(freq_weight, token_counts, len(table))
+        scale = weights.sqrt()[:, None] if weights is not None else 1.0
+        u, s, vh = torch.linalg.svd(table.double() * scale, full_matrices=False)
+        left = (u[:, :rank] * s[:rank] / scale).to(table.dtype).contiguous()
         module = cls(left, vh[:rank].to(table.dtype).contiguous())
         module.fit_report = module.reconstruction_report(table)
         return module

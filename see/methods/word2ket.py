@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from see.methods.base import check_table, check_target_cr
+from see.methods.base import check_table, check_target_cr, row_weights
 from see.methods.kronecker import KroneckerEmbedding, rank_for_budget, unit_dim
 from see.methods.registry import register
 
@@ -49,6 +49,8 @@ class Word2KetXSEmbedding(KroneckerEmbedding):
         lr: float = 3e-2,
         seed: int = 0,
         checkpoint_score=None,
+        freq_weight: float = 0.0,
+        token_counts: torch.Tensor | None = None,
         device: str | None = None,
     ) -> Word2KetXSEmbedding:
         check_target_cr(target_cr)
@@ -61,6 +63,7 @@ class Word2KetXSEmbedding(KroneckerEmbedding):
         torch.manual_seed(seed)
         module = cls(vocab, dim, n, rank, norm)
         fitted = module.fit(table, steps=steps, batch_tokens=batch_tokens, lr=lr, seed=seed,
-                            checkpoint_score=checkpoint_score, device=device)  # fmt: skip
+                            checkpoint_score=checkpoint_score, device=device,
+                            weights=row_weights(freq_weight, token_counts, vocab))  # fmt: skip
         fitted.fit_report["see_rank"] = rank
         return fitted
