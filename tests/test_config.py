@@ -18,7 +18,7 @@ GOOD = (
 @pytest.mark.parametrize(
     "preset",
     ["smoke", "default", "paper", "zoo", "autoencoder", "see", "heal", "heal-gpu", "bench-cpu",
-     "bench-gpu", "suite"],
+     "bench-gpu", "suite", "freq"],
 )  # fmt: skip
 def test_presets_load_and_validate(preset):
     cfg = load_grid(preset)
