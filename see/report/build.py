@@ -215,11 +215,7 @@ def plot_bench(bench: pd.DataFrame, column: str, label: str, out: Path) -> Path 
                 label=f"{model} {method} head {policy}: {point} {b}x{s}")  # fmt: skip
     ax.axhline(1.0, color="black", linestyle="--", label="baseline")
     ax.set(xlabel="target compression ratio", ylabel=label, xscale="log")
-    ax.legend(fontsize=5, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _finish_plot(fig, ax, column, out)
 
 
 def bench_section(rows: pd.DataFrame, reports_dir: Path) -> list[str]:
@@ -255,12 +251,8 @@ def plot_pareto(rows: pd.DataFrame, out: Path) -> Path | None:
     for (model, method), group in data.groupby(["model", "method"]):
         ax.scatter(group.embedding_bytes / 2**20, group.value, label=f"{model} {method}", s=18)
     ax.set(xlabel="embedding module MiB", ylabel="WikiText word perplexity (initial)",
-           xscale="log", yscale="log")  # fmt: skip
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+           xscale="log")  # fmt: skip
+    return _finish_plot(fig, ax, "word_perplexity", out)
 
 
 def run_name(run_id: str) -> str:
