@@ -7,43 +7,39 @@ from conftest import needs_data
 from see.data import DataFileError
 
 
-@needs_data
-def test_offline_wikitext_has_62_documents():
+@pytest.fixture(scope="module")
+def wikitext_docs():
+    """The 62 offline WikiText documents, through the rendered `see_tasks.py` loader."""
+    import importlib.util
+
     from see.data import data_file
     from see.evaluation.tasks import render_tasks
 
-    include = render_tasks()
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("see_tasks", include / "see_tasks.py")
+    spec = importlib.util.spec_from_file_location("see_tasks", render_tasks() / "see_tasks.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    docs = module.wikitext_documents(str(data_file("wikitext-2-raw/wiki.test.raw")))["test"]
+    return module.wikitext_documents(str(data_file("wikitext-2-raw/wiki.test.raw")))["test"]
+
+
+@needs_data
+def test_offline_wikitext_has_62_documents(wikitext_docs):
+    docs = wikitext_docs
     assert len(docs) == 62
     assert docs[0]["page"].startswith(" = Robert Boulter = \n")
 
 
 @needs_data
-def test_wikitext_perplexity_matches_direct_torch_computation(smollm):
+def test_wikitext_perplexity_matches_direct_torch_computation(smollm, wikitext_docs):
     """lm-eval's rolling word perplexity on one document (shorter than max_length) equals
     exp(-sum log p / words) computed directly with the same prefix token."""
     from see.evaluation.lmeval import evaluate
-    from see.evaluation.tasks import render_tasks
 
     model, tok = smollm
     rows = evaluate(model, tok, ["wikitext"], limit=1, max_length=2048)
     word_ppl = next(r for r in rows if r["metric"] == "word_perplexity")
     assert word_ppl["n"] == 1 and math.isfinite(word_ppl["value"])
 
-    import importlib.util
-
-    from see.data import data_file
-
-    include = render_tasks()
-    spec = importlib.util.spec_from_file_location("see_tasks", include / "see_tasks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    doc = module.wikitext_documents(str(data_file("wikitext-2-raw/wiki.test.raw")))["test"][0]
+    doc = wikitext_docs[0]
     from lm_eval.tasks.wikitext.preprocess_wikitext import wikitext_detokenizer
 
     target = wikitext_detokenizer(doc)  # the stock task's doc_to_target
