@@ -34,7 +34,7 @@ class GridConfig:
     method_options: dict[str, dict | list[dict]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
     max_length: int = 2048
-    batch_size: int = 1
+    batch_size: int | str = 1  # an int, or "auto" (lm-eval's search; GPU only, CONTRACTS.md)
     bootstrap_iters: int = 1000
     num_fewshot: int | None = None
     dtype: str = "float32"
@@ -99,6 +99,14 @@ def validate(cfg: GridConfig) -> None:
             BenchSettings(**cfg.bench)
         except TypeError as err:
             raise ValueError(f"grid {cfg.name!r}: bad [bench] table: {err}") from err
+    if cfg.batch_size != "auto" and not (isinstance(cfg.batch_size, int) and cfg.batch_size >= 1):
+        raise ValueError(f"grid {cfg.name!r}: batch_size must be >= 1 or 'auto', got "
+                         f"{cfg.batch_size!r}")  # fmt: skip
+    if cfg.batch_size == "auto":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"grid {cfg.name!r}: batch_size 'auto' needs a GPU; use an int")
     if cfg.selection_tokens < 16:
         raise ValueError(
             f"grid {cfg.name!r}: selection_tokens must be >= 16, got {cfg.selection_tokens}"
