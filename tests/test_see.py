@@ -102,7 +102,15 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="rank R must be >= 1"):
         TinyKron(torch.zeros(4, 3, dtype=torch.int32), 2, 8, 0)
     with pytest.raises(UnreachableCR, match="R would be 0 < 1"):
-        get_method("word2ketxs").from_table(torch.randn(1000, 64), 400, n=3)
+        get_method("word2ketxs").from_table(torch.randn(1000, 64), 600, n=3)
+
+
+def test_word2ketxs_svd_start_is_exact_at_full_rank():
+    torch.manual_seed(0)
+    table = torch.randn(100, 16)  # v = 10, q = 4: full rank of the 40 x 40 reshaped table is 40
+    module = get_method("word2ketxs")(100, 16, 2, 40, norm="none")
+    module.svd_init(table)
+    torch.testing.assert_close(module.materialize(), table, atol=1e-4, rtol=1e-4)
 
 
 def test_word2ketxs_digits_and_parameter_count():

@@ -2,10 +2,13 @@
 
 The whole table is factorised: E ~ sum_r (x)_j F_jr, each F_jr of size v x q with
 v = ceil(V ** (1/n)) and q = ceil(d ** (1/n)). Token id i is written in base v as digits
-(i_1..i_n); its row is sum_r kron(F_1r[i_1], ..., F_nr[i_n])[:d], then LayerNorm (as SEE,
-see kronecker.py). It is SEE's machinery with units = (slot, digit) pairs, computed from the
-id, so nothing per token is stored: P = R * n * v * q + 2d. Default order n = 2 (the paper
-uses 2 and 4): with n = 3 a CR of 10 needs R in the thousands and the fit is slow on CPU.
+(i_1..i_n); its row is sum_r kron(F_1r[i_1], ..., F_nr[i_n])[:d], with a LayerNorm after it
+(as SEE) only when `norm="layernorm"`: the default is no norm, because the norm undoes much of
+the closed-form start below. It is SEE's machinery with units = (slot, digit) pairs,
+computed from the id, so nothing per token is stored: P = R * n * v * q (+ 2d with the norm).
+Default order n = 2 (the paper uses 2 and 4): with n = 3 a CR of 10 needs R in the thousands
+and the fit is slow on CPU. For n = 2 the factors start from a truncated SVD of the reshaped
+table (`svd_init`), then the common fit (kronecker.py) fine-tunes them.
 """
 
 from __future__ import annotations
@@ -36,6 +39,22 @@ class Word2KetXSEmbedding(KroneckerEmbedding):
         slots = torch.arange(self.n, device=ids.device) * self.radix
         return torch.stack(digits[::-1], dim=-1) + slots
 
+    @torch.no_grad()
+    def svd_init(self, table: torch.Tensor) -> None:
+        """For n = 2 the factors have a closed form: the table reshaped to a (v*q) x (v*q)
+        matrix M[(i1, a), (i2, b)] = E[i1*v + i2, a*q + b] is a sum of R rank-one terms, so its
+        truncated SVD is the best start (rows centred when a LayerNorm follows)."""
+        v, q, vocab, dim = self.radix, self.q, self.num_embeddings, self.embedding_dim
+        rows = table.float() - (table.float().mean(0) if self.norm_kind == "layernorm" else 0)
+        padded = torch.zeros(v * v, q * q)
+        padded[:vocab, :dim] = rows
+        matrix = padded.reshape(v, v, q, q).permute(0, 2, 1, 3).reshape(v * q, v * q)
+        u, s, vh = torch.svd_lowrank(matrix, q=min(self.rank + 10, v * q), niter=4)
+        root = s[: self.rank].sqrt()
+        first = (u[:, : self.rank] * root).reshape(v, q, self.rank).permute(0, 2, 1)
+        second = (vh[:, : self.rank] * root).reshape(v, q, self.rank).permute(0, 2, 1)
+        self.vectors.copy_(torch.cat([first, second]))
+
     @classmethod
     def from_table(
         cls,
@@ -43,7 +62,7 @@ class Word2KetXSEmbedding(KroneckerEmbedding):
         target_cr: float,
         *,
         n: int = 2,
-        norm: str = "layernorm",
+        norm: str = "none",
         steps: int = 1500,
         batch_tokens: int = 1024,
         lr: float = 3e-2,
@@ -62,6 +81,8 @@ class Word2KetXSEmbedding(KroneckerEmbedding):
         rank = rank_for_budget(vocab * dim / target_cr, fixed, per_rank, f"word2ketxs (n={n})")
         torch.manual_seed(seed)
         module = cls(vocab, dim, n, rank, norm)
+        if n == 2:
+            module.svd_init(table)
         fitted = module.fit(table, steps=steps, batch_tokens=batch_tokens, lr=lr, seed=seed,
                             checkpoint_score=checkpoint_score, device=device,
                             weights=row_weights(freq_weight, token_counts, vocab))  # fmt: skip
