@@ -11,16 +11,16 @@ Decisions (each an option of `build_unit_map`, documented in the README):
   punctuation, code, other scripts) get character units (`c:x`) instead of morphemes.
 - Inventory cap: sememes and PAD are always units; morpheme/character units are kept by how many
   tokens use them until `max_units`; rarer ones map to one of `hash_buckets` hashed units
-  (`h:k`, crc32 of the unit).
+  (`h:k`, blake2b of the unit).
 - Separation: when several tokens share a unit tuple, the lowest id keeps it and each other one
-  gets a token-specific hashed unit (crc32 of the token text and a salt) in its last slot (two
+  gets a token-specific hashed unit (blake2b of the token text and a salt) in its last slot (two
   last slots if one is not enough), so no two tokens share an embedding (`separate=False` keeps
   the collisions).
 """
 
 from __future__ import annotations
 
-import zlib
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -79,7 +79,10 @@ def is_word(text: str) -> bool:
 
 
 def hashed(text: str, buckets: int, salt: int = 0) -> str:
-    return f"h:{zlib.crc32(f'{salt}:{text}'.encode()) % buckets}"
+    # blake2b, not crc32: crc32 is affine in its input, so salted variants of one text are
+    # correlated and two hashed slots would reach only `buckets` pairs instead of buckets**2
+    digest = hashlib.blake2b(f"{salt}:{text}".encode(), digest_size=8).digest()
+    return f"h:{int.from_bytes(digest, 'little') % buckets}"
 
 
 @dataclass
@@ -177,7 +180,7 @@ def separate_collisions(rows: list[list[str]], texts: list[str], buckets: int) -
         salt = 0
         while candidate in used:
             key = f"{token_id}:{texts[token_id]}"
-            slots = 1 if salt < 4 * buckets else 2  # two hashed slots if one is exhausted
+            slots = 1 if salt < buckets else 2  # two hashed slots once one is crowded
             tail = [hashed(key, buckets, salt + 10_000 * j) for j in range(slots)]
             candidate = (*row[: len(row) - slots], *tail)
             salt += 1
