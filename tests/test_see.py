@@ -177,3 +177,11 @@ def test_see_from_table_on_real_tokens(smollm):
     assert morph.fit_report["map_tokens_with_sememes"] == 0
     with pytest.raises(ValueError, match="needs the model's tokenizer"):
         get_method("see").from_table(table, 4)
+
+
+def test_large_groups_of_look_alike_tokens_are_separated():
+    # Gemma has 6,243 `<unusedN>` tokens whose character units are identical
+    texts = [f"<unused{i}>" for i in range(3000)]
+    unit_map = build_unit_map(texts, hash_buckets=64)
+    assert unit_map.report["collision_rate_before"] == 1.0
+    assert unit_map.report["collision_rate_after"] == 0
