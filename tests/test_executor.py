@@ -8,9 +8,10 @@ import sys
 import time
 from collections import Counter
 
+from conftest import needs_data
+
 from see.config import GridConfig
 from see.grid import run_grid
-from tests.conftest import needs_data
 
 TINY = """
 models = ["smollm2-135m"]

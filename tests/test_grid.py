@@ -2,9 +2,10 @@
 
 import json
 
+from conftest import needs_data
+
 from see.config import GridConfig
 from see.grid import expand, run_grid
-from tests.conftest import needs_data
 
 
 @needs_data

@@ -1,11 +1,11 @@
 import pytest
 import torch
+from conftest import needs_data
 
 from see.heal import HealConfig, Healer, training_ids
 from see.methods import get_method
 from see.models import compress_model
 from see.models.surgery import input_table
-from tests.conftest import needs_data
 
 
 def healer_for(fresh_smollm, method="svd", cr=10, **overrides):

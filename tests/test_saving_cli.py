@@ -4,12 +4,12 @@ import subprocess
 import sys
 
 import torch
+from conftest import needs_data
 
 from see.methods import get_method
 from see.models import compress_model
 from see.models.saving import load_compressed, save_compressed
 from see.models.surgery import input_table
-from tests.conftest import needs_data
 
 
 def test_saved_svd_model_reloads_with_identical_logits(fresh_smollm, sample_ids, tmp_path):

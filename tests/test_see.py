@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DATA_DIR, needs_data
 
 from see.methods import get_method
 from see.methods.base import UnreachableCR
 from see.methods.kronecker import KroneckerEmbedding, kron_rows, unit_dim
 from see.sememes.units import PAD, build_unit_map, morphemes, normalize_token
-from tests.conftest import DATA_DIR, needs_data
 
 
 def test_unit_dim_is_the_smallest_q_with_q_to_the_n_at_least_d():
