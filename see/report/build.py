@@ -22,14 +22,17 @@ QUALITY_COLUMNS = [
 
 
 def latest(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per (cell_key, metric, filter): the newest, when runs repeat a cell."""
+    """One row per (run, cell_key, metric, filter): the newest, when a run repeats a cell.
+
+    Runs are kept apart: two presets may measure the same cell (e.g. the same baseline), and
+    each run's section shows its own rows."""
     rows = rows.sort_values("timestamp")
-    return rows.drop_duplicates(["cell_key", "metric", "metric_filter"], keep="last")
+    return rows.drop_duplicates(["run_id", "cell_key", "metric", "metric_filter"], keep="last")
 
 
 def add_recovery(rows: pd.DataFrame) -> pd.DataFrame:
-    """recovery = compressed / baseline value (inverted where lower is better)."""
-    keys = ["model", "task", "metric", "metric_filter", "limit", "max_length", "dtype"]
+    """recovery = compressed / baseline value of the same run (inverted where lower is better)."""
+    keys = ["run_id", "model", "task", "metric", "metric_filter", "limit", "max_length", "dtype"]
     base = rows[rows.method == "baseline"][[*keys, "value"]].rename(columns={"value": "base"})
     out = rows.merge(base.drop_duplicates(keys), on=keys, how="left")
     lower = out.metric.str.contains("|".join(LOWER_IS_BETTER))
@@ -61,7 +64,7 @@ def _finish_plot(fig, ax, metric: str, out: Path) -> Path:
 def plot_metric_vs_cr(rows: pd.DataFrame, task: str, metric: str, out: Path) -> Path | None:
     """One panel per model: `metric` vs target CR (initial quality), a line per method variant."""
     data = rows[(rows.task == task) & (rows.metric == metric) & (rows.heal_stage == "initial")]
-    if data.empty or data.target_cr.nunique() < 2:
+    if data[data.method != "baseline"].target_cr.nunique() < 2:
         return None
     models = sorted(data.model.unique())
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
