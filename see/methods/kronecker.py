@@ -134,7 +134,23 @@ class KroneckerEmbedding(CompressedEmbedding):
         opt = torch.optim.Adam(module.parameters(), lr=lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
         save_at = {round(steps * (i + 1) / checkpoints) for i in range(checkpoints)}
-        history, best, best_score = [], None, math.inf
+        history, best = [], {"score": math.inf, "module": None}
+
+        def consider(step: int, loss: float | None) -> None:
+            """Log this state as a checkpoint and keep it if it scores best so far."""
+            module.eval()
+            entry = {"step": step, "loss": loss, **module.reconstruction_report(rows)}
+            if checkpoint_score is not None:
+                entry["score"] = checkpoint_score(module)
+            history.append(entry)
+            shown = " ".join(f"{k}={v:.4g}" for k, v in entry.items() if v is not None)
+            tqdm.write(f"[{self.name}] {shown}")
+            score = entry.get("score", -entry["fit_mean_cos"])
+            if score < best["score"]:
+                best.update(score=score, module=copy.deepcopy(module).cpu())
+            module.train()
+
+        consider(0, None)  # the start (e.g. word2ketXS's closed form) is a candidate too
         bar = tqdm(range(1, steps + 1), desc=f"fit {self.name} R={self.rank}", mininterval=2)
         for step in bar:
             if weights is None:
@@ -156,17 +172,9 @@ class KroneckerEmbedding(CompressedEmbedding):
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{loss.item():.4f}", cos=f"{cos.item():.3f}")
             if step in save_at:
-                module.eval()
-                entry = {"step": step, "loss": loss.item(), **module.reconstruction_report(rows)}
-                if checkpoint_score is not None:
-                    entry["score"] = checkpoint_score(module)
-                history.append(entry)
-                tqdm.write(f"[{self.name}] " + " ".join(f"{k}={v:.4g}" for k, v in entry.items()))
-                score = entry.get("score", -entry["fit_mean_cos"])
-                if score < best_score:
-                    best, best_score = copy.deepcopy(module).cpu(), score
-                module.train()
+                consider(step, loss.item())
         chosen = min(history, key=lambda h: h.get("score", -h["fit_mean_cos"]))
+        best = best["module"]
         best.fit_report = {
             **best.reconstruction_report(table.float()),
             "fit_step": chosen["step"],
