@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import json
 import time
 from collections.abc import Iterator
@@ -130,6 +129,7 @@ def build_model(cell: Cell, cfg: GridConfig):
     which healing swaps back in to get the uncompressed model's outputs.
     """
     from see.methods import get_method
+    from see.methods.base import accepted_kwargs
     from see.models import compress_model, count_bytes, load_model
     from see.models.surgery import input_table
 
@@ -143,14 +143,10 @@ def build_model(cell: Cell, cfg: GridConfig):
         method = get_method(cell.method)
         table = input_table(model).float()
         options = dict(cell.method_options)
-        accepted = inspect.signature(method.from_table).parameters
+        options |= accepted_kwargs(method.from_table, seed=cell.seed, tokenizer=tok,
+                                   data_dir=cfg.data_dir)  # fmt: skip
         if method.trained:
-            options["seed"] = cell.seed
             options["checkpoint_score"] = checkpoint_scorer(model, tok, cell.head_policy, cfg)
-        if "tokenizer" in accepted:
-            options["tokenizer"] = tok
-        if "data_dir" in accepted:
-            options["data_dir"] = cfg.data_dir
         if options.get("freq_weight"):
             options["token_counts"] = validation_token_counts(tok, len(table), cfg.data_dir)
         compressed = method.from_table(table, cell.target_cr, **options)
@@ -175,10 +171,9 @@ def build_model(cell: Cell, cfg: GridConfig):
 
 def validation_token_counts(tok, vocab: int, data_dir: str | None) -> torch.Tensor:
     """How often each token id occurs in WikiText-2 validation (never the test text)."""
-    from see.evaluation.validation import validation_text
+    from see.evaluation.validation import validation_ids
 
-    ids = tok(validation_text(data_dir), add_special_tokens=False, return_tensors="pt").input_ids
-    return torch.bincount(ids[0], minlength=vocab)[:vocab]
+    return torch.bincount(validation_ids(tok, None, data_dir), minlength=vocab)[:vocab]
 
 
 def corpus_coverage_on_validation(compressed, tok, cfg: GridConfig) -> float:

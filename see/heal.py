@@ -22,13 +22,15 @@ import copy
 import math
 import time
 import zlib
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm import tqdm
+
+from see.models.surgery import swapped_modules
 
 STAGES = ("stage1", "stage2")
 DEFAULT_TEXT = "wikitext-2-valid"
@@ -73,15 +75,15 @@ class HealConfig:
 def training_ids(cfg: HealConfig, tokenizer, data_dir: str | None = None) -> torch.Tensor:
     """The healing text as one long 1-D tensor of token ids."""
     if cfg.text == DEFAULT_TEXT:
-        from see.evaluation.validation import validation_text
+        from see.evaluation.validation import validation_ids
 
-        text = validation_text(data_dir)
+        ids = validation_ids(tokenizer, None, data_dir)
     else:
         path = Path(cfg.text).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"healing text file {str(path)!r} does not exist")
         text = path.read_text(encoding="utf-8")
-    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids[0]
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids[0]
     if len(ids) <= cfg.seq_len:
         raise ValueError(f"healing text has {len(ids)} tokens, fewer than seq_len {cfg.seq_len}")
     return ids
@@ -95,19 +97,6 @@ def check_layers(layers: tuple[int, ...], num_layers: int) -> None:
                 f"unknown align layer {layer}: the model has hidden states 0..{num_layers} "
                 f"(or -1..-{num_layers + 1})"
             )
-
-
-@contextmanager
-def swapped_modules(model, input_module: nn.Module, output_module: nn.Module):
-    """Run `model` with other input-embedding and head modules, restoring them afterwards."""
-    old_in, old_out = model.get_input_embeddings(), model.get_output_embeddings()
-    model.set_input_embeddings(input_module)
-    model.set_output_embeddings(output_module)
-    try:
-        yield model
-    finally:
-        model.set_input_embeddings(old_in)
-        model.set_output_embeddings(old_out)
 
 
 class Healer:

@@ -14,7 +14,6 @@ the offline task configs unless one is given.
 
 from __future__ import annotations
 
-import inspect
 import sys
 
 import torch
@@ -39,6 +38,7 @@ class SEELM(HFLM):
         **kwargs,
     ):
         from see.methods import get_method
+        from see.methods.base import accepted_kwargs
         from see.models import compress_model, load_model
         from see.models.saving import is_compressed_folder, load_compressed
         from see.models.surgery import input_table
@@ -54,9 +54,7 @@ class SEELM(HFLM):
                 if ratio is None:
                     raise ValueError(f"method {method!r} needs ratio=<target CR> in model_args")
                 cls = get_method(method)
-                params = inspect.signature(cls.from_table).parameters
-                extra = {"tokenizer": tok} if "tokenizer" in params else {}
-                extra |= {"seed": seed} if "seed" in params else {}
+                extra = accepted_kwargs(cls.from_table, tokenizer=tok, seed=seed)
                 torch.manual_seed(seed)
                 compressed = cls.from_table(input_table(model).float(), float(ratio), **kwargs,
                                             **extra).to(torch_dtype)  # fmt: skip

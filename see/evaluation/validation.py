@@ -26,12 +26,13 @@ def validation_text(root: str | None = None) -> str:
     return wikitext_detokenizer({"page": raw.replace(" <unk>", "").replace("<unk>", "")})
 
 
-def validation_ids(tokenizer, max_tokens: int, root: str | None = None) -> torch.Tensor:
-    """The first `max_tokens` token ids of the validation text (1-D)."""
-    if max_tokens < 2:
+def validation_ids(tokenizer, max_tokens: int | None, root: str | None = None) -> torch.Tensor:
+    """The first `max_tokens` token ids of the validation text (1-D); None = all of it."""
+    if max_tokens is not None and max_tokens < 2:
         raise ValueError(f"max_tokens must be >= 2, got {max_tokens}")
-    # tokenise a prefix only: ~4 characters per token leaves plenty of margin
-    text = validation_text(root)[: max_tokens * 8]
+    text = validation_text(root)
+    if max_tokens is not None:  # tokenise a prefix only: ~4 characters per token, 2x margin
+        text = text[: max_tokens * 8]
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids[0]
     return ids[:max_tokens]
 

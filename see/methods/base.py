@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+
+def accepted_kwargs(fn, **values) -> dict[str, Any]:
+    """The `values` whose names are parameters of `fn` (what a method's from_table takes)."""
+    params = inspect.signature(fn).parameters
+    return {name: value for name, value in values.items() if name in params}
 
 
 class UnreachableCR(ValueError):

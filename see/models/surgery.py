@@ -55,17 +55,25 @@ class SharedHead(nn.Module):
 
 
 @contextmanager
-def swapped_embedding(model, compressed: CompressedEmbedding, head_policy: str = "dense"):
-    """Temporarily run `model` with `compressed` as input embedding (and head, if `shared`)."""
+def swapped_modules(model, input_module: nn.Module, output_module: nn.Module):
+    """Run `model` with other input-embedding and head modules, restoring them afterwards."""
     old_in, old_out = model.get_input_embeddings(), model.get_output_embeddings()
-    model.set_input_embeddings(EmbeddingAdapter(compressed, getattr(old_in, "embed_scale", None)))
-    if head_policy == "shared":
-        model.set_output_embeddings(SharedHead(compressed, getattr(old_out, "bias", None)))
+    model.set_input_embeddings(input_module)
+    model.set_output_embeddings(output_module)
     try:
         yield model
     finally:
         model.set_input_embeddings(old_in)
         model.set_output_embeddings(old_out)
+
+
+def swapped_embedding(model, compressed: CompressedEmbedding, head_policy: str = "dense"):
+    """Temporarily run `model` with `compressed` as input embedding (and head, if `shared`)."""
+    old_in, old_out = model.get_input_embeddings(), model.get_output_embeddings()
+    new_in = EmbeddingAdapter(compressed, getattr(old_in, "embed_scale", None))
+    shared = head_policy == "shared"
+    new_out = SharedHead(compressed, getattr(old_out, "bias", None)) if shared else old_out
+    return swapped_modules(model, new_in, new_out)
 
 
 def input_table(model) -> torch.Tensor:

@@ -189,9 +189,3 @@ def separate_collisions(rows: list[list[str]], texts: list[str], buckets: int) -
         used.add(candidate)
         out.append(list(candidate))
     return out
-
-
-def corpus_coverage(unit_map: UnitMap, ids: torch.Tensor) -> float:
-    """Share of corpus token occurrences whose token has at least one sememe unit."""
-    has = torch.tensor([any(u.startswith("s:") for u in row) for row in unit_map.token_unit_names])
-    return has[ids.clamp(max=len(has) - 1)].float().mean().item()
