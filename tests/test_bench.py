@@ -57,3 +57,26 @@ def test_cpu_benchmark_runs_cells_in_subprocesses(tmp_path):
     (tmp_path / "PUBLISHED").write_text("runs/b1\n")
     readme = build_reports(tmp_path, tmp_path / "reports").read_text()
     assert "## Memory and throughput" in readme and "speed_ratio" in readme
+
+
+def test_summary_checks_the_gpu_targets_against_the_same_runs_baseline(tmp_path):
+    from see.bench.run import summary
+
+    def row(method, bench, tokens_per_s, param_bytes, peak):
+        return {"run_id": "r", "model": "m", "method": method, "target_cr": 10,
+                "head_policy": "shared", "bench": bench, "batch": 1, "seq": 8,
+                "tokens_per_s": tokens_per_s, "model_param_bytes": param_bytes,
+                "peak_memory_bytes": peak, "status": "ok", "device": "cuda:0 H100"}  # fmt: skip
+
+    rows = [
+        row("baseline", "prefill", 100.0, 1000, 1500),
+        row("baseline", "decode", 10.0, 1000, 1600),
+        row("svd", "prefill", 99.0, 800, 1300),  # 0.99x, saves 200 of 200 bytes: meets
+        row("see", "decode", 5.0, 800, 1580),  # 0.5x, saves 20 of 200 bytes: misses
+    ]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    text = summary(path)
+    assert "1 of 2 rows miss a target" in text
+    lines = {line.split()[1]: line for line in text.splitlines() if line.split()[:1] == ["m"]}
+    assert lines["svd"].rstrip().endswith("True") and lines["see"].rstrip().endswith("False")

@@ -85,3 +85,21 @@ def test_fitted_methods_accept_frequency_weights(method, options):
     module = get_method(method).from_table(table, 4, freq_weight=0.5, token_counts=counts,
                                            **options)  # fmt: skip
     assert module.reached_cr >= 4
+
+
+def test_shared_head_table_cache_follows_parameter_updates():
+    from see.methods.word2ket import Word2KetXSEmbedding
+
+    torch.manual_seed(0)
+    module = Word2KetXSEmbedding(vocab=50, dim=16, n=2, rank=3)
+    hidden = torch.randn(2, 16)
+    cached = module.head_logits(hidden)
+    assert module._head_table is not None  # built once, reused by the next call
+    assert torch.allclose(cached, hidden @ module.materialize().T, atol=1e-5)
+    opt = torch.optim.SGD(module.parameters(), lr=0.5)
+    module(torch.arange(50)).sum().backward()
+    opt.step()  # bumps the parameters' versions: the cached table is stale
+    assert torch.allclose(module.head_logits(hidden), hidden @ module.materialize().T, atol=1e-5)
+    assert not torch.allclose(module.head_logits(hidden), cached)
+    module.head_cache = False
+    assert torch.allclose(module.head_logits(hidden), hidden @ module.materialize().T, atol=1e-5)

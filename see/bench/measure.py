@@ -2,8 +2,9 @@
 
 Times are medians over `repeats` runs after `warmup` runs, with the interquartile range; on
 GPU each run is bracketed by torch.cuda.synchronize(). Peak memory: on GPU
-torch.cuda.max_memory_allocated after reset_peak_memory_stats; on CPU the process's
-ru_maxrss, which is a high-water mark for the whole process (load included).
+torch.cuda.max_memory_allocated after reset_peak_memory_stats; on CPU (Linux) the process's
+resident high-water mark VmHWM, reset through /proc/self/clear_refs before each measurement
+(it counts the whole process: Python, torch and the model, not only tensors).
 """
 
 from __future__ import annotations
@@ -43,12 +44,26 @@ def time_op(fn: Callable[[], object], *, repeats: int = 10, warmup: int = 2,
 def reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    else:  # Linux >= 4.0: writing 5 to clear_refs resets the resident high-water mark
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
 
 
 def peak_memory_bytes(device: torch.device) -> int:
+    """Peak since the last reset_peak: CUDA allocated memory, or the process's VmHWM."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024  # kB
+
+
+def current_memory_bytes(device: torch.device) -> int:
+    """Memory held now: allocated CUDA memory, or the process's resident set on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device)
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
 
 
 def is_oom(err: BaseException) -> bool:

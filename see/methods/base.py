@@ -72,6 +72,8 @@ class CompressedEmbedding(nn.Module):
         self.embedding_dim = embedding_dim
         self.options: dict[str, Any] = {}
         self.fit_report: dict[str, float] = {}
+        self.head_cache = True  # see head_logits
+        self._head_table: tuple | None = None
 
     @classmethod
     def from_table(cls, table: torch.Tensor, target_cr: float, **options) -> CompressedEmbedding:
@@ -92,8 +94,21 @@ class CompressedEmbedding(nn.Module):
         return torch.cat([self(chunk) for chunk in ids.split(chunk_size)])
 
     def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Logits `hidden @ E^T` of a tied head that reuses this module."""
-        return hidden @ self.materialize().to(hidden.dtype).T
+        """Logits `hidden @ E^T` of a tied head that reuses this module.
+
+        Rebuilding the table costs more than the matmul (SEE: R * q**n numbers per row), so
+        with `head_cache` on, the table is kept between calls until a parameter changes
+        (tensor version counters): decode runs at dense-head speed, at the price of a V x d
+        activation that is not stored in the model's files but does count in peak memory.
+        """
+        if not self.head_cache:
+            return hidden @ self.materialize().to(hidden.dtype).T
+        versions = [(t.data_ptr(), t._version) for t in self.parameters()]
+        key = (hidden.device, hidden.dtype, *versions)
+        if self._head_table is None or self._head_table[0] != key:
+            self._head_table = (key, None)  # drop the old table before building a new one
+            self._head_table = (key, self.materialize().to(hidden.dtype))
+        return hidden @ self._head_table[1].T
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters()) + sum(b.numel() for b in self.buffers())

@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from see.bench.run import compared_to_baseline  # noqa: E402
 from see.results import published_rows  # noqa: E402
 
 LOWER_IS_BETTER = ("perplexity", "bits_per_byte")
@@ -192,18 +193,6 @@ def models_table(rows: pd.DataFrame) -> str:
     return base.to_markdown(index=False, floatfmt=".3g")
 
 
-def bench_table(bench: pd.DataFrame) -> pd.DataFrame:
-    """Benchmark rows with speed and byte ratios to the same run's baseline."""
-    bench = bench[bench.status == "ok"]
-    keys = ["run_id", "model", "bench", "batch", "seq"]
-    base = bench[bench.method == "baseline"][[*keys, "tokens_per_s", "model_param_bytes",
-                                              "peak_memory_bytes"]]  # fmt: skip
-    out = bench.merge(base, on=keys, suffixes=("", "_base"), how="left")
-    out["speed_ratio"] = out.tokens_per_s / out.tokens_per_s_base
-    out["param_bytes_ratio"] = out.model_param_bytes / out.model_param_bytes_base
-    return out
-
-
 def plot_bench(bench: pd.DataFrame, column: str, label: str, out: Path) -> Path | None:
     """`column` vs target CR, a line per (method, head policy, bench point)."""
     data = bench[bench.method != "baseline"]
@@ -225,11 +214,13 @@ def bench_section(rows: pd.DataFrame, reports_dir: Path) -> list[str]:
     bench = rows[rows.task == "bench"]
     if bench.empty:
         return []
-    table = bench_table(bench)
+    table = compared_to_baseline(bench[bench.status == "ok"])
     lines = ["## Memory and throughput", "",
              f"Devices: {', '.join(sorted(bench.device.unique()))}. Ratios are to the baseline "
-             "measured in the same run. On CPU, peak memory is the process's ru_maxrss "
-             "(a high-water mark including the load).", ""]  # fmt: skip
+             "measured in the same run. memory_vs_param_saving = peak-memory saving / parameter "
+             "bytes saved (1 = all of it shows at run time). On CPU, peak memory is the "
+             "process's resident high-water mark (VmHWM, reset before each point; runs before "
+             "2026-11-23 18:00 used ru_maxrss, which includes the load).", ""]  # fmt: skip
     for column, label, name in [("speed_ratio", "tokens/s relative to baseline", "speed"),
                                 ("param_bytes_ratio", "model parameter bytes / baseline",
                                  "bytes")]:  # fmt: skip
@@ -238,7 +229,8 @@ def bench_section(rows: pd.DataFrame, reports_dir: Path) -> list[str]:
             lines += [f"![{label}]({figure.name})", ""]
     cols = ["model", "method", "method_options", "target_cr", "head_policy", "bench", "batch",
             "seq", "tokens_per_s", "iqr_s", "speed_ratio", "embedding_bytes", "head_bytes",
-            "model_param_bytes", "param_bytes_ratio", "peak_memory_bytes", "device"]  # fmt: skip
+            "model_param_bytes", "param_bytes_ratio", "peak_memory_bytes", "memory_vs_param_saving",
+            "device"]  # fmt: skip
     order = ["model", "bench", "batch", "seq", "method", "method_options", "target_cr"]
     lines += [table[cols].sort_values(order).to_markdown(index=False, floatfmt=".4g"), ""]
     return lines
