@@ -96,3 +96,15 @@ def test_hub_only_tasks_are_reported_as_skipped_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     assert skipped_tasks(["mnli"]) == {}
+
+
+@needs_data
+def test_rendered_task_folder_is_reused_not_rewritten(tmp_path, monkeypatch):
+    """Concurrent runs share the rendered configs: a second render must not replace them."""
+    from see.evaluation.tasks import render_tasks
+
+    monkeypatch.setenv("SEE_CACHE_DIR", str(tmp_path))
+    first = render_tasks()
+    inode = (first / "sst2.yaml").stat().st_ino
+    assert render_tasks() == first and (first / "sst2.yaml").stat().st_ino == inode
+    assert [p.name for p in (tmp_path / "tasks").iterdir()] == [first.name]  # no tmp left

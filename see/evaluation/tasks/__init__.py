@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 from see.data import data_dir as resolve_data_dir
@@ -65,18 +66,24 @@ def render_tasks(data_dir: str | Path | None = None) -> Path | None:
     root = resolve_data_dir(data_dir)
     if root is None:
         return None
-    key = hashlib.sha256(str(root).encode()).hexdigest()[:12]
-    out = cache_dir() / "tasks" / key
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for template in TEMPLATES.glob("*.yaml"):
-        text = template.read_text().replace("${DATA_DIR}", str(root))
-        text = text.replace("${LM_EVAL_TASKS}", str(lm_eval_tasks_dir()))
-        (tmp / template.name).write_text(text)
-    shutil.copy(TEMPLATES / "see_tasks.py", tmp / "see_tasks.py")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    files = {template.name: template.read_text().replace("${DATA_DIR}", str(root))
+             .replace("${LM_EVAL_TASKS}", str(lm_eval_tasks_dir()))
+             for template in TEMPLATES.glob("*.yaml")}  # fmt: skip
+    files["see_tasks.py"] = (TEMPLATES / "see_tasks.py").read_text()
+    # content-addressed, so a rendered folder never changes: concurrent runs (two grids, the
+    # submitit workers) share it and never delete a folder another one is reading
+    digest = hashlib.sha256(repr(sorted(files.items())).encode()).hexdigest()[:12]
+    out = cache_dir() / "tasks" / digest
+    if out.is_dir():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f"{digest}.tmp"))
+    for name, text in files.items():
+        (tmp / name).write_text(text)
+    try:
+        tmp.rename(out)
+    except OSError:  # another process rendered the same folder first
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
