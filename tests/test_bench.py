@@ -41,6 +41,7 @@ def test_cpu_benchmark_runs_cells_in_subprocesses(tmp_path):
         (m, b) for m in ("baseline", "svd") for b in ("embedding", "prefill", "decode")
     }
     assert all(r["status"] == "ok" and r["tokens_per_s"] > 0 for r in rows)
+    assert all(0 < r["peak_memory_bytes"] and 0 < r["loaded_memory_bytes"] for r in rows)
     base = next(r for r in rows if r["method"] == "baseline")
     svd = next(r for r in rows if r["method"] == "svd")
     # the shared head drops the tied V x d table: embedding bytes shrink by about the CR
