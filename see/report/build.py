@@ -144,14 +144,30 @@ def status_table(rows: pd.DataFrame) -> str | None:
 
 
 def mapping_table(rows: pd.DataFrame) -> str | None:
-    """SEE's token -> unit mapping report (one line per model, method and sememe source)."""
+    """SEE's token -> unit mapping report (a line per model, method variant, sememe source)."""
     cols = [c for c in rows if c.startswith("map_")]
     data = rows[rows.method.isin(["see", "see_morph"]) & rows.value.notna()]
     if not cols or data.empty:
         return None
-    keys = ["model", "method", "sememe_source"]
+    keys = ["model", "method", "method_options", "sememe_source"]
     data = data[keys + cols].drop_duplicates(keys).rename(columns=lambda c: c.removeprefix("map_"))
     return data.to_markdown(index=False, floatfmt=".3g")
+
+
+def default_decisions(options: str) -> bool:
+    """True when a `method_options` text sets only fit budgets (an ablation sets more)."""
+    return all(o.split("=")[0] in ("steps", "batch_tokens") for o in options.split(",") if o)
+
+
+def ppl_pivot(rows: pd.DataFrame) -> str | None:
+    """WikiText word perplexity as a variant x CR matrix (the quality table, compact)."""
+    ppl = rows[(rows.task == "wikitext") & (rows.metric == "word_perplexity") & rows.value.notna()]
+    if ppl.target_cr.nunique() < 2:
+        return None
+    index = ["model", "method", "method_options", "head_policy", "heal_stage"]
+    table = ppl.pivot_table(index=index, columns="target_cr", values="value", aggfunc="last")
+    table.columns = [f"CR {c:g}" for c in table.columns]
+    return table.reset_index().to_markdown(index=False, floatfmt=".4g")
 
 
 def claims(rows: pd.DataFrame) -> list[str]:
@@ -170,7 +186,7 @@ def claims(rows: pd.DataFrame) -> list[str]:
                     f"AE (direction loss) {value:.4g} vs SVD {svd[cr]:.4g}, so AE **{verdict}** "
                     f"SVD here (run {run})."
                 )
-        see = sub[sub.method == "see"]
+        see = sub[(sub.method == "see") & sub.method_options.map(default_decisions)]
         base = sub[sub.method == "baseline"].value
         for cr, value in see.set_index("target_cr").value.items():
             if len(base):
@@ -269,7 +285,8 @@ def run_section(rows: pd.DataFrame, run_id: str, reports_dir: Path) -> list[str]
         lines += [f"![WikiText word perplexity by healing stage]({healing.name})", ""]
     valued = sub[sub.value.notna()] if "value" in sub else sub
     lines += [quality_table(valued), ""]
-    for title, table in [("Not evaluated", status_table(sub)),
+    for title, table in [("WikiText word perplexity by compression ratio", ppl_pivot(sub)),
+                         ("Not evaluated", status_table(sub)),
                          ("SEE token -> unit mapping", mapping_table(sub))]:  # fmt: skip
         if table:
             lines += [f"### {title}", "", table, ""]
