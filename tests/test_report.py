@@ -38,3 +38,10 @@ def test_reports_regenerate_identically_from_results(tmp_path):
     assert "0.1" in first  # recovery of svd at CR 5 = 30 / 300
     build_reports(results, reports)
     assert readme.read_text() == first
+
+
+def test_claims_use_only_variants_that_keep_the_default_decisions():
+    from see.report.build import default_decisions
+
+    assert default_decisions("") and default_decisions("steps=800,batch_tokens=512")
+    assert not default_decisions("n=2,steps=800") and not default_decisions("separate=False")
