@@ -51,11 +51,12 @@ def expand(cfg: GridConfig) -> list[Cell]:
 def _method_cells(cfg: GridConfig, model: str, method: str, options: tuple) -> list[Cell]:
     ratios = [1.0] if method == "baseline" else cfg.ratios
     policies = ["dense"] if method == "baseline" else cfg.head_policies
+    seeds = cfg.seeds[:1] if method == "baseline" else cfg.seeds  # the baseline has no seed
     return [
         Cell(model, method, float(ratio), policy, seed, options)
         for ratio in ratios
         for policy in policies
-        for seed in cfg.seeds
+        for seed in seeds
     ]
 
 
