@@ -144,14 +144,17 @@ def status_table(rows: pd.DataFrame) -> str | None:
 
 
 def mapping_table(rows: pd.DataFrame) -> str | None:
-    """SEE's token -> unit mapping report (a line per model, method variant, sememe source)."""
-    cols = [c for c in rows if c.startswith("map_")]
+    """SEE's token -> unit mapping report: a line per model, method and distinct mapping (the
+    first variant that produced it)."""
+    cols = [c for c in rows if c.startswith("map_") and c != "map_sememe_source"]
     data = rows[rows.method.isin(["see", "see_morph"]) & rows.value.notna()]
     if not cols or data.empty:
         return None
     keys = ["model", "method", "method_options", "sememe_source"]
-    data = data[keys + cols].drop_duplicates(keys).rename(columns=lambda c: c.removeprefix("map_"))
-    return data.to_markdown(index=False, floatfmt=".3g")
+    data = data[keys + cols].drop_duplicates(["model", "method", "sememe_source", *cols])
+    return data.rename(columns=lambda c: c.removeprefix("map_")).to_markdown(
+        index=False, floatfmt=".3g"
+    )
 
 
 def default_decisions(options: str) -> bool:
