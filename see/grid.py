@@ -51,7 +51,7 @@ def expand(cfg: GridConfig) -> list[Cell]:
 def _method_cells(cfg: GridConfig, model: str, method: str, options: tuple) -> list[Cell]:
     ratios = [1.0] if method == "baseline" else cfg.ratios
     policies = ["dense"] if method == "baseline" else cfg.head_policies
-    seeds = cfg.seeds[:1] if method == "baseline" else cfg.seeds  # the baseline has no seed
+    seeds = cfg.seeds if is_trained(method) else cfg.seeds[:1]  # baseline, SVD: deterministic
     return [
         Cell(model, method, float(ratio), policy, seed, options)
         for ratio in ratios
