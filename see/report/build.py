@@ -55,7 +55,8 @@ def line_label(method: str, options: str, policy: str) -> str:
 def _finish_plot(fig, ax, metric: str, out: Path) -> Path:
     if any(s in metric for s in LOWER_IS_BETTER):
         ax.set_yscale("log")
-    ax.legend(fontsize=7)
+    # many lines: the legend goes beside the axes, where it hides no point
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -68,7 +69,7 @@ def plot_metric_vs_cr(rows: pd.DataFrame, task: str, metric: str, out: Path) -> 
     if data[data.method != "baseline"].target_cr.nunique() < 2:
         return None
     models = sorted(data.model.unique())
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models) + 4, 4.5), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
         sub = data[data.model == model]
         groups = sub[sub.method != "baseline"].groupby(["method", "method_options", "head_policy"])
@@ -95,7 +96,7 @@ def plot_healing(rows: pd.DataFrame, task: str, metric: str, out: Path) -> Path 
     if data.heal_stage.nunique() < 2:
         return None
     order = {"initial": 0, "stage1": 1, "stage2": 2}
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     for (model, method, options, cr), line in data.groupby(
         ["model", "method", "method_options", "target_cr"]
     ):
@@ -123,7 +124,7 @@ def plot_metric_vs_model_size(rows: pd.DataFrame, task: str, metric: str, out: P
     data = data[data.model.isin(sizes.index)]
     if data.model.nunique() < 2:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(9, 4))
     for (method, cr, policy), line in data.groupby(["method", "target_cr", "head_policy"]):
         line = line.assign(size=line.model.map(sizes) / 2**20).sort_values("size")
         label = method if method == "baseline" else f"{method} CR {cr:g} (head {policy})"
@@ -217,13 +218,13 @@ def plot_bench(bench: pd.DataFrame, column: str, label: str, out: Path) -> Path 
     data = bench[bench.method != "baseline"]
     if data.empty or data.target_cr.nunique() < 2:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(11, 4.5))
     for (model, method, policy, point, b, s), line in data.groupby(
         ["model", "method", "head_policy", "bench", "batch", "seq"]
     ):
         line = line.sort_values("target_cr")
         ax.plot(line.target_cr, line[column], marker="o",
-                label=f"{model} {method} head {policy}: {point} {b}x{s}")  # fmt: skip
+                label=f"{model} {method} head {policy}: {point} {int(b)}x{int(s)}")  # fmt: skip
     ax.axhline(1.0, color="black", linestyle="--", label="baseline")
     ax.set(xlabel="target compression ratio", ylabel=label, xscale="log")
     return _finish_plot(fig, ax, column, out)
@@ -240,9 +241,10 @@ def bench_section(rows: pd.DataFrame, reports_dir: Path) -> list[str]:
              "bytes saved (1 = all of it shows at run time). On CPU, peak memory is the "
              "process's resident high-water mark (VmHWM, reset before each point; runs before "
              "2026-11-23 18:00 used ru_maxrss, which includes the load).", ""]  # fmt: skip
-    for column, label, name in [("speed_ratio", "tokens/s relative to baseline", "speed"),
-                                ("param_bytes_ratio", "model parameter bytes / baseline",
-                                 "bytes")]:  # fmt: skip
+    plots = [("speed_ratio", "tokens/s relative to baseline", "speed"),
+             ("param_bytes_ratio", "model parameter bytes / baseline", "bytes"),
+             ("peak_memory_ratio", "peak memory / baseline", "memory")]  # fmt: skip
+    for column, label, name in plots:
         figure = plot_bench(table, column, label, reports_dir / f"bench_{name}_vs_cr.png")
         if figure:
             lines += [f"![{label}]({figure.name})", ""]
@@ -261,9 +263,12 @@ def plot_pareto(rows: pd.DataFrame, out: Path) -> Path | None:
                 & (rows.heal_stage == "initial") & rows.value.notna()]  # fmt: skip
     if data.method.nunique() < 2:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    colors = {m: f"C{i}" for i, m in enumerate(sorted(data.method.unique()))}
+    markers = dict(zip(sorted(data.model.unique()), "osD^v<>", strict=False))
     for (model, method), group in data.groupby(["model", "method"]):
-        ax.scatter(group.embedding_bytes / 2**20, group.value, label=f"{model} {method}", s=18)
+        ax.scatter(group.embedding_bytes / 2**20, group.value, label=f"{model} {method}", s=18,
+                   color=colors[method], marker=markers.get(model, "o"))  # fmt: skip
     ax.set(xlabel="embedding module MiB", ylabel="WikiText word perplexity (initial)",
            xscale="log")  # fmt: skip
     return _finish_plot(fig, ax, "word_perplexity", out)
