@@ -74,10 +74,15 @@ def test_summary_checks_the_gpu_targets_against_the_same_runs_baseline(tmp_path)
         row("baseline", "decode", 10.0, 1000, 1600),
         row("svd", "prefill", 99.0, 800, 1300),  # 0.99x, saves 200 of 200 bytes: meets
         row("see", "decode", 5.0, 800, 1580),  # 0.5x, saves 20 of 200 bytes: misses
+        row("baseline", "embedding", 1e6, 1000, 1000),
+        row("svd", "embedding", 5e5, 800, 900),  # only SEE's op has a speed target: meets
+        row("see", "embedding", 5e5, 800, 900),  # 0.5x of the lookup: misses
     ]
     path = tmp_path / "rows.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     text = summary(path)
-    assert "1 of 2 rows miss a target" in text
-    lines = {line.split()[1]: line for line in text.splitlines() if line.split()[:1] == ["m"]}
-    assert lines["svd"].rstrip().endswith("True") and lines["see"].rstrip().endswith("False")
+    assert "2 of 4 rows miss a target" in text
+    verdicts = {tuple(line.split()[1:5:3]): line.split()[-1] for line in text.splitlines()
+                if line.split()[:1] == ["m"]}  # fmt: skip
+    assert verdicts == {("svd", "prefill"): "True", ("see", "decode"): "False",
+                        ("svd", "embedding"): "True", ("see", "embedding"): "False"}  # fmt: skip
