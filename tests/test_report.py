@@ -45,3 +45,18 @@ def test_claims_use_only_variants_that_keep_the_default_decisions():
 
     assert default_decisions("") and default_decisions("steps=800,batch_tokens=512")
     assert not default_decisions("n=2,steps=800") and not default_decisions("separate=False")
+
+
+def test_perplexity_matrix_keeps_one_line_per_seed():
+    import pandas as pd
+
+    from see.report.build import ppl_pivot
+
+    rows = pd.DataFrame(
+        [{"model": "m", "method": "see", "method_options": "", "head_policy": "dense",
+          "heal_stage": "initial", "seed": seed, "task": "wikitext", "metric": "word_perplexity",
+          "target_cr": cr, "value": value}
+         for seed, cr, value in [(0, 10, 111.0), (1, 10, 222.0), (0, 40, 333.0), (1, 40, 444.0)]]
+    )  # fmt: skip
+    table = ppl_pivot(rows)
+    assert all(str(v) in table for v in (111, 222, 333, 444))

@@ -168,7 +168,7 @@ def ppl_pivot(rows: pd.DataFrame) -> str | None:
     ppl = rows[(rows.task == "wikitext") & (rows.metric == "word_perplexity") & rows.value.notna()]
     if ppl.target_cr.nunique() < 2:
         return None
-    index = ["model", "method", "method_options", "head_policy", "heal_stage"]
+    index = ["model", "method", "method_options", "head_policy", "heal_stage", "seed"]
     table = ppl.pivot_table(index=index, columns="target_cr", values="value", aggfunc="last")
     table.columns = [f"CR {c:g}" for c in table.columns]
     return table.reset_index().to_markdown(index=False, floatfmt=".4g")
@@ -238,9 +238,8 @@ def bench_section(rows: pd.DataFrame, reports_dir: Path) -> list[str]:
     lines = ["## Memory and throughput", "",
              f"Devices: {', '.join(sorted(bench.device.unique()))}. Ratios are to the baseline "
              "measured in the same run. memory_vs_param_saving = peak-memory saving / parameter "
-             "bytes saved (1 = all of it shows at run time). On CPU, peak memory is the "
-             "process's resident high-water mark (VmHWM, reset before each point; runs before "
-             "2026-11-23 18:00 used ru_maxrss, which includes the load).", ""]  # fmt: skip
+             "bytes saved (1 = all of it shows at run time). On CPU, peak memory is the process's "
+             "resident high-water mark (VmHWM, reset before each point).", ""]  # fmt: skip
     plots = [("speed_ratio", "tokens/s relative to baseline", "speed"),
              ("param_bytes_ratio", "model parameter bytes / baseline", "bytes"),
              ("peak_memory_ratio", "peak memory / baseline", "memory")]  # fmt: skip
@@ -312,7 +311,7 @@ def build_reports(results_dir: str | Path = "results", reports_dir: str | Path =
     for column, default in [("heal_stage", "initial"), ("status", None), ("method_options", "")]:
         if column not in rows:
             rows[column] = default
-    needed = ["metric", "metric_filter", "value", "stderr", "limit", "max_length", "n"]
+    needed = ["metric", "metric_filter", "value", "stderr", "limit", "max_length", "n", "seed"]
     rows = rows.reindex(columns=rows.columns.union(needed, sort=False))
     rows["method_options"] = rows.method_options.fillna("")
     bench_rows = rows[rows.task == "bench"]
