@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     report = sub.add_parser("report", help="rebuild reports/ from results/PUBLISHED")
     report.add_argument("--results-dir", default="results")
     report.add_argument("--reports-dir", default="reports")
+    targets = sub.add_parser("targets", help="print the SEE targets from published rows")
+    targets.add_argument("--results-dir", default="results")
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -52,6 +54,11 @@ def main(argv: list[str] | None = None) -> None:
         from see.report import build_reports
 
         print(f"[see] wrote {build_reports(args.results_dir, args.reports_dir)}")
+    elif args.command == "targets":
+        from see.report.targets import targets_markdown
+        from see.results import published_rows
+
+        print(targets_markdown(published_rows(Path(args.results_dir))) or "no see-strength rows")
 
 
 def publish(results_dir: Path, run_dir: Path) -> None:

@@ -18,6 +18,7 @@ HARNESS_OPTIONS = {
     "device",
     "tokenizer",
     "data_dir",
+    "token_counts",
 }  # set by the grid, not by a config
 
 
@@ -121,8 +122,13 @@ def check_method_options(grid: str, method: str, options) -> None:
 
     if not isinstance(options, dict):
         raise ValueError(f"grid {grid!r}: options of {method!r} must be a table, got {options!r}")
-    params = inspect.signature(get_method(method).from_table).parameters
+    cls = get_method(method)
+    params = inspect.signature(cls.from_table).parameters
     allowed = {n for n, p in params.items() if p.kind == p.KEYWORD_ONLY} - HARNESS_OPTIONS
+    if hasattr(cls, "fit_defaults"):  # the common row fit's options (see/methods/rowfit.py)
+        from see.methods.rowfit import FIT_FIELDS
+
+        allowed |= FIT_FIELDS
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ValueError(

@@ -6,7 +6,6 @@ results key. A cell is a pure function of its config, so any executor can run it
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import time
@@ -108,31 +107,14 @@ def is_trained(method: str) -> bool:
     return get_method(method).trained
 
 
-def checkpoint_scorer(model, tok, head_policy: str, cfg: GridConfig):
-    """candidate -> token perplexity of `model` with it installed, on the validation slice."""
-    from see.evaluation.validation import token_perplexity, validation_ids
-    from see.models.surgery import swapped_embedding
-
-    ids = validation_ids(tok, cfg.selection_tokens, cfg.data_dir)
-    dtype = getattr(torch, cfg.dtype)
-
-    def score(candidate) -> float:
-        with swapped_embedding(model, copy.deepcopy(candidate).to(dtype), head_policy):
-            return token_perplexity(model, ids, window=min(cfg.max_length, 1024))
-
-    return score
-
-
 def build_model(cell: Cell, cfg: GridConfig):
     """Load the model and install the cell's compressed embedding.
 
     Returns (model, tok, info, teacher): teacher = the original (input embedding, head) modules,
     which healing swaps back in to get the uncompressed model's outputs.
     """
-    from see.methods import get_method
-    from see.methods.base import accepted_kwargs
+    from see.compress import compress
     from see.models import compress_model, count_bytes, load_model
-    from see.models.surgery import input_table
 
     start = time.perf_counter()
     model, tok = load_model(cell.model, getattr(torch, cfg.dtype), cfg.tie_source)
@@ -140,24 +122,19 @@ def build_model(cell: Cell, cfg: GridConfig):
     start = time.perf_counter()
     compressed = None
     if cell.method != "baseline":
-        torch.manual_seed(cell.seed)
-        method = get_method(cell.method)
-        table = input_table(model).float()
-        options = dict(cell.method_options)
-        options |= accepted_kwargs(method.from_table, seed=cell.seed, tokenizer=tok,
-                                   data_dir=cfg.data_dir)  # fmt: skip
-        if method.trained:
-            options["checkpoint_score"] = checkpoint_scorer(model, tok, cell.head_policy, cfg)
-        if options.get("freq_weight"):
-            options["token_counts"] = validation_token_counts(tok, len(table), cfg.data_dir)
-        compressed = method.from_table(table, cell.target_cr, **options)
-        compressed = compressed.to(getattr(torch, cfg.dtype))
+        compressed = compress(
+            model, tok, cell.method, cell.target_cr, dict(cell.method_options),
+            seed=cell.seed, head_policy=cell.head_policy, data_dir=cfg.data_dir,
+            selection_tokens=cfg.selection_tokens, max_length=cfg.max_length,
+            dtype=getattr(torch, cfg.dtype),
+        )  # fmt: skip
     teacher = (model.get_input_embeddings(), model.get_output_embeddings())
     compress_model(model, compressed, cell.head_policy)
     info = {"load_s": load_s, "compress_s": time.perf_counter() - start, **count_bytes(model)}
     info["convert_s"] = zoo_convert_seconds(cell.model)
     if compressed is not None:
         info["reached_cr"] = compressed.reached_cr
+        info["byte_cr"] = compressed.byte_cr
         info.update(compressed.fit_report)
         if getattr(compressed, "history", None):
             info["fit_history"] = json.dumps(compressed.history)
@@ -166,15 +143,9 @@ def build_model(cell: Cell, cfg: GridConfig):
     else:
         emb = model.get_input_embeddings()
         info["reached_cr"] = 1.0
+        info["byte_cr"] = 1.0
         info["embedding_params"] = emb.weight.numel()
     return model, tok, info, teacher
-
-
-def validation_token_counts(tok, vocab: int, data_dir: str | None) -> torch.Tensor:
-    """How often each token id occurs in WikiText-2 validation (never the test text)."""
-    from see.evaluation.validation import validation_ids
-
-    return torch.bincount(validation_ids(tok, None, data_dir), minlength=vocab)[:vocab]
 
 
 def corpus_coverage_on_validation(compressed, tok, cfg: GridConfig) -> float:

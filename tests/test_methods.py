@@ -74,7 +74,7 @@ def test_frequency_weighted_svd_fits_frequent_rows_better():
     assert error(weighted) < 0.5 * error(plain)
     assert weighted.num_params() == plain.num_params()
     with pytest.raises(ValueError, match="needs token_counts of length 300"):
-        get_method("svd").from_table(table, 8, freq_weight=0.5)
+        get_method("svd").from_table(table, 8, sampling="mixed", freq_weight=0.5)
 
 
 @pytest.mark.parametrize("method, options", [("autoencoder", {"epochs": 1}),
@@ -82,8 +82,8 @@ def test_frequency_weighted_svd_fits_frequent_rows_better():
 def test_fitted_methods_accept_frequency_weights(method, options):
     table = torch.randn(400, 16)
     counts = torch.arange(400)
-    module = get_method(method).from_table(table, 4, freq_weight=0.5, token_counts=counts,
-                                           **options)  # fmt: skip
+    module = get_method(method).from_table(table, 4, sampling="freq", freq_weight=0.5,
+                                           token_counts=counts, **options)  # fmt: skip
     assert module.reached_cr >= 4
 
 

@@ -60,3 +60,38 @@ def test_perplexity_matrix_keeps_one_line_per_seed():
     )  # fmt: skip
     table = ppl_pivot(rows)
     assert all(str(v) in table for v in (111, 222, 333, 444))
+
+
+def test_see_targets_compare_default_see_with_plain_svd_and_name_the_best_method():
+    import pandas as pd
+
+    from see.report.targets import see_targets
+
+    def row(method, options, cr, value):
+        return {"run_id": "20260101-000000-see-strength", "model": "m", "task": "wikitext",
+                "metric": "word_perplexity", "heal_stage": "initial", "method": method,
+                "method_options": options, "target_cr": cr, "value": value}  # fmt: skip
+
+    rows = pd.DataFrame([
+        row("baseline", "", 1.0, 30.0),
+        row("svd", "", 10.0, 80_000.0), row("see", "", 10.0, 1_000.0),  # 80x: met
+        row("svd", "", 20.0, 90_000.0), row("see", "", 20.0, 10_000.0),  # 9x: missed
+        row("svd", "finetune=True", 20.0, 5_000.0),  # the best at CR 20 is not SEE
+        row("svd", "", 40.0, 99_000.0), row("see_morph", "", 40.0, 900.0),
+        row("see", "", 40.0, 2_000.0),
+    ])  # fmt: skip
+    table = see_targets(rows).set_index("target_cr")
+    assert table.loc[10.0, "ratio_met"] and not table.loc[20.0, "ratio_met"]
+    assert table.loc[20.0, "best_method"] == "svd" and not table.loc[20.0, "see_best_met"]
+    assert table.loc[40.0, "best_method"] == "see_morph" and table.loc[40.0, "see_best_met"]
+    assert table.loc[10.0, "svd_over_see"] == 80.0
+
+
+def test_report_imports_without_torch():
+    """`nox -s figures` installs pandas/matplotlib/tabulate only: no torch on the import path."""
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['torch'] = None; import see.report, see.report.targets"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -3,8 +3,9 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 import torch
-from conftest import needs_data
+from conftest import DATA_DIR, needs_data
 
 from see.methods import get_method
 from see.models import compress_model
@@ -31,7 +32,12 @@ def test_saved_svd_model_reloads_with_identical_logits(fresh_smollm, sample_ids,
 def test_saved_see_model_reloads_with_identical_logits(fresh_smollm, sample_ids, tmp_path):
     model, tok = fresh_smollm
     compressed = get_method("see").from_table(
-        input_table(model).float(), 20, tokenizer=tok, steps=2, sememe_source="wordnet"
+        input_table(model).float(),
+        20,
+        tokenizer=tok,
+        steps=2,
+        sememe_source="wordnet",
+        sampling="uniform",
     )
     compress_model(model, compressed, "dense")
     with torch.no_grad():
@@ -55,3 +61,22 @@ def test_see_lm_eval_cli_runs_a_compressed_model(tmp_path):
     assert "sst2" in out.stdout and "acc" in out.stdout
     assert "'method': 'svd', 'ratio': 10" in out.stdout
     assert list(tmp_path.rglob("results_*.json"))  # lm-eval wrote its own results file
+
+
+@needs_data
+@pytest.mark.slow
+def test_grid_and_lm_eval_model_compress_through_one_service(monkeypatch):
+    """The same spec and seed give the same table in a grid and in `see-lm-eval` (which once
+    passed no token counts: frequency-weighted SVD failed there)."""
+    from see.config import GridConfig
+    from see.evaluation.lm_eval_model import SEELM
+    from see.grid import Cell, build_model
+
+    monkeypatch.setenv("SEE_DATA_DIR", DATA_DIR)
+    options = (("freq_weight", 1.0), ("sampling", "mixed"))
+    cfg = GridConfig(name="t", models=["smollm2-135m"], methods=["svd"], ratios=[10],
+                     tasks={"wikitext": 1})  # fmt: skip
+    grid_model, *_ = build_model(Cell("smollm2-135m", "svd", 10.0, "dense", 0, options), cfg)
+    lm = SEELM("smollm2-135m", method="svd", ratio=10, **dict(options))
+    grid_table = grid_model.get_input_embeddings().materialize()
+    assert torch.equal(lm.model.get_input_embeddings().materialize(), grid_table)

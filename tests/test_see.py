@@ -10,6 +10,7 @@ from conftest import DATA_DIR, needs_data
 from see.methods import get_method
 from see.methods.base import UnreachableCR
 from see.methods.kronecker import KroneckerEmbedding, kron_rows, unit_dim
+from see.methods.rowfit import RowFit
 from see.sememes.units import PAD, build_unit_map, morphemes, normalize_token
 
 
@@ -56,7 +57,8 @@ def test_fit_improves_cosine_over_initialisation():
     units = torch.stack([torch.arange(60) % 10, torch.arange(60) // 10 + 10, torch.zeros(60)], 1)
     module = TinyKron(units.int(), 16, 16, 4)
     before = module.reconstruction_report(table)["fit_mean_cos"]
-    fitted = module.fit(table, steps=150, batch_tokens=60, checkpoints=2)
+    fit = RowFit(steps=150, batch_tokens=60, checkpoints=2, sampling="uniform", lr=3e-2)
+    fitted = module.fit(table, fit)
     assert fitted.fit_report["fit_mean_cos"] > before + 0.3
     assert [h["step"] for h in fitted.history] == [0, 75, 150]  # the start is a candidate
 
@@ -97,8 +99,8 @@ def test_collision_separation_leaves_no_shared_tuples():
 
 
 def test_bad_inputs_raise_clear_errors():
-    with pytest.raises(ValueError, match="order n must be >= 2"):
-        build_unit_map(["a"], n=1)
+    with pytest.raises(ValueError, match="number of unit slots must be >= 1"):
+        build_unit_map(["a"], n=0)
     with pytest.raises(ValueError, match="rank R must be >= 1"):
         TinyKron(torch.zeros(4, 3, dtype=torch.int32), 2, 8, 0)
     with pytest.raises(UnreachableCR, match="R would be 0 < 1"):
@@ -120,7 +122,8 @@ def test_word2ketxs_digits_and_parameter_count():
         [0, 10, 20], [1, 12, 23], [9, 19, 29],
     ]  # fmt: skip
     assert module.num_params() == 2 * 3 * 10 * 4 + 2 * 64
-    fitted = get_method("word2ketxs").from_table(torch.randn(1000, 64), 20, steps=2, n=3)
+    fitted = get_method("word2ketxs").from_table(torch.randn(1000, 64), 20, steps=2, n=3,
+                                                 sampling="uniform")  # fmt: skip
     assert fitted.reached_cr >= 20 and fitted.fit_report["see_rank"] >= 1
 
 
@@ -169,11 +172,14 @@ def test_hownet_source_reads_openhownet_files(tmp_path, monkeypatch):
 def test_see_from_table_on_real_tokens(smollm):
     model, tok = smollm
     table = model.get_input_embeddings().weight.detach()[:400]
-    module = get_method("see").from_table(table, 4, tokenizer=tok, steps=3, sememe_source="wordnet")
+    counts = torch.arange(400)
+    module = get_method("see").from_table(table, 4, tokenizer=tok, steps=3,
+                                          sememe_source="wordnet", token_counts=counts)  # fmt: skip
     assert module.reached_cr >= 4
     assert module.fit_report["map_collision_rate_after"] == 0
     assert module.num_params() == sum(t.numel() for t in [*module.parameters(), *module.buffers()])
-    morph = get_method("see_morph").from_table(table, 4, tokenizer=tok, steps=3)
+    morph = get_method("see_morph").from_table(table, 4, tokenizer=tok, steps=3,
+                                               sampling="uniform")  # fmt: skip
     assert morph.fit_report["map_tokens_with_sememes"] == 0
     with pytest.raises(ValueError, match="needs the model's tokenizer"):
         get_method("see").from_table(table, 4)

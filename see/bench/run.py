@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from see.config import GridConfig
+from see.report.bench import compared_to_baseline
 from see.results import ResultStore, cell_key, device_name, new_run_id, provenance
 
 
@@ -149,23 +150,6 @@ def run_bench(cfg: GridConfig, results_dir: str | Path = "results", run_id: str 
                       for row in rows])  # fmt: skip
     print(summary(store.path))
     return store
-
-
-def compared_to_baseline(rows):
-    """Bench rows (status ok) joined with the same run's baseline at the same grid point:
-    speed_ratio, param_bytes_ratio, peak_memory_ratio and memory_vs_param_saving (peak-memory
-    saving divided by the parameter bytes saved; 1.0 = the whole saving shows at run time)."""
-    keys = ["run_id", "model", "bench", "batch", "seq"]
-    base_cols = ["tokens_per_s", "model_param_bytes", "peak_memory_bytes"]
-    base = rows[rows.method == "baseline"][[*keys, *base_cols]]
-    merged = rows.merge(base, on=keys, suffixes=("", "_base"), how="left")
-    merged["speed_ratio"] = merged.tokens_per_s / merged.tokens_per_s_base
-    merged["param_bytes_ratio"] = merged.model_param_bytes / merged.model_param_bytes_base
-    merged["peak_memory_ratio"] = merged.peak_memory_bytes / merged.peak_memory_bytes_base
-    param_saving = merged.model_param_bytes_base - merged.model_param_bytes
-    memory_saving = merged.peak_memory_bytes_base - merged.peak_memory_bytes
-    merged["memory_vs_param_saving"] = (memory_saving / param_saving).where(param_saving > 0)
-    return merged
 
 
 def summary(path: Path) -> str:

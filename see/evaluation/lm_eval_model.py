@@ -37,11 +37,9 @@ class SEELM(HFLM):
         max_length: int = 2048,
         **kwargs,
     ):
-        from see.methods import get_method
-        from see.methods.base import accepted_kwargs
+        from see.compress import compress
         from see.models import compress_model, load_model
         from see.models.saving import is_compressed_folder, load_compressed
-        from see.models.surgery import input_table
 
         hf_args = {k: kwargs.pop(k) for k in list(kwargs) if k in HFLM_ARGS}
         torch_dtype = getattr(torch, dtype)
@@ -53,11 +51,10 @@ class SEELM(HFLM):
             if method != "baseline":
                 if ratio is None:
                     raise ValueError(f"method {method!r} needs ratio=<target CR> in model_args")
-                cls = get_method(method)
-                extra = accepted_kwargs(cls.from_table, tokenizer=tok, seed=seed)
-                torch.manual_seed(seed)
-                compressed = cls.from_table(input_table(model).float(), float(ratio), **kwargs,
-                                            **extra).to(torch_dtype)  # fmt: skip
+                # data_dir None: $SEE_DATA_DIR, as in a grid with no data_dir in its config
+                compressed = compress(model, tok, method, float(ratio), kwargs, seed=seed,
+                                      head_policy=head_policy, max_length=max_length,
+                                      dtype=torch_dtype)  # fmt: skip
             elif kwargs:
                 raise ValueError(f"unknown model_args for the baseline: {sorted(kwargs)}")
             compress_model(model, compressed, head_policy)

@@ -13,7 +13,9 @@ Loss presets (`loss=`):
 - `mse` (ablation): mean((x_hat - x) ** 2), so that "direction matters" can be measured.
 
 Training: Adam lr 1e-3, StepLR(4 epochs, gamma 0.5), batch 32 rows, 20 epochs; with
-`freq_weight` w > 0 an epoch draws V rows with probability ~ (count + 1) ** w. The state after
+`sampling` freq or mixed an epoch draws V rows from the common row fit's distribution
+(rowfit.py: (count + 1) ** freq_weight, or its mixture with uniform), and `id_weight` > 0 adds
+its token-identification term: the same levers SEE gets. The state after
 each epoch is a candidate; the chosen one is the lowest `checkpoint_score(candidate)` (the
 harness passes "initial perplexity" on a WikiText validation slice, as the paper does), or,
 without a scorer, the highest mean cosine (the logged proxy). A tied head can reuse the codes:
@@ -30,14 +32,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from see.methods.base import (
-    CompressedEmbedding,
-    UnreachableCR,
-    check_table,
-    check_target_cr,
-    row_weights,
-)
+from see.methods.base import CompressedEmbedding, UnreachableCR, check_table, check_target_cr
 from see.methods.registry import register
+from see.methods.rowfit import RowFit, identification_loss, row_probs
 
 LOSSES = ("direction", "revisited", "mse")
 NONLINEAR = ("none", "elu")
@@ -129,7 +126,11 @@ class AutoencoderEmbedding(CompressedEmbedding):
         seed: int = 0,
         checkpoint_score: Callable[[CompressedEmbedding], float] | None = None,
         device: str | None = None,
-        freq_weight: float = 0.0,
+        sampling: str = "freq",
+        freq_weight: float = 0.0,  # 0: uniform rows (`freq_weight = 1` alone: by frequency)
+        id_weight: float = 0.0,
+        id_temperature: float = 2.0,
+        id_negatives: int = 1024,
         token_counts: torch.Tensor | None = None,
     ) -> AutoencoderEmbedding:
         if loss not in LOSSES:
@@ -140,7 +141,10 @@ class AutoencoderEmbedding(CompressedEmbedding):
             raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
         table = check_table(table).float()
         k = ae_code_size(*table.shape, target_cr)
-        weights = row_weights(freq_weight, token_counts, len(table))
+        # the row-fit levers SEE gets (rowfit.py): row sampling and the identification term
+        levers = RowFit(sampling=sampling, freq_weight=freq_weight, id_weight=id_weight,
+                        id_temperature=id_temperature, id_negatives=id_negatives)  # fmt: skip
+        weights = row_probs(levers, token_counts, len(table))
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
@@ -159,7 +163,12 @@ class AutoencoderEmbedding(CompressedEmbedding):
             bar = tqdm(order.split(batch_size), desc=desc, leave=False, mininterval=2)
             for step, batch_ids in enumerate(bar):
                 x = rows[batch_ids]
-                value = ae_loss(ae(x), x, loss, alpha)
+                x_hat = ae(x)
+                value = ae_loss(x_hat, x, loss, alpha)
+                if id_weight > 0:
+                    value = value + id_weight * identification_loss(
+                        x_hat, batch_ids, rows, levers, generator
+                    )
                 if not torch.isfinite(value):
                     raise FloatingPointError(
                         f"autoencoder loss is {value.item()} at epoch {epoch + 1}, step {step}"

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
-
-
-def accepted_kwargs(fn, **values) -> dict[str, Any]:
-    """The `values` whose names are parameters of `fn` (what a method's from_table takes)."""
-    params = inspect.signature(fn).parameters
-    return {name: value for name, value in values.items() if name in params}
 
 
 class UnreachableCR(ValueError):
@@ -35,23 +28,6 @@ def check_table(table: torch.Tensor) -> torch.Tensor:
             f"{bad[:5].tolist()})"
         )
     return table
-
-
-def row_weights(
-    freq_weight: float, token_counts: torch.Tensor | None, vocab: int
-) -> torch.Tensor | None:
-    """Per-row fit weights (count + 1) ** freq_weight, or None for uniform (freq_weight 0).
-
-    `token_counts` come from training/validation text (the grid counts WikiText-2 validation),
-    never from the reported test text.
-    """
-    if freq_weight == 0:
-        return None
-    if freq_weight < 0:
-        raise ValueError(f"freq_weight must be >= 0 (0 = uniform rows), got {freq_weight}")
-    if token_counts is None or len(token_counts) != vocab:
-        raise ValueError(f"freq_weight={freq_weight} needs token_counts of length {vocab}")
-    return (token_counts.double() + 1) ** freq_weight
 
 
 class CompressedEmbedding(nn.Module):
@@ -89,7 +65,7 @@ class CompressedEmbedding(nn.Module):
     @torch.no_grad()
     def materialize(self, chunk_size: int = 8192) -> torch.Tensor:
         """The full V x d table, built chunk by chunk of ids."""
-        device = next(self.parameters()).device
+        device = next(iter([*self.parameters(), *self.buffers()])).device
         ids = torch.arange(self.num_embeddings, device=device)
         return torch.cat([self(chunk) for chunk in ids.split(chunk_size)])
 
@@ -103,7 +79,7 @@ class CompressedEmbedding(nn.Module):
         """
         if not self.head_cache:
             return hidden @ self.materialize().to(hidden.dtype).T
-        versions = [(t.data_ptr(), t._version) for t in self.parameters()]
+        versions = [(t.data_ptr(), t._version) for t in [*self.parameters(), *self.buffers()]]
         key = (hidden.device, hidden.dtype, *versions)
         if self._head_table is None or self._head_table[0] != key:
             self._head_table = (key, None)  # drop the old table before building a new one
@@ -120,6 +96,11 @@ class CompressedEmbedding(nn.Module):
     @property
     def reached_cr(self) -> float:
         return self.num_embeddings * self.embedding_dim / self.num_params()
+
+    @property
+    def byte_cr(self) -> float:
+        """fp32 table bytes (V * d * 4, the tables as loaded) / the bytes this module stores."""
+        return self.num_embeddings * self.embedding_dim * 4 / self.num_bytes()
 
     @torch.no_grad()
     def reconstruction_report(self, table: torch.Tensor) -> dict[str, float]:

@@ -6,24 +6,26 @@ truncation to d comes before the LayerNorm, so the norm has 2*d parameters (not 
 The forward gathers only the batch's unit vectors and builds the products with broadcasting
 and one batched matmul: memory tokens x R x q**(n-1), never the V x d table.
 
-Fitting (before any LM training, so "initial perplexity" is comparable with SVD/AE): Adam on
-mean(1 - cos) + MSE / mean(x**2) between e(t) and the teacher's rows, over random batches of
-token ids (drawn ~ (count + 1) ** freq_weight when that option is set), cosine-decayed
-learning rate; `checkpoint_score` (lower is better) picks the best of
-`checkpoints` evenly spaced states.
+Output normalisation (`norm`): `layernorm` (the paper's), `affine` (a learned per-dimension
+scale and bias, 2d numbers, no normalisation: the rows keep their own norms, which a tied head
+reads as token frequency), or `none`.
+
+Fitting (before any LM training, so "initial perplexity" is comparable with SVD/AE): the common
+row fit of rowfit.py (sampling, objective, schedule and checkpoint choice shared with every
+fitted method).
 """
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Callable
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from see.methods.base import CompressedEmbedding, UnreachableCR
+from see.methods.rowfit import RowFit, fit_rows
+
+NORMS = ("layernorm", "affine", "none")
 
 
 def unit_dim(dim: int, n: int) -> int:
@@ -59,6 +61,22 @@ def rank_for_budget(budget: float, fixed: int, per_rank: int, what: str) -> int:
     return rank
 
 
+def norm_params(norm: str, dim: int) -> int:
+    return 2 * dim if norm in ("layernorm", "affine") else 0
+
+
+class Affine(nn.Module):
+    """y = weight * x + bias per dimension (2d numbers): scale and offset, no normalisation."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.bias, x, self.weight)
+
+
 class KroneckerEmbedding(CompressedEmbedding):
     """Unit vectors (|U| x R x q), a V x n token -> unit map (or computed units), LayerNorm."""
 
@@ -71,14 +89,15 @@ class KroneckerEmbedding(CompressedEmbedding):
             raise ValueError(f"order n must be >= 2, got {n}")
         if rank < 1:
             raise ValueError(f"rank R must be >= 1, got {rank}")
-        if norm not in ("layernorm", "none"):
-            raise ValueError(f"unknown norm {norm!r}; allowed: ['layernorm', 'none']")
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}; allowed: {list(NORMS)}")
         self.n, self.rank, self.q = n, rank, unit_dim(dim, n)
         self.norm_kind = norm
         # init so that a sum of R products of n N(0, s) entries has unit variance
         scale = rank ** (-1 / (2 * n))
         self.vectors = nn.Parameter(torch.randn(num_units, rank, self.q) * scale)
-        self.norm = nn.LayerNorm(dim) if norm == "layernorm" else nn.Identity()
+        norms = {"layernorm": nn.LayerNorm, "affine": Affine}
+        self.norm = norms[norm](dim) if norm in norms else nn.Identity()
 
     def unit_ids(self, ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -102,83 +121,14 @@ class KroneckerEmbedding(CompressedEmbedding):
             centred = rows - rows.mean(0)
             self.norm.weight.fill_(centred.std(dim=1).mean().item())
             self.norm.bias.copy_(rows.mean(0))
+        elif isinstance(self.norm, Affine):  # products start at unit variance per entry
+            self.norm.weight.copy_(rows.std(dim=0))
+            self.norm.bias.copy_(rows.mean(0))
         else:
             sample = self(torch.arange(min(len(rows), 4096), device=rows.device))
             self.vectors.mul_((rows.std() / sample.std()) ** (1 / self.n))
 
-    def fit(
-        self,
-        table: torch.Tensor,
-        *,
-        steps: int,
-        batch_tokens: int = 1024,
-        lr: float = 3e-2,
-        seed: int = 0,
-        checkpoint_score: Callable[[CompressedEmbedding], float] | None = None,
-        checkpoints: int = 4,
-        device: str | None = None,
-        weights: torch.Tensor | None = None,
-    ) -> KroneckerEmbedding:
-        """Fit to the teacher rows; returns the chosen checkpoint (module on CPU)."""
-        if steps < 1 or batch_tokens < 1:
-            raise ValueError(
-                f"fit steps and batch_tokens must be >= 1, got {steps}, {batch_tokens}"
-            )
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        module = self.to(device)
-        rows = table.float().to(device)
-        center = rows.mean(0)
-        mean_sq = (rows - center).pow(2).mean()
-        module.match_scale(rows)
-        generator = torch.Generator().manual_seed(seed)
-        opt = torch.optim.Adam(module.parameters(), lr=lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-        save_at = {round(steps * (i + 1) / checkpoints) for i in range(checkpoints)}
-        history, best = [], {"score": math.inf, "module": None}
-
-        def consider(step: int, loss: float | None) -> None:
-            """Log this state as a checkpoint and keep it if it scores best so far."""
-            module.eval()
-            entry = {"step": step, "loss": loss, **module.reconstruction_report(rows)}
-            if checkpoint_score is not None:
-                entry["score"] = checkpoint_score(module)
-            history.append(entry)
-            shown = " ".join(f"{k}={v:.4g}" for k, v in entry.items() if v is not None)
-            tqdm.write(f"[{self.name}] {shown}")
-            score = entry.get("score", -entry["fit_mean_cos"])
-            if score < best["score"]:
-                best.update(score=score, module=copy.deepcopy(module).cpu())
-            module.train()
-
-        consider(0, None)  # the start (e.g. word2ketXS's closed form) is a candidate too
-        bar = tqdm(range(1, steps + 1), desc=f"fit {self.name} R={self.rank}", mininterval=2)
-        for step in bar:
-            if weights is None:
-                ids = torch.randint(len(rows), (batch_tokens,), generator=generator)
-            else:  # rows drawn in proportion to their (frequency) weights
-                ids = torch.multinomial(weights, batch_tokens, True, generator=generator)
-            ids = ids.to(device)
-            out, x = module(ids), rows[ids]
-            # measured on rows minus the table's mean row: the shared mean direction alone
-            # gives a cosine of ~0.66 on SmolLM2, and a loss on raw rows stalls there
-            cos = nn.functional.cosine_similarity(out - center, x - center, dim=1).mean()
-            loss = (1 - cos) + (out - x).pow(2).mean() / mean_sq
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{self.name} fit loss is {loss.item()} at step {step}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if step % 50 == 0:
-                bar.set_postfix(loss=f"{loss.item():.4f}", cos=f"{cos.item():.3f}")
-            if step in save_at:
-                consider(step, loss.item())
-        chosen = min(history, key=lambda h: h.get("score", -h["fit_mean_cos"]))
-        best = best["module"]
-        best.fit_report = {
-            **best.reconstruction_report(table.float()),
-            "fit_step": chosen["step"],
-            "fit_checkpoint_by": "score" if checkpoint_score is not None else "mean_cos",
-        }
-        best.history = history
-        return best.eval()
+    def fit(self, table: torch.Tensor, fit: RowFit, **context) -> KroneckerEmbedding:
+        """Start at the teacher's scale, then the common row fit (rowfit.py)."""
+        self.match_scale(table.float())
+        return fit_rows(self, table, fit, name=f"fit {self.name} R={self.rank}", **context)

@@ -1,24 +1,35 @@
 """SEE: Sememe Entanglement Encoding (Zhang et al. 2024, arXiv 2412.12204), and `see_morph`.
 
-Each token gets n units (ranked sememes, morphemes, a form unit, PAD; see
-see/sememes/units.py) and e(t) = LayerNorm(sum_r kron(v_u1^r, ..., v_un^r)[:d]) (see
-kronecker.py). The paper's code is not public; its open decisions are options here:
-`sememe_source` (hownet | wordnet | auto), `n` (order, default 3), `max_sememes` (default n-1),
-`max_units` (inventory cap, default 8192), `hash_buckets` (512), `separate` (collision
-separation, default true), `norm` (layernorm | none), fit `steps`/`batch_tokens`/`lr`.
+Each token gets n units and e(t) = norm(sum_r kron(v_u1^r, ..., v_un^r)[:d]) (kronecker.py).
+Slots: the first n - 1 hold what tokens share (ranked sememes, morphemes, a form unit, PAD;
+see/sememes/units.py); the last slot holds a token-specific unit, one of H buckets the token's
+id is hashed into (`token_buckets`, default: as many as the budget allows with the chosen R),
+so the shared slots carry what tokens have in common and the last one what tells them apart:
+every pair of tokens differs in at least one unit (tokens that share every shared unit get
+different buckets). `token_buckets = 0` is the earlier design: n shared slots and a hashed
+unit only for tokens whose tuples collide (`separate`).
 
-Counting: P = R*|U|*q + 2d (LayerNorm) + V*n (the token -> unit map is stored, int32, and
-counted as numbers too); R is the largest that fits V*d/CR. `see_morph` is the same module
-without sememes (MorphTE-like): morphemes, characters and form units only.
+The paper's code is not public; its open decisions are options here: `sememe_source` (hownet |
+wordnet | auto | random: the WordNet/HowNet structure with sememes drawn at random per word,
+same counts, the control for "does the sememe prior help"), `n` (order, default 3),
+`max_sememes` (default: shared slots - 1), `max_units` (inventory cap), `hash_buckets`
+(buckets for rare morphemes), `rank` (R; 0 = auto), `token_buckets` (H; -1 = auto, 0 = none),
+`norm` (affine | layernorm | none) and the row fit (rowfit.py: sampling, objective, schedule).
+
+Counting: P = R*(|U| + H)*q + 2d (norm) + V*n (the token -> unit map is stored, int32, and
+counted as numbers too). Auto R: the largest R <= `max_rank` that leaves at least as many
+token buckets as shared units (H >= |U|), H then fills the budget; `see_morph` is the same
+module without sememes (MorphTE-like): morphemes, characters and form units only.
 """
 
 from __future__ import annotations
 
 import torch
 
-from see.methods.base import check_table, check_target_cr, row_weights
-from see.methods.kronecker import KroneckerEmbedding, rank_for_budget, unit_dim
+from see.methods.base import UnreachableCR, check_table, check_target_cr
+from see.methods.kronecker import KroneckerEmbedding, norm_params, rank_for_budget, unit_dim
 from see.methods.registry import register
+from see.methods.rowfit import row_fit
 
 
 def token_texts(tokenizer, vocab: int) -> list[str]:
@@ -27,6 +38,48 @@ def token_texts(tokenizer, vocab: int) -> list[str]:
     pieces = tokenizer.convert_ids_to_tokens(list(range(n)))
     texts = [tokenizer.convert_tokens_to_string([p]) if p is not None else "" for p in pieces]
     return texts + [f"<row {i}>" for i in range(n, vocab)]
+
+
+def slot_shapes(unit_budget: float, shared_units: int, q: int, rank: int, token_buckets: int,
+                max_rank: int, what: str) -> tuple[int, int]:  # fmt: skip
+    """(R, H) with R * (|U| + H) * q <= unit_budget; 0 / -1 = chosen here (module docstring)."""
+    if token_buckets > 0 and rank > 0:
+        if rank * (shared_units + token_buckets) * q > unit_budget:
+            raise UnreachableCR(f"{what}: R={rank} with H={token_buckets} exceeds the budget")
+        return rank, token_buckets
+    if token_buckets > 0:
+        per_rank = (shared_units + token_buckets) * q
+        return rank_for_budget(unit_budget, 0, per_rank, what), token_buckets
+    if rank <= 0:
+        fits = [r for r in range(1, max_rank + 1) if unit_budget // (r * q) >= 2 * shared_units]
+        rank = max(fits, default=1)
+    buckets = int(unit_budget // (rank * q)) - shared_units
+    if buckets < 2:
+        raise UnreachableCR(
+            f"target CR not reachable for {what}: R={rank} leaves {buckets} token buckets "
+            f"(the {shared_units} shared units alone need {rank * shared_units * q} numbers, "
+            f"the unit budget is {unit_budget:.0f})"
+        )
+    return rank, buckets
+
+
+def token_buckets_of(shared: torch.Tensor, buckets: int) -> torch.Tensor:
+    """Hash each token id into one of `buckets`; tokens sharing every shared unit get distinct
+    buckets (linear probing within the group), so no two tokens share all n units."""
+    ids = torch.arange(len(shared), dtype=torch.int64)
+    start = (ids * 2654435761 + 97) % (2**32) % buckets  # Knuth's multiplicative hash
+    taken: dict[tuple, set[int]] = {}
+    out = start.clone()
+    for token_id, key in enumerate(map(tuple, shared.tolist())):
+        used = taken.setdefault(key, set())
+        if len(used) >= buckets:
+            raise UnreachableCR(f"{len(used) + 1} tokens share units {key}: more than H={buckets}")
+        bucket = int(start[token_id])
+        while bucket in used:
+            bucket = (bucket + 1) % buckets
+        used.add(bucket)
+        out[token_id] = bucket
+    return out
 
 
 @register("see")
@@ -45,6 +98,10 @@ class SEEEmbedding(KroneckerEmbedding):
     def unit_ids(self, ids: torch.Tensor) -> torch.Tensor:
         return self.token_units[ids]
 
+    # the row fit's defaults for SEE (rowfit.RowFit; a cell's options override them)
+    fit_defaults = {"steps": 600, "batch_tokens": 2048, "lr": 2e-2, "schedule": "onecycle",
+                    "sampling": "mixed", "freq_weight": 1.0, "id_weight": 1.0}  # fmt: skip
+
     @classmethod
     def from_table(
         cls,
@@ -58,45 +115,72 @@ class SEEEmbedding(KroneckerEmbedding):
         max_units: int = 8192,
         hash_buckets: int = 512,
         separate: bool = True,
-        norm: str = "layernorm",
-        steps: int = 1500,
-        batch_tokens: int = 1024,
-        lr: float = 3e-2,
+        token_buckets: int = -1,
+        rank: int = 0,
+        max_rank: int = 32,
+        norm: str = "affine",
         seed: int = 0,
         checkpoint_score=None,
-        freq_weight: float = 0.0,
         token_counts: torch.Tensor | None = None,
         data_dir: str | None = None,
         device: str | None = None,
+        **fit_options,
     ) -> SEEEmbedding:
         from see.sememes import get_source
         from see.sememes.units import build_unit_map
 
         check_target_cr(target_cr)
         table = check_table(table)
+        fit = row_fit(cls.fit_defaults, fit_options)
         if tokenizer is None:
             raise ValueError(f"{cls.name} needs the model's tokenizer (token texts -> units)")
+        if n < 2:
+            raise ValueError(f"SEE order n must be >= 2, got {n}")
+        if token_buckets < -1 or rank < 0 or max_rank < 1:
+            raise ValueError(
+                f"token_buckets must be >= -1 (-1 auto, 0 none), rank >= 0 (0 auto), max_rank "
+                f">= 1; got {token_buckets}, {rank}, {max_rank}"
+            )
         vocab, dim = table.shape
-        source = get_source(sememe_source, data_dir) if cls.uses_sememes else None
+        source = None
+        if cls.uses_sememes:
+            randomize = sememe_source == "random"
+            source = get_source("auto" if randomize else sememe_source, data_dir)
+        shared_slots = n - 1 if token_buckets else n
         unit_map = build_unit_map(
-            token_texts(tokenizer, vocab), n=n, source=source, max_sememes=max_sememes,
-            max_units=max_units, hash_buckets=hash_buckets, separate=separate,
+            token_texts(tokenizer, vocab), n=shared_slots, source=source,
+            max_sememes=max_sememes, max_units=max_units, hash_buckets=hash_buckets,
+            separate=separate and not token_buckets,
+            random_sememes=cls.uses_sememes and sememe_source == "random", seed=seed,
         )  # fmt: skip
+        num_units, q = len(unit_map.units), unit_dim(dim, n)
+        fixed = vocab * n + norm_params(norm, dim)
+        what = f"{cls.name} with {num_units} shared units (n={n})"
+        units, names = unit_map.token_units, list(unit_map.units)
+        if token_buckets:
+            rank, buckets = slot_shapes(vocab * dim / target_cr - fixed, num_units, q, rank,
+                                        token_buckets, max_rank, what)  # fmt: skip
+            slot = token_buckets_of(units, buckets) + num_units
+            units = torch.cat([units, slot[:, None].to(units.dtype)], dim=1)
+            names += [f"t:{k}" for k in range(buckets)]
+            unit_map.report["collision_rate_after"] = 0.0  # token_buckets_of guarantees it
+        else:
+            rank = rank or rank_for_budget(vocab * dim / target_cr, fixed, num_units * q, what)
+            buckets = 0
+        unit_map.report["token_buckets"] = buckets
         shown = (f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                  for k, v in unit_map.report.items())  # fmt: skip
-        print(f"[{cls.name}] unit map: " + ", ".join(shown))
-        num_units = len(unit_map.units)
-        fixed = vocab * n + (2 * dim if norm == "layernorm" else 0)
-        rank = rank_for_budget(vocab * dim / target_cr, fixed, num_units * unit_dim(dim, n),
-                               f"{cls.name} with {num_units} units (n={n})")  # fmt: skip
+        print(f"[{cls.name}] unit map: " + ", ".join(shown) + f", R={rank}")
         torch.manual_seed(seed)
-        module = cls(unit_map.token_units, num_units, dim, rank, norm)
+        module = cls(units, len(names), dim, rank, norm)
+        if module.num_params() > vocab * dim / target_cr:
+            raise UnreachableCR(f"{what}: {module.num_params()} numbers exceed the budget")
         module.mapping_report = unit_map.report
-        module.unit_names = unit_map.units
-        fitted = module.fit(table, steps=steps, batch_tokens=batch_tokens, lr=lr, seed=seed,
-                            checkpoint_score=checkpoint_score, device=device,
-                            weights=row_weights(freq_weight, token_counts, vocab))  # fmt: skip
-        fitted.fit_report.update({"see_rank": rank, "see_units": num_units})
+        module.unit_names = names
+        fitted = module.fit(table, fit, seed=seed, checkpoint_score=checkpoint_score,
+                            device=device, token_counts=token_counts)  # fmt: skip
+        fitted.unit_names = names
+        fitted.fit_report.update({"see_rank": rank, "see_units": len(names)})
         fitted.fit_report.update({f"map_{k}": v for k, v in unit_map.report.items()})
         return fitted
 

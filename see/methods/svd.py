@@ -1,7 +1,9 @@
 """Truncated SVD: E ~ A @ B with A = U_k S_k (V x k) and B = V_k^T (k x d).
 
-Rank from the target CR: k = floor(V*d / (CR * (V + d))). Deterministic. With `freq_weight`
-w > 0 the rows are weighted by (count + 1) ** w in the least squares (weighted SVD). A tied head can
+Rank from the target CR: k = floor(V*d / (CR * (V + d))). Deterministic. With `sampling`
+`freq` (or `mixed`) the rows are weighted by (count + 1) ** freq_weight (or its mixture with
+uniform) in the least squares (weighted SVD); `finetune = true` then fits the factors with the
+common row fit (rowfit.py), the same levers SEE gets. A tied head can
 reuse the factors exactly for the factorised table: logits = (h @ B^T) @ A^T.
 """
 
@@ -12,14 +14,9 @@ import math
 import torch
 from torch import nn
 
-from see.methods.base import (
-    CompressedEmbedding,
-    UnreachableCR,
-    check_table,
-    check_target_cr,
-    row_weights,
-)
+from see.methods.base import CompressedEmbedding, UnreachableCR, check_table, check_target_cr
 from see.methods.registry import register
+from see.methods.rowfit import fit_rows, row_fit, row_probs
 
 
 def svd_rank(vocab: int, dim: int, target_cr: float) -> int:
@@ -42,18 +39,41 @@ class SVDEmbedding(CompressedEmbedding):
         self.left = nn.Parameter(left)  # V x k
         self.right = nn.Parameter(right)  # k x d
 
+    # plain truncated SVD unless options say otherwise (freq_weight 0: uniform rows, and
+    # `freq_weight = 1` alone means a frequency-weighted SVD, as in earlier runs); `finetune`
+    # runs the common row fit on the factors
+    fit_defaults = {"steps": 600, "batch_tokens": 2048, "lr": 1e-3, "schedule": "onecycle",
+                    "sampling": "freq", "freq_weight": 0.0}  # fmt: skip
+
     @classmethod
-    def from_table(cls, table: torch.Tensor, target_cr: float, *, freq_weight: float = 0.0,
-                   token_counts: torch.Tensor | None = None) -> SVDEmbedding:  # fmt: skip
-        """`freq_weight` > 0: weighted SVD (FWSVD-style), rows weighted by frequency ** w."""
+    def from_table(
+        cls,
+        table: torch.Tensor,
+        target_cr: float,
+        *,
+        finetune: bool = False,
+        seed: int = 0,
+        checkpoint_score=None,
+        device: str | None = None,
+        token_counts: torch.Tensor | None = None,
+        **fit_options,
+    ) -> SVDEmbedding:
+        """Rows weighted by the fit's sampling distribution (`sampling` freq or mixed: a
+        weighted SVD, FWSVD-style); `finetune`: then the row fit (rowfit.py) on the factors."""
         table = check_table(table)
+        fit = row_fit(cls.fit_defaults, fit_options)
         rank = svd_rank(*table.shape, target_cr)
-        weights = row_weights(freq_weight, token_counts, len(table))
+        weights = row_probs(fit, token_counts, len(table))
         scale = weights.sqrt()[:, None] if weights is not None else 1.0
         u, s, vh = torch.linalg.svd(table.double() * scale, full_matrices=False)
         left = (u[:, :rank] * s[:rank] / scale).to(table.dtype).contiguous()
         module = cls(left, vh[:rank].to(table.dtype).contiguous())
-        module.fit_report = module.reconstruction_report(table)
+        if finetune:
+            torch.manual_seed(seed)
+            module = fit_rows(module, table, fit, seed=seed, token_counts=token_counts,
+                              checkpoint_score=checkpoint_score, device=device,
+                              name=f"fit svd k={rank}")  # fmt: skip
+        module.fit_report = module.fit_report | module.reconstruction_report(table)
         return module
 
     def init_kwargs(self) -> dict:

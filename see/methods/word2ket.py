@@ -8,20 +8,25 @@ the closed-form start below. It is SEE's machinery with units = (slot, digit) pa
 computed from the id, so nothing per token is stored: P = R * n * v * q (+ 2d with the norm).
 Default order n = 2 (the paper uses 2 and 4): with n = 3 a CR of 10 needs R in the thousands
 and the fit is slow on CPU. For n = 2 the factors start from a truncated SVD of the reshaped
-table (`svd_init`), then the common fit (kronecker.py) fine-tunes them.
+table (`svd_init`), then the common row fit (rowfit.py) fine-tunes them.
 """
 
 from __future__ import annotations
 
 import torch
 
-from see.methods.base import check_table, check_target_cr, row_weights
-from see.methods.kronecker import KroneckerEmbedding, rank_for_budget, unit_dim
+from see.methods.base import check_table, check_target_cr
+from see.methods.kronecker import KroneckerEmbedding, norm_params, rank_for_budget, unit_dim
 from see.methods.registry import register
+from see.methods.rowfit import row_fit
 
 
 @register("word2ketxs")
 class Word2KetXSEmbedding(KroneckerEmbedding):
+    # the same row fit as SEE (rowfit.py), so the comparison is fair
+    fit_defaults = {"steps": 600, "batch_tokens": 2048, "lr": 2e-2, "schedule": "onecycle",
+                    "sampling": "mixed", "freq_weight": 1.0, "id_weight": 1.0}  # fmt: skip
+
     def __init__(self, vocab: int, dim: int, n: int, rank: int, norm: str = "layernorm"):
         self.radix = unit_dim(vocab, n)  # v = ceil(V ** (1/n))
         super().__init__(vocab, dim, n, rank, n * self.radix, norm)
@@ -63,28 +68,25 @@ class Word2KetXSEmbedding(KroneckerEmbedding):
         *,
         n: int = 2,
         norm: str = "none",
-        steps: int = 1500,
-        batch_tokens: int = 1024,
-        lr: float = 3e-2,
         seed: int = 0,
         checkpoint_score=None,
-        freq_weight: float = 0.0,
         token_counts: torch.Tensor | None = None,
         device: str | None = None,
+        **fit_options,
     ) -> Word2KetXSEmbedding:
         check_target_cr(target_cr)
         vocab, dim = check_table(table).shape
+        fit = row_fit(cls.fit_defaults, fit_options)
         if n < 2:
             raise ValueError(f"word2ketxs order n must be >= 2, got {n}")
         per_rank = n * unit_dim(vocab, n) * unit_dim(dim, n)
-        fixed = 2 * dim if norm == "layernorm" else 0
+        fixed = norm_params(norm, dim)
         rank = rank_for_budget(vocab * dim / target_cr, fixed, per_rank, f"word2ketxs (n={n})")
         torch.manual_seed(seed)
         module = cls(vocab, dim, n, rank, norm)
         if n == 2:
             module.svd_init(table)
-        fitted = module.fit(table, steps=steps, batch_tokens=batch_tokens, lr=lr, seed=seed,
-                            checkpoint_score=checkpoint_score, device=device,
-                            weights=row_weights(freq_weight, token_counts, vocab))  # fmt: skip
+        fitted = module.fit(table, fit, seed=seed, checkpoint_score=checkpoint_score,
+                            device=device, token_counts=token_counts)  # fmt: skip
         fitted.fit_report["see_rank"] = rank
         return fitted

@@ -11,7 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from see.bench.run import compared_to_baseline  # noqa: E402
+from see.report.bench import compared_to_baseline  # noqa: E402
+from see.report.targets import targets_markdown  # noqa: E402
 from see.results import published_rows  # noqa: E402
 
 LOWER_IS_BETTER = ("perplexity", "bits_per_byte")
@@ -341,6 +342,12 @@ def build_reports(results_dir: str | Path = "results", reports_dir: str | Path =
     claim_lines = claims(rows)
     if claim_lines:
         lines += ["## Paper claims checked", "", *claim_lines, ""]
+    targets = targets_markdown(rows)
+    if targets:
+        lines += ["## SEE targets (issue 16)", "",
+                  "SEE (default options) against plain SVD and the best factorisation method, "
+                  "initial WikiText word perplexity; targets: see see/report/targets.py.", "",
+                  targets, ""]  # fmt: skip
     size_figures = [f for f in size_figures if f]
     if size_figures:
         lines += ["## Quality vs model size", ""]

@@ -79,10 +79,13 @@ class HowNetSource:
 
 
 def resolve_source_name(name: str = "auto") -> str:
+    """`auto` -> hownet or wordnet; `random` -> "random-<auto's source>" (see.py: the control)."""
+    if name == "random":
+        return f"random-{resolve_source_name('auto')}"
     if name == "auto":
         return "wordnet" if missing_hownet_files() else "hownet"
     if name not in SOURCES:
-        raise ValueError(f"unknown sememe source {name!r}; allowed: {[*SOURCES, 'auto']}")
+        raise ValueError(f"unknown sememe source {name!r}; allowed: {[*SOURCES, 'auto', 'random']}")
     return name
 
 

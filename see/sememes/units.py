@@ -85,6 +85,17 @@ def hashed(text: str, buckets: int, salt: int = 0) -> str:
     return f"h:{int.from_bytes(digest, 'little') % buckets}"
 
 
+def randomized_sememes(cache: dict[str, list[str]], seed: int) -> dict[str, list[str]]:
+    """word -> as many sememes as it has, drawn at random from all the words' sememes."""
+    inventory = sorted({s for labels in cache.values() for s in labels})
+    generator = torch.Generator().manual_seed(seed)
+    out = {}
+    for word in sorted(cache):
+        picks = torch.randperm(len(inventory), generator=generator)[: len(cache[word])]
+        out[word] = [inventory[i] for i in picks.tolist()]
+    return out
+
+
 @dataclass
 class UnitMap:
     units: list[str]  # unit id -> unit name
@@ -121,10 +132,18 @@ def build_unit_map(
     max_units: int = 8192,
     hash_buckets: int = 512,
     separate: bool = True,
+    random_sememes: bool = False,
+    seed: int = 0,
 ) -> UnitMap:
-    """Units of every token text (index = token id); `source=None` gives morpheme-only SEE."""
-    if n < 2:
-        raise ValueError(f"SEE order n must be >= 2 (a tensor product of n units), got {n}")
+    """Units of every token text (index = token id); `source=None` gives morpheme-only SEE.
+
+    `n` is the number of slots filled here (SEE with a token slot asks for its order - 1).
+    `random_sememes`: the control for the sememe prior: every word keeps its number of
+    sememes, but they are drawn at random (per word, seeded) from the sememes the vocabulary
+    uses, so the unit structure stays and only the meaning goes.
+    """
+    if n < 1:
+        raise ValueError(f"number of unit slots must be >= 1, got {n}")
     if hash_buckets < 2 or max_units < 2:
         raise ValueError(
             f"hash_buckets and max_units must be >= 2, got {hash_buckets}, {max_units}"
@@ -135,6 +154,11 @@ def build_unit_map(
     rows, n_sememes = zip(
         *(raw_units(t, n, source, max_sememes, cache, lexicon) for t in texts), strict=True
     )
+    if random_sememes:
+        cache = randomized_sememes(cache, seed)
+        rows, n_sememes = zip(
+            *(raw_units(t, n, source, max_sememes, cache, lexicon) for t in texts), strict=True
+        )
     # cap the morpheme/character inventory by how many tokens use each unit
     counts = Counter(u for row in rows for u in set(row) if u != PAD and not u.startswith("s:"))
     n_sememe_units = len({u for row in rows for u in row if u.startswith("s:")})
@@ -151,10 +175,13 @@ def build_unit_map(
     table = torch.tensor([[index[u] for u in row] for row in rows], dtype=torch.int32)
     vocab = len(texts)
     words = [i for i, t in enumerate(texts) if is_word(normalize_token(t))]
+    source_label = getattr(source, "name", None)
+    if random_sememes:
+        source_label = f"random ({source_label} counts)"
     report = {
         "vocab_size": vocab,
         "order_n": n,
-        "sememe_source": getattr(source, "name", None),
+        "sememe_source": source_label,
         "tokens_with_sememes": sum(1 for k in n_sememes if k),
         "vocab_coverage": sum(1 for k in n_sememes if k) / vocab,
         "word_token_share": len(words) / vocab,

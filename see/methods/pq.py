@@ -1,0 +1,134 @@
+"""`pq`: product quantization of the rows (Jegou et al. 2011), the other tool users reach for.
+
+Each d-row is cut into m sub-vectors of d/m values; sub-space j has a codebook of 2**bits
+centroids (k-means on the rows' j-th sub-vectors) and a row stores, per sub-space, the id of
+its nearest centroid (uint8 for bits <= 8). Bytes = V*m (codes) + m * 2**bits * (d/m) * 4
+(fp32 codebooks), so `reached_cr` = `byte_cr` = fp32 table bytes / stored bytes. The target is
+a byte ratio: m is the largest divisor of d whose bytes fit V*d*4 / target (`subvectors`
+fixes it instead).
+
+k-means: a torch implementation (k-means++ seeding, then `iters` (25) Lloyd iterations),
+batched over the m sub-spaces, rather than faiss-cpu: it is a few lines, runs
+on the GPU as it is, needs no extra dependency, and takes the row weights that the other
+fitted methods get: `sampling` / `freq_weight` as in rowfit.py (weighted centroid updates;
+default uniform rows, `freq_weight = 0`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from see.methods.base import CompressedEmbedding, UnreachableCR, check_table, check_target_cr
+from see.methods.registry import register
+from see.methods.rowfit import RowFit, row_probs
+
+
+def pq_bytes(vocab: int, dim: int, m: int, bits: int) -> int:
+    return vocab * m * (1 if bits <= 8 else 2) + (2**bits) * dim * 4
+
+
+def choose_subvectors(vocab: int, dim: int, target: float, bits: int) -> int:
+    """The largest m dividing d whose stored bytes reach the target byte ratio."""
+    budget = vocab * dim * 4 / target
+    divisors = [m for m in range(1, dim + 1) if dim % m == 0]
+    fits = [m for m in divisors if pq_bytes(vocab, dim, m, bits) <= budget]
+    if not fits:
+        best = vocab * dim * 4 / pq_bytes(vocab, dim, 1, bits)
+        raise UnreachableCR(
+            f"pq with {2**bits} centroids reaches at most byte ratio {best:.3g} (m = 1) on a "
+            f"{vocab} x {dim} table; {target:g} is out of reach"
+        )
+    return max(fits)
+
+
+def kmeans(points: torch.Tensor, k: int, iters: int, weights: torch.Tensor | None,
+           generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Batched Lloyd k-means: points (m, N, s) -> (centroids (m, k, s), assignment (m, N))."""
+    m, n, _ = points.shape
+    w = torch.ones(n, device=points.device) if weights is None else weights.to(points)
+    centroids = kmeans_plus_plus(points, k, w, generator)
+    for _ in range(iters):
+        assign = nearest(points, centroids)
+        sums = torch.zeros_like(centroids).scatter_add_(
+            1, assign[..., None].expand_as(points), points * w[None, :, None]
+        )
+        mass = torch.zeros(m, k, device=points.device).scatter_add_(
+            1, assign, w.expand(m, n).contiguous()
+        )
+        centroids = torch.where(
+            mass[..., None] > 0, sums / mass.clamp_min(1e-12)[..., None], centroids
+        )  # fmt: skip  (empty clusters keep their centroid)
+    return centroids, nearest(points, centroids)
+
+
+def kmeans_plus_plus(points: torch.Tensor, k: int, w: torch.Tensor,
+                     generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+    """Seeding by D**2 sampling (Arthur & Vassilvitskii 2007), per sub-space: (m, k, s)."""
+    m, n, _ = points.shape
+    slots = torch.arange(m, device=points.device)
+    first = torch.multinomial(w.cpu().double(), 1, generator=generator).to(points.device)
+    chosen = [points[:, first[0]]]
+    dist = (points - chosen[0][:, None]).pow(2).sum(-1)  # (m, N) to the nearest seed so far
+    for _ in range(1, k):
+        probs = (dist * w).double().cpu() + 1e-30 * w.double().cpu()  # all covered: any point
+        pick = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(points.device)
+        chosen.append(points[slots, pick])
+        dist = torch.minimum(dist, (points - chosen[-1][:, None]).pow(2).sum(-1))
+    return torch.stack(chosen, dim=1)
+
+
+def nearest(points: torch.Tensor, centroids: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """(m, N) id of each point's nearest centroid, in chunks of rows (m x chunk x k floats)."""
+    return torch.cat([torch.cdist(part, centroids).argmin(-1)
+                      for part in points.split(chunk, dim=1)], dim=1)  # fmt: skip
+
+
+@register("pq")
+class PQEmbedding(CompressedEmbedding):
+    def __init__(self, codes: torch.Tensor, codebooks: torch.Tensor):
+        m, k, sub = codebooks.shape
+        super().__init__(codes.shape[0], m * sub)
+        self.register_buffer("codes", codes)  # V x m, uint8 (int16 past 256 centroids)
+        self.codebooks = nn.Parameter(codebooks)  # m x 2**bits x d/m
+
+    @classmethod
+    def from_table(cls, table: torch.Tensor, target_cr: float, *, bits: int = 8,
+                   subvectors: int = 0, iters: int = 25, sampling: str = "freq",
+                   freq_weight: float = 0.0, seed: int = 0,
+                   token_counts: torch.Tensor | None = None) -> PQEmbedding:  # fmt: skip
+        table = check_table(table).float()
+        vocab, dim = table.shape
+        check_target_cr(target_cr)
+        if not isinstance(bits, int) or not 1 <= bits <= 12:
+            raise ValueError(f"pq bits={bits!r}; allowed: an int from 1 to 12")
+        if subvectors and dim % subvectors:
+            raise ValueError(f"pq subvectors={subvectors} must divide d={dim}")
+        if iters < 1:
+            raise ValueError(f"pq iters={iters}; allowed: an int >= 1")
+        m = subvectors or choose_subvectors(vocab, dim, target_cr, bits)
+        levers = RowFit(sampling=sampling, freq_weight=freq_weight)
+        weights = row_probs(levers, token_counts, vocab)
+        points = table.reshape(vocab, m, dim // m).transpose(0, 1).contiguous()
+        generator = torch.Generator().manual_seed(seed)
+        centroids, assign = kmeans(points, 2**bits, iters, weights, generator)
+        codes = assign.T.contiguous().to(torch.uint8 if bits <= 8 else torch.int16)
+        module = cls(codes, centroids)
+        if module.byte_cr < target_cr - 1e-9:
+            raise UnreachableCR(
+                f"pq with m={m}: byte ratio {module.byte_cr:.3g} < target {target_cr:g}"
+            )
+        module.fit_report = {**module.reconstruction_report(table), "pq_subvectors": m}
+        return module
+
+    def init_kwargs(self) -> dict:
+        return {"codes": self.codes, "codebooks": self.codebooks}
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        codes = self.codes[ids].long()  # (..., m)
+        slots = torch.arange(self.codebooks.shape[0], device=codes.device)
+        return self.codebooks[slots, codes].flatten(-2)
+
+    @property
+    def reached_cr(self) -> float:
+        return self.byte_cr

@@ -1,0 +1,107 @@
+"""`int8` and `int4`: symmetric per-group scalar quantization of the rows (what users pick first).
+
+Each row is cut into groups of `group_size` values (default 32); a group stores one scale
+s = max|x| / qmax (qmax = 127 for int8, 7 for int4) as fp16 and its values as round(x / s),
+clamped to [-qmax, qmax]. int4 values are packed two per byte (low nibble = even column), or
+the bytes would not drop: bytes = V*d*bits/8 + 2*V*d/group_size. The ratio of these methods is
+a byte ratio: `reached_cr` = `byte_cr` = fp32 table bytes / stored bytes, a fixed number per
+(bits, group size); a target above it is unreachable (a row says so), a target below it is met.
+
+Why not torchao: on this project's CPU, torchao 0.18.0's `IntxWeightOnlyConfig(int4,
+PerGroup(32))` keeps one byte per int4 value (`IntxUnpackedToInt8Tensor`: 32.7 MB for a
+49,152 x 576 table, 3.5x), and a tensor subclass does not go through `save_compressed`'s plain
+safetensors. Packing by hand is a few lines that run alike on CPU and GPU. The fp16 scales are
+kept as their int16 bit pattern, so that `module.to(float32)` (the harness's dtype) does not
+widen them: what is counted is what is stored.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from see.methods.base import CompressedEmbedding, UnreachableCR, check_table, check_target_cr
+from see.methods.registry import register
+
+
+def quantize_groups(table: torch.Tensor, bits: int, group: int) -> tuple[torch.Tensor, ...]:
+    """(codes int8 V x d, fp16 scales V x d/group) of the symmetric per-group quantizer."""
+    vocab, dim = table.shape
+    qmax = 2 ** (bits - 1) - 1
+    groups = table.float().reshape(vocab, dim // group, group)
+    scales = (groups.abs().amax(-1) / qmax).half()
+    safe = torch.where(scales == 0, torch.ones_like(scales), scales).float()  # all-zero groups
+    codes = (groups / safe[..., None]).round().clamp(-qmax, qmax).to(torch.int8)
+    return codes.reshape(vocab, dim), scales
+
+
+def pack_int4(codes: torch.Tensor) -> torch.Tensor:
+    """int8 values in [-8, 7] (V x d, d even) -> uint8 V x d/2, two values per byte."""
+    nibbles = (codes.to(torch.int16) + 8).to(torch.uint8)
+    return nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)
+
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    low = (packed & 0x0F).to(torch.int8) - 8
+    high = (packed >> 4).to(torch.int8) - 8
+    return torch.stack([low, high], dim=-1).flatten(-2)
+
+
+class QuantizedEmbedding(CompressedEmbedding):
+    bits: ClassVar[int]
+
+    def __init__(self, codes: torch.Tensor, scale_bits: torch.Tensor, dim: int, group_size: int):
+        super().__init__(codes.shape[0], dim)
+        self.group_size = group_size
+        self.register_buffer("codes", codes)  # int8 V x d, or uint8 V x d/2 packed (int4)
+        self.register_buffer("scale_bits", scale_bits)  # fp16 scales as int16 bits
+
+    @classmethod
+    def from_table(cls, table: torch.Tensor, target_cr: float = 1.5, *,
+                   group_size: int = 32) -> QuantizedEmbedding:  # fmt: skip
+        table = check_table(table)
+        vocab, dim = table.shape
+        if not isinstance(group_size, int) or group_size < 2 or dim % group_size:
+            allowed = [g for g in range(2, dim + 1) if dim % g == 0][:12]
+            raise ValueError(
+                f"{cls.name} group_size={group_size!r} must divide d={dim}; allowed e.g. {allowed}"
+            )
+        reachable = 32 / (cls.bits + 16 / group_size)
+        if check_target_cr(target_cr) > reachable + 1e-9:
+            raise UnreachableCR(
+                f"{cls.name} with group_size {group_size} stores {reachable:.3g}x fewer bytes "
+                f"than fp32; byte ratio {target_cr:g} is out of its reach"
+            )
+        codes, scales = quantize_groups(table, cls.bits, group_size)
+        stored = pack_int4(codes) if cls.bits == 4 else codes
+        module = cls(stored, scales.view(torch.int16), dim, group_size)
+        module.fit_report = module.reconstruction_report(table.float())
+        return module
+
+    def init_kwargs(self) -> dict:
+        return {"codes": self.codes, "scale_bits": self.scale_bits,
+                "dim": self.embedding_dim, "group_size": self.group_size}  # fmt: skip
+
+    def dequantize(self, codes: torch.Tensor, scale_bits: torch.Tensor) -> torch.Tensor:
+        values = unpack_int4(codes) if self.bits == 4 else codes
+        scales = scale_bits.view(torch.float16).float()
+        groups = values.float().unflatten(-1, (-1, self.group_size)) * scales[..., None]
+        return groups.flatten(-2)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.dequantize(self.codes[ids], self.scale_bits[ids])
+
+    @property
+    def reached_cr(self) -> float:
+        return self.byte_cr
+
+
+@register("int8")
+class Int8Embedding(QuantizedEmbedding):
+    bits = 8
+
+
+@register("int4")
+class Int4Embedding(QuantizedEmbedding):
+    bits = 4

@@ -1,0 +1,223 @@
+"""Fitting a compressed table to the teacher's rows: one loop for every gradient-fitted method.
+
+SEE, `see_morph`, word2ketXS and SVD's optional fine-tuning all fit `module(ids)` to the
+original rows `E[ids]` with the same levers (`RowFit`), so a comparison between them is fair:
+
+- sampling: which rows a minibatch holds. `uniform` over the vocabulary, `freq` in proportion to
+  (count + 1) ** freq_weight on WikiText-2 *validation* text (never the reported test text),
+  or `mixed`: half of each batch uniform, half by frequency. Pure frequency sampling starves
+  rare tokens that test text still uses; pure uniform spends capacity on rows text never uses.
+- objective: mean(1 - cos) + MSE / mean(x**2), both on rows minus the table's mean row (the
+  shared mean direction alone gives a cosine of ~0.66 on SmolLM2, and a loss on raw rows
+  stalls there), plus `id_weight` x a token-identification term: cross-entropy of
+  `e_hat(t) @ E_c^T / id_temperature` with target t, over the batch's distinct tokens and
+  `id_negatives` random rows (sampled softmax; a full softmax over 49k-262k rows per step costs
+  seconds on CPU). It asks that the model's own (tied) head still recognises every rebuilt
+  row: what breaks compressed models is similar tokens that become indistinguishable, not the
+  average angle (METHODS.md, "What to expect").
+- schedule: Adam with `onecycle` (5% warm-up to `lr`, then cosine down) or `cosine` decay.
+- checkpoint choice: `checkpoints` evenly spaced states (and the start) are scored by the
+  harness's `checkpoint_score` (initial perplexity on a validation slice; lower is better),
+  or, without a scorer, by mean row cosine.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+SAMPLINGS = ("uniform", "freq", "mixed")
+SCHEDULES = ("onecycle", "cosine")
+
+
+@dataclass(frozen=True)
+class RowFit:
+    """The fit levers every gradient-fitted method offers (defaults: see each method)."""
+
+    steps: int = 600
+    batch_tokens: int = 2048
+    lr: float = 2e-2
+    schedule: str = "onecycle"
+    sampling: str = "mixed"
+    freq_weight: float = 1.0
+    id_weight: float = 0.0
+    id_temperature: float = 2.0
+    id_negatives: int = 1024
+    checkpoints: int = 4
+
+    def __post_init__(self):
+        def need(ok: bool, name: str, allowed: str) -> None:
+            if not ok:
+                raise ValueError(f"fit option {name}={getattr(self, name)!r}; allowed: {allowed}")
+
+        need(isinstance(self.steps, int) and self.steps >= 1, "steps", "an int >= 1")
+        need(isinstance(self.batch_tokens, int) and self.batch_tokens >= 1, "batch_tokens",
+             "an int >= 1")  # fmt: skip
+        need(self.lr > 0, "lr", "a number > 0")
+        need(self.schedule in SCHEDULES, "schedule", str(SCHEDULES))
+        need(self.sampling in SAMPLINGS, "sampling", str(SAMPLINGS))
+        need(self.freq_weight >= 0, "freq_weight", "a number >= 0")
+        need(self.id_weight >= 0, "id_weight", "a number >= 0 (0 = no identification term)")
+        need(self.id_temperature > 0, "id_temperature", "a number > 0")
+        need(isinstance(self.id_negatives, int) and self.id_negatives >= 0, "id_negatives",
+             "an int >= 0")  # fmt: skip
+        need(isinstance(self.checkpoints, int) and self.checkpoints >= 1, "checkpoints",
+             "an int >= 1")  # fmt: skip
+
+    @property
+    def needs_counts(self) -> bool:
+        return self.sampling != "uniform" and self.freq_weight > 0
+
+
+FIT_FIELDS = frozenset(f.name for f in dataclasses.fields(RowFit))
+
+
+def row_fit(defaults: dict, options: dict) -> RowFit:
+    """A method's fit defaults overridden by the cell's options (unknown names rejected)."""
+    unknown = sorted(set(options) - FIT_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown fit option(s) {unknown}; allowed: {sorted(FIT_FIELDS)}")
+    return RowFit(**(defaults | options))
+
+
+def frequency_probs(counts: torch.Tensor | None, freq_weight: float, vocab: int) -> torch.Tensor:
+    """P(row) ~ (count + 1) ** freq_weight, counts from validation text."""
+    if counts is None or len(counts) != vocab:
+        got = None if counts is None else len(counts)
+        raise ValueError(
+            f"frequency sampling needs token_counts of length {vocab} (got {got}); the grid "
+            "counts WikiText-2 validation, or set sampling='uniform'"
+        )
+    weights = (counts.double() + 1) ** freq_weight
+    return weights / weights.sum()
+
+
+def row_probs(fit: RowFit, counts: torch.Tensor | None, vocab: int) -> torch.Tensor | None:
+    """The distribution rows are drawn from (None = uniform): mixed = (uniform + freq) / 2."""
+    if fit.sampling == "uniform" or fit.freq_weight == 0:
+        return None
+    freq = frequency_probs(counts, fit.freq_weight, vocab)
+    return freq if fit.sampling == "freq" else 0.5 * freq + 0.5 / vocab
+
+
+def draw_rows(fit: RowFit, probs: torch.Tensor | None, vocab: int, generator) -> torch.Tensor:
+    """One minibatch of row ids; `mixed` draws its two halves separately (exact halves)."""
+    n = fit.batch_tokens
+    if probs is None:
+        return torch.randint(vocab, (n,), generator=generator)
+    if fit.sampling == "freq":
+        return torch.multinomial(probs, n, True, generator=generator)
+    freq = 2 * probs - 1 / vocab  # undo the mixture: the frequency half alone
+    uniform = torch.randint(vocab, (n - n // 2,), generator=generator)
+    return torch.cat([uniform, torch.multinomial(freq, n // 2, True, generator=generator)])
+
+
+def identification_loss(out: torch.Tensor, ids: torch.Tensor, rows: torch.Tensor,
+                        fit: RowFit, generator) -> torch.Tensor:  # fmt: skip
+    """Sampled-softmax cross-entropy of out @ E_c^T / T with target = each row's own token."""
+    unique, target = torch.unique(ids, return_inverse=True)
+    negatives = torch.randint(len(rows), (fit.id_negatives,), generator=generator).to(ids.device)
+    negatives = negatives[~torch.isin(negatives, unique)]
+    candidates = rows[torch.cat([unique, negatives])]
+    logits = out @ candidates.T / fit.id_temperature
+    return nn.functional.cross_entropy(logits, target)
+
+
+@torch.no_grad()
+def identification_rate(module: nn.Module, rows: torch.Tensor, sample: int = 2048,
+                        seed: int = 0) -> float:  # fmt: skip
+    """Share of `sample` random tokens whose rebuilt row's top dot product in E is its own."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randperm(len(rows), generator=generator)[:sample].to(rows.device)
+    out = module(ids).float()
+    pairs = zip(out.split(512), ids.split(512), strict=True)
+    hits = [(o @ rows.T).argmax(-1) == i for o, i in pairs]
+    return torch.cat(hits).float().mean().item()
+
+
+@torch.no_grad()
+def reconstruction_report(module: nn.Module, rows: torch.Tensor) -> dict[str, float]:
+    report = module.reconstruction_report(rows)
+    report["fit_id_rate"] = identification_rate(module, rows)
+    return report
+
+
+def fit_rows(
+    module: nn.Module,
+    table: torch.Tensor,
+    fit: RowFit,
+    *,
+    seed: int = 0,
+    token_counts: torch.Tensor | None = None,
+    checkpoint_score: Callable[[nn.Module], float] | None = None,
+    device: str | None = None,
+    name: str = "fit",
+) -> nn.Module:
+    """Fit `module(ids) ~ table[ids]`; returns the chosen checkpoint (on CPU, eval mode)."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    module = module.to(device)
+    rows = table.float().to(device)
+    vocab = len(rows)
+    center = rows.mean(0)
+    mean_sq = (rows - center).pow(2).mean()
+    probs = row_probs(fit, token_counts, vocab)
+    generator = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(module.parameters(), lr=fit.lr)
+    if fit.schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=fit.lr, total_steps=fit.steps, pct_start=0.05
+        )
+    else:
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, fit.steps)
+    save_at = {round(fit.steps * (i + 1) / fit.checkpoints) for i in range(fit.checkpoints)}
+    history, best = [], {"score": math.inf, "module": None}
+
+    def consider(step: int, loss: float | None) -> None:
+        """Log this state as a checkpoint and keep it if it scores best so far."""
+        module.eval()
+        entry = {"step": step, "loss": loss, **reconstruction_report(module, rows)}
+        if checkpoint_score is not None:
+            entry["score"] = checkpoint_score(module)
+        history.append(entry)
+        shown = " ".join(f"{k}={v:.4g}" for k, v in entry.items() if v is not None)
+        tqdm.write(f"[{name}] {shown}")
+        score = entry.get("score", -entry["fit_mean_cos"])
+        if score < best["score"]:
+            best.update(score=score, module=copy.deepcopy(module).cpu())
+        module.train()
+
+    consider(0, None)  # the start (closed forms: SVD, word2ketXS n=2) is a candidate too
+    bar = tqdm(range(1, fit.steps + 1), desc=name, mininterval=2)
+    for step in bar:
+        ids = draw_rows(fit, probs, vocab, generator).to(device)
+        out, x = module(ids), rows[ids]
+        cos = nn.functional.cosine_similarity(out - center, x - center, dim=1).mean()
+        loss = (1 - cos) + (out - x).pow(2).mean() / mean_sq
+        if fit.id_weight > 0:
+            loss = loss + fit.id_weight * identification_loss(out, ids, rows, fit, generator)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{name} loss is {loss.item()} at step {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}", cos=f"{cos.item():.3f}")
+        if step in save_at:
+            consider(step, loss.item())
+    chosen = min(history, key=lambda h: h.get("score", -h["fit_mean_cos"]))
+    fitted = best["module"]
+    fitted.fit_report = {
+        **reconstruction_report(fitted, table.float()),
+        "fit_step": chosen["step"],
+        "fit_checkpoint_by": "score" if checkpoint_score is not None else "mean_cos",
+    }
+    fitted.history = history
+    return fitted.eval()

@@ -1,0 +1,84 @@
+"""int8 / int4 / pq: what practitioners pick instead of factorising."""
+
+import pytest
+import torch
+from conftest import needs_data
+
+from see.methods import get_method
+from see.methods.base import UnreachableCR
+from see.methods.quantized import pack_int4, unpack_int4
+
+
+def test_int4_packs_two_values_per_byte_and_round_trips_representable_values():
+    codes = torch.randint(-8, 8, (50, 64), dtype=torch.int8)
+    packed = pack_int4(codes)
+    assert packed.dtype == torch.uint8 and packed.shape == (50, 32)
+    assert torch.equal(unpack_int4(packed), codes)
+    scales = torch.rand(50, 2) + 0.5  # per-group scales, group 32
+    table = codes[:, :].clamp(-7, 7).float().reshape(50, 2, 32) * scales.half().float()[..., None]
+    module = get_method("int4").from_table(table.reshape(50, 64), 2)
+    torch.testing.assert_close(module.materialize(), table.reshape(50, 64), rtol=2e-3, atol=0)
+
+
+@pytest.mark.parametrize("method, qmax", [("int8", 127), ("int4", 7)])
+def test_quantized_rows_are_within_half_a_step_of_the_originals(method, qmax):
+    torch.manual_seed(0)
+    table = torch.randn(300, 96) * torch.rand(300, 1) * 3
+    module = get_method(method).from_table(table, 2, group_size=32)
+    groups = table.reshape(300, 3, 32)
+    step = (groups.abs().amax(-1, keepdim=True) / qmax).half().float()
+    error = (module.materialize().reshape(300, 3, 32) - groups).abs()
+    assert (error <= step / 2 * 1.01 + 1e-6).all()
+
+
+def test_byte_ratio_is_computed_from_the_stored_tensors():
+    table = torch.randn(256, 64)
+    int8 = get_method("int8").from_table(table, 2)
+    int4 = get_method("int4").from_table(table, 2)
+    assert int8.byte_cr == pytest.approx(256 * 64 * 4 / (256 * 64 + 256 * 2 * 2))
+    assert int4.byte_cr == pytest.approx(256 * 64 * 4 / (256 * 32 + 256 * 2 * 2))
+    int8.codes = int8.codes.to(torch.int16)  # a wider storage dtype: the ratio must drop
+    assert int8.byte_cr < 3.0
+    assert int8.to(torch.float32).scale_bits.dtype == torch.int16  # fp16 scales stay 2 bytes
+
+
+def test_pq_with_as_many_centroids_as_distinct_subvectors_is_exact():
+    torch.manual_seed(0)
+    atoms = torch.randn(4, 16, 8)  # 4 distinct sub-vectors per sub-space
+    picks = torch.randint(0, 4, (200, 16))
+    table = atoms[picks, torch.arange(16)].reshape(200, 128)
+    module = get_method("pq").from_table(table, 1.5, bits=2, subvectors=16, iters=10)
+    torch.testing.assert_close(module.materialize(), table)
+    assert module.codes.dtype == torch.uint8
+
+
+def test_impossible_targets_are_unreachable_with_the_reason():
+    table = torch.randn(500, 64)
+    with pytest.raises(UnreachableCR, match="int8 with group_size 32 stores 3.76x"):
+        get_method("int8").from_table(table, 10)
+    with pytest.raises(UnreachableCR, match="pq with 256 centroids reaches at most"):
+        get_method("pq").from_table(table, 100)
+    with pytest.raises(ValueError, match="group_size=48 must divide d=64"):
+        get_method("int4").from_table(table, 2, group_size=48)
+
+
+@needs_data
+@pytest.mark.slow
+@pytest.mark.parametrize("method, ratio", [("int4", 6), ("pq", 20)])
+def test_saved_quantized_model_reloads_with_identical_logits(method, ratio, fresh_smollm,
+                                                           sample_ids, tmp_path):  # fmt: skip
+    from see.models import compress_model
+    from see.models.saving import load_compressed, save_compressed
+    from see.models.surgery import input_table
+
+    model, _ = fresh_smollm
+    options = {"iters": 2} if method == "pq" else {}
+    compressed = get_method(method).from_table(input_table(model).float(), ratio, **options)
+    assert compressed.byte_cr >= ratio
+    compress_model(model, compressed, "shared")
+    with torch.no_grad():
+        expected = model(sample_ids).logits
+    save_compressed(tmp_path / method, compressed, base_model="smollm2-135m", head_policy="shared")
+    reloaded, _, _ = load_compressed(tmp_path / method)
+    with torch.no_grad():
+        assert torch.equal(reloaded(sample_ids).logits, expected)

@@ -1,0 +1,112 @@
+"""SEE at full strength: the token slot, the shared row-fit levers, the sememe control."""
+
+from collections import Counter
+
+import pytest
+import torch
+from conftest import needs_data
+
+from see.methods import get_method
+from see.methods.base import UnreachableCR
+from see.methods.rowfit import RowFit, draw_rows, fit_rows, identification_rate, row_probs
+from see.methods.see import slot_shapes, token_buckets_of, token_texts
+from see.sememes.units import build_unit_map
+
+
+@pytest.mark.slow
+def test_token_slot_gives_every_token_of_the_real_vocabulary_its_own_unit_tuple(smollm):
+    _, tok = smollm
+    texts = token_texts(tok, len(tok))
+    shared = build_unit_map(texts, n=2, separate=False).token_units  # morphemes, forms, chars
+    assert max(Counter(map(tuple, shared.tolist())).values()) > 1  # shared units collide
+    buckets = token_buckets_of(shared, 2000)
+    full = torch.cat([shared, buckets[:, None].int()], dim=1)
+    assert len(set(map(tuple, full.tolist()))) == len(texts)
+    assert 1000 < len(set(buckets.tolist())) <= 2000  # hashed over the buckets, not one bucket
+
+
+def test_token_buckets_follow_the_budget():
+    shapes = {cr: slot_shapes(49152 * 576 / cr - 3 * 49152, 8704, 9, 0, -1, 32, "see")
+              for cr in (10, 20, 40)}  # fmt: skip
+    for cr, (rank, buckets) in shapes.items():
+        assert rank * (8704 + buckets) * 9 <= 49152 * 576 / cr - 3 * 49152
+        assert buckets >= 8704  # auto R leaves at least as many buckets as shared units
+    assert shapes[10][0] > shapes[20][0] > shapes[40][0]  # the rank moves with the budget
+    rank, buckets = slot_shapes(1_000_000, 1000, 9, 4, -1, 32, "see")
+    assert rank == 4 and buckets == 1_000_000 // 36 - 1000  # fixed R: H fills the budget
+    with pytest.raises(UnreachableCR, match="token buckets"):
+        slot_shapes(1000, 1000, 9, 0, -1, 32, "see")
+
+
+def test_mixed_sampler_draws_half_uniform_half_by_frequency():
+    counts = torch.zeros(1000)
+    counts[7] = 1e9  # one token holds all the text
+    fit = RowFit(batch_tokens=1000, sampling="mixed")
+    probs = row_probs(fit, counts, 1000)
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.cat([draw_rows(fit, probs, 1000, generator) for _ in range(20)])
+    share = (ids == 7).float().mean().item()
+    assert 0.49 < share < 0.52  # the frequency half (and 1/1000 of the uniform half)
+    assert len(ids.unique()) > 900  # the uniform half reaches rare rows
+    freq = torch.cat([draw_rows(RowFit(batch_tokens=1000, sampling="freq"),
+                                row_probs(RowFit(sampling="freq"), counts, 1000), 1000,
+                                generator) for _ in range(5)])  # fmt: skip
+    assert (freq == 7).float().mean().item() > 0.99
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"sampling": "zipf"}, "sampling='zipf'"),
+    ({"schedule": "linear"}, "schedule='linear'"),
+    ({"id_weight": -1.0}, "id_weight=-1.0"),
+    ({"id_temperature": 0.0}, "id_temperature=0.0"),
+    ({"id_negatives": -5}, "id_negatives=-5"),
+    ({"steps": 0}, "steps=0"),
+    ({"freq_weight": -0.5}, "freq_weight=-0.5"),
+])  # fmt: skip
+def test_fit_options_out_of_range_are_rejected(bad, match):
+    with pytest.raises(ValueError, match=match):
+        RowFit(**bad)
+
+
+def test_see_options_out_of_range_are_rejected():
+    see = get_method("see")
+    with pytest.raises(ValueError, match="token_buckets must be >= -1"):
+        see.from_table(torch.randn(50, 8), 2, tokenizer=object(), token_buckets=-3)
+    with pytest.raises(ValueError, match="unknown fit option"):
+        see.from_table(torch.randn(50, 8), 2, tokenizer=object(), stepz=3)
+    with pytest.raises(ValueError, match="frequency sampling needs token_counts"):
+        get_method("word2ketxs").from_table(torch.randn(100, 16), 4, steps=2)
+
+
+@needs_data
+def test_identification_term_lowers_identification_error_on_a_real_table(smollm):
+    model, _ = smollm
+    table = model.get_input_embeddings().weight.detach()[:3000].float()
+    svd = get_method("svd")
+    rates = {}
+    for weight in (0.0, 1.0):
+        fit = RowFit(steps=60, batch_tokens=512, lr=2e-3, sampling="uniform", id_weight=weight,
+                     id_negatives=1024, checkpoints=1)  # fmt: skip
+        start = svd.from_table(table, 20)
+        fitted = fit_rows(start, table, fit, device="cpu")
+        rates[weight] = identification_rate(fitted, table)
+    assert rates[1.0] > rates[0.0] + 0.1, rates
+
+
+@needs_data
+def test_random_sememe_control_keeps_the_number_of_sememes_per_token(smollm):
+    from see.sememes import get_source
+
+    _, tok = smollm
+    texts = token_texts(tok, 3000)
+    source = get_source("wordnet")
+    real = build_unit_map(texts, n=2, source=source, separate=False)
+    shuffled = build_unit_map(texts, n=2, source=source, separate=False, random_sememes=True)
+
+    def sememes(unit_map):
+        return [[u for u in row if u.startswith("s:")] for row in unit_map.token_unit_names]
+
+    assert [len(r) for r in sememes(real)] == [len(r) for r in sememes(shuffled)]
+    changed = sum(a != b for a, b in zip(sememes(real), sememes(shuffled), strict=True) if a)
+    assert changed > 0.9 * sum(1 for r in sememes(real) if r)
+    assert shuffled.report["sememe_source"].startswith("random")
