@@ -12,8 +12,13 @@ unit only for tokens whose tuples collide (`separate`).
 The paper's code is not public; its open decisions are options here: `sememe_source` (hownet |
 wordnet | auto | random: the WordNet/HowNet structure with sememes drawn at random per word,
 same counts, the control for "does the sememe prior help"), `n` (order, default 3),
-`max_sememes` (default: shared slots - 1), `max_units` (inventory cap), `hash_buckets`
-(buckets for rare morphemes), `rank` (R; 0 = auto), `token_buckets` (H; -1 = auto, 0 = none),
+`max_sememes` (default: shared slots - 1, at least 1), `max_units` (inventory cap; 0 = auto:
+unit budget / (2 * 16 * q), so that the shared units take about half of the budget at R = 16
+and the inventory shrinks with the budget instead of starving R: with a fixed 8,192-unit
+inventory R fell to 3 at CR 40 and 1 at CR 80), `hash_buckets` (buckets for rare units,
+auto: at most max_units / 16), `token_slots` (`hash`: one bucket slot, the default; `digits`:
+the id's two base-sqrt(V) digits in the last two slots, word2ketXS-style, nothing stored),
+`rank` (R; 0 = auto), `token_buckets` (H; -1 = auto, 0 = none),
 `norm` (affine | layernorm | none) and the row fit (rowfit.py: sampling, objective, schedule).
 
 Counting: P = R*(|U| + H)*q + 2d (norm) + V*n (the token -> unit map is stored, int32, and
@@ -30,6 +35,8 @@ from see.methods.base import UnreachableCR, check_table, check_target_cr
 from see.methods.kronecker import KroneckerEmbedding, norm_params, rank_for_budget, unit_dim
 from see.methods.registry import register
 from see.methods.rowfit import row_fit
+
+AUTO_RANK = 16  # max_units = 0: a shared inventory that leaves R about this large
 
 
 def token_texts(tokenizer, vocab: int) -> list[str]:
@@ -86,17 +93,29 @@ def token_buckets_of(shared: torch.Tensor, buckets: int) -> torch.Tensor:
 class SEEEmbedding(KroneckerEmbedding):
     uses_sememes = True
 
-    def __init__(self, token_units: torch.Tensor, num_units: int, dim: int, rank: int, norm: str):
-        super().__init__(token_units.shape[0], dim, token_units.shape[1], rank, num_units, norm)
+    def __init__(self, token_units: torch.Tensor, num_units: int, dim: int, rank: int, norm: str,
+                 digit_radix: int = 0):  # fmt: skip
+        n = token_units.shape[1] + (2 if digit_radix else 0)
+        super().__init__(token_units.shape[0], dim, n, rank, num_units, norm)
         self.register_buffer("token_units", token_units.to(torch.int32))
+        # token_slots="digits": the last two units are the id's base-v digits, computed from
+        # the id (nothing stored), units num_units - 2v .. num_units - 1
+        self.digit_radix = digit_radix
         self.mapping_report: dict = {}
 
     def init_kwargs(self) -> dict:
         return {"token_units": self.token_units, "num_units": self.vectors.shape[0],
-                "dim": self.embedding_dim, "rank": self.rank, "norm": self.norm_kind}  # fmt: skip
+                "dim": self.embedding_dim, "rank": self.rank, "norm": self.norm_kind,
+                "digit_radix": self.digit_radix}  # fmt: skip
 
     def unit_ids(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.token_units[ids]
+        shared = self.token_units[ids]
+        if not self.digit_radix:
+            return shared
+        v = self.digit_radix
+        first = self.vectors.shape[0] - 2 * v
+        digits = torch.stack([first + ids // v, first + v + ids % v], dim=-1)
+        return torch.cat([shared, digits.to(shared.dtype)], dim=-1)
 
     # the row fit's defaults for SEE (rowfit.RowFit; a cell's options override them)
     fit_defaults = {"steps": 600, "batch_tokens": 2048, "lr": 2e-2, "schedule": "onecycle",
@@ -112,12 +131,13 @@ class SEEEmbedding(KroneckerEmbedding):
         sememe_source: str = "auto",
         n: int = 3,
         max_sememes: int | None = None,
-        max_units: int = 8192,
+        max_units: int = 0,
         hash_buckets: int = 512,
         separate: bool = True,
+        token_slots: str = "hash",
         token_buckets: int = -1,
         rank: int = 0,
-        max_rank: int = 32,
+        max_rank: int = 512,
         norm: str = "affine",
         seed: int = 0,
         checkpoint_score=None,
@@ -141,23 +161,45 @@ class SEEEmbedding(KroneckerEmbedding):
                 f"token_buckets must be >= -1 (-1 auto, 0 none), rank >= 0 (0 auto), max_rank "
                 f">= 1; got {token_buckets}, {rank}, {max_rank}"
             )
+        if token_slots not in ("hash", "digits"):
+            raise ValueError(f"token_slots={token_slots!r}; allowed: 'hash', 'digits'")
+        if token_slots == "digits" and n < 3:
+            raise ValueError(f"token_slots='digits' needs n >= 3 (two digit slots), got n={n}")
+        digits = token_slots == "digits"
         vocab, dim = table.shape
         source = None
         if cls.uses_sememes:
             randomize = sememe_source == "random"
             source = get_source("auto" if randomize else sememe_source, data_dir)
-        shared_slots = n - 1 if token_buckets else n
+        shared_slots = n - 2 if digits else n - 1 if token_buckets else n
+        q = unit_dim(dim, n)
+        if max_units == 0:  # auto: the shared inventory scales with the budget (module doc)
+            unit_budget = vocab * dim / target_cr - vocab * n - norm_params(norm, dim)
+            max_units = max(64, int(unit_budget / (2 * AUTO_RANK * q)))
+            hash_buckets = min(hash_buckets, max(16, max_units // 16))
         unit_map = build_unit_map(
             token_texts(tokenizer, vocab), n=shared_slots, source=source,
-            max_sememes=max_sememes, max_units=max_units, hash_buckets=hash_buckets,
-            separate=separate and not token_buckets,
+            max_sememes=max(1, shared_slots - 1) if max_sememes is None else max_sememes,
+            max_units=max_units, hash_buckets=hash_buckets,
+            separate=separate and not token_buckets and not digits,
             random_sememes=cls.uses_sememes and sememe_source == "random", seed=seed,
         )  # fmt: skip
-        num_units, q = len(unit_map.units), unit_dim(dim, n)
-        fixed = vocab * n + norm_params(norm, dim)
+        num_units = len(unit_map.units)
+        fixed = vocab * shared_slots + norm_params(norm, dim)
+        if not digits and token_buckets:
+            fixed += vocab  # the bucket column is stored
         what = f"{cls.name} with {num_units} shared units (n={n})"
         units, names = unit_map.token_units, list(unit_map.units)
-        if token_buckets:
+        radix = 0
+        if digits:
+            radix = unit_dim(vocab, 2)  # v = ceil(sqrt(V)): every id is a distinct digit pair
+            names += [f"d1:{k}" for k in range(radix)] + [f"d2:{k}" for k in range(radix)]
+            per_rank = len(names) * q
+            rank = rank or min(rank_for_budget(vocab * dim / target_cr, fixed, per_rank, what),
+                               max_rank)  # fmt: skip
+            buckets = 0
+            unit_map.report["collision_rate_after"] = 0.0
+        elif token_buckets:
             rank, buckets = slot_shapes(vocab * dim / target_cr - fixed, num_units, q, rank,
                                         token_buckets, max_rank, what)  # fmt: skip
             slot = token_buckets_of(units, buckets) + num_units
@@ -172,7 +214,7 @@ class SEEEmbedding(KroneckerEmbedding):
                  for k, v in unit_map.report.items())  # fmt: skip
         print(f"[{cls.name}] unit map: " + ", ".join(shown) + f", R={rank}")
         torch.manual_seed(seed)
-        module = cls(units, len(names), dim, rank, norm)
+        module = cls(units, len(names), dim, rank, norm, digit_radix=radix)
         if module.num_params() > vocab * dim / target_cr:
             raise UnreachableCR(f"{what}: {module.num_params()} numbers exceed the budget")
         module.mapping_report = unit_map.report

@@ -9,9 +9,10 @@ Decisions (each an option of `build_unit_map`, documented in the README):
   word of the vocabulary); a form unit (`f:space`, `f:cap`, `f:spacecap`: leading space and
   capitalisation, which tell " The" from "the"); PAD. Tokens that are not alphabetic words (numbers,
   punctuation, code, other scripts) get character units (`c:x`) instead of morphemes.
-- Inventory cap: sememes and PAD are always units; morpheme/character units are kept by how many
-  tokens use them until `max_units`; rarer ones map to one of `hash_buckets` hashed units
-  (`h:k`, blake2b of the unit).
+- Inventory cap: PAD is always a unit; sememes are kept while they fit in half of
+  `max_units` (else the most used ones); morpheme/character units are kept by how many tokens
+  use them until `max_units`; rarer units map to one of `hash_buckets` hashed units (`h:k`,
+  blake2b of the unit).
 - Separation: when several tokens share a unit tuple, the lowest id keeps it and each other one
   gets a token-specific hashed unit (blake2b of the token text and a salt) in its last slot (two
   last slots if one is not enough), so no two tokens share an embedding (`separate=False` keeps
@@ -159,11 +160,17 @@ def build_unit_map(
         rows, n_sememes = zip(
             *(raw_units(t, n, source, max_sememes, cache, lexicon) for t in texts), strict=True
         )
-    # cap the morpheme/character inventory by how many tokens use each unit
+    # cap the inventory by how many tokens use each unit: sememes first (all of them while
+    # they fit in half the cap, else the most used), morpheme/character units in the rest
+    sememes = Counter(u for row in rows for u in set(row) if u.startswith("s:"))
+    if len(sememes) + 1 > max_units // 2:
+        kept_sememes = {u for u, _ in sememes.most_common(max_units // 2)}
+    else:
+        kept_sememes = set(sememes)
     counts = Counter(u for row in rows for u in set(row) if u != PAD and not u.startswith("s:"))
-    n_sememe_units = len({u for row in rows for u in row if u.startswith("s:")})
-    kept = {u for u, _ in counts.most_common(max(max_units - n_sememe_units - 1, 0))}
-    keep = lambda u: u == PAD or u.startswith("s:") or u in kept  # noqa: E731
+    kept = {u for u, _ in counts.most_common(max(max_units - len(kept_sememes) - 1, 0))}
+    kept |= kept_sememes
+    keep = lambda u: u == PAD or u in kept  # noqa: E731
     rows = [[u if keep(u) else hashed(u, hash_buckets) for u in row] for row in rows]
     before = Counter(map(tuple, rows))
     collided_before = sum(c for c in before.values() if c > 1)
