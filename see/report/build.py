@@ -284,11 +284,14 @@ def run_section(rows: pd.DataFrame, run_id: str, reports_dir: Path) -> list[str]
     sub = rows[rows.run_id == run_id]
     lines = [f"## Run `{run_id}` (preset `{name}`)", "",
              f"Devices: {', '.join(sorted(sub.device.unique()))}.", ""]  # fmt: skip
+    # figures named by run, not preset: two runs of one preset keep their own plots
     vs_cr = plot_metric_vs_cr(sub, "wikitext", "word_perplexity",
-                              reports_dir / f"{name}_wikitext_ppl_vs_cr.png")  # fmt: skip
+                              reports_dir / f"{run_id}_wikitext_ppl_vs_cr.png")  # fmt: skip
     if vs_cr:
         lines += [f"![WikiText word perplexity vs CR]({vs_cr.name})", ""]
-    healing = plot_healing(sub, "wikitext", "word_perplexity", reports_dir / f"{name}_healing.png")
+    healing = plot_healing(
+        sub, "wikitext", "word_perplexity", reports_dir / f"{run_id}_healing.png"
+    )
     if healing:
         lines += [f"![WikiText word perplexity by healing stage]({healing.name})", ""]
     valued = sub[sub.value.notna()] if "value" in sub else sub
