@@ -221,7 +221,6 @@ class SEEEmbedding(KroneckerEmbedding):
         module.unit_names = names
         fitted = module.fit(table, fit, seed=seed, checkpoint_score=checkpoint_score,
                             device=device, token_counts=token_counts)  # fmt: skip
-        fitted.unit_names = names
         fitted.fit_report.update({"see_rank": rank, "see_units": len(names)})
         fitted.fit_report.update({f"map_{k}": v for k, v in unit_map.report.items()})
         return fitted

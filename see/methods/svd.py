@@ -73,7 +73,8 @@ class SVDEmbedding(CompressedEmbedding):
             module = fit_rows(module, table, fit, seed=seed, token_counts=token_counts,
                               checkpoint_score=checkpoint_score, device=device,
                               name=f"fit svd k={rank}")  # fmt: skip
-        module.fit_report = module.fit_report | module.reconstruction_report(table)
+        else:  # fit_rows reports the chosen checkpoint's reconstruction itself
+            module.fit_report = module.reconstruction_report(table)
         return module
 
     def init_kwargs(self) -> dict:
