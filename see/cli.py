@@ -15,6 +15,7 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--run-id", help="resume this run (default: a new run folder)")
     run.add_argument("--data-dir", help="local data folder (default: $SEE_DATA_DIR)")
     run.add_argument("--publish", action="store_true", help="list the run in results/PUBLISHED")
+    run.add_argument("--models", help="comma list: run only these of the preset's models")
     run.add_argument(
         "--executor",
         default="local",
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         from see.grid import run_grid
         from see.results import export_csv
 
-        cfg = load_grid(args.preset, data_dir=args.data_dir)
+        cfg = only_models(load_grid(args.preset, data_dir=args.data_dir), args.models)
         store = run_grid(cfg, args.results_dir, args.run_id, args.executor)
         export_csv(store.run_dir)
         if args.publish:
@@ -59,6 +60,19 @@ def main(argv: list[str] | None = None) -> None:
         from see.results import published_rows
 
         print(targets_markdown(published_rows(Path(args.results_dir))) or "no see-strength rows")
+
+
+def only_models(cfg, models: str | None):
+    """The preset restricted to a comma list of its models (e.g. one model per session)."""
+    import dataclasses
+
+    if not models:
+        return cfg
+    chosen = models.split(",")
+    unknown = [m for m in chosen if m not in cfg.models]
+    if unknown:
+        raise ValueError(f"--models {unknown} not in preset {cfg.name!r}: {cfg.models}")
+    return dataclasses.replace(cfg, models=chosen)
 
 
 def publish(results_dir: Path, run_dir: Path) -> None:

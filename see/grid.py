@@ -48,7 +48,10 @@ def expand(cfg: GridConfig) -> list[Cell]:
 
 
 def _method_cells(cfg: GridConfig, model: str, method: str, options: tuple) -> list[Cell]:
-    ratios = [1.0] if method == "baseline" else cfg.ratios
+    from see.methods import get_method
+
+    fixed = get_method(method).fixed_ratio(dict(options))  # int8, int4: one ratio each
+    ratios = [1.0] if method == "baseline" else [fixed] if fixed else cfg.ratios
     policies = ["dense"] if method == "baseline" else cfg.head_policies
     seeds = cfg.seeds if is_trained(method) else cfg.seeds[:1]  # baseline, SVD: deterministic
     return [

@@ -20,6 +20,10 @@ each epoch is a candidate; the chosen one is the lowest `checkpoint_score(candid
 harness passes "initial perplexity" on a WikiText validation slice, as the paper does), or,
 without a scorer, the highest mean cosine (the logged proxy). A tied head can reuse the codes:
 logits = (h @ W_dec) @ C^T + h @ b_dec, exact for the reconstructed table.
+
+`codes_dtype = "int8"` stores the chosen checkpoint's codes as int8 with a per-row fp16 scale
+(quantized.py `Int8Rows`); the target is then a byte ratio (k from V*k + 2*V + 4*(k*d + d)
+<= V*d*4 / CR) and `reached_cr` is `byte_cr`.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from see.methods.base import CompressedEmbedding, UnreachableCR, check_table, check_target_cr
+from see.methods.quantized import Int8Rows, check_codes_dtype, factor_rows
 from see.methods.registry import register
 from see.methods.rowfit import RowFit, identification_loss, row_probs
 
@@ -40,15 +45,22 @@ LOSSES = ("direction", "revisited", "mse")
 NONLINEAR = ("none", "elu")
 
 
-def ae_code_size(vocab: int, dim: int, target_cr: float) -> int:
-    """Largest k whose codes and decoder (with bias) store at most V*d/CR numbers."""
+def ae_code_size(vocab: int, dim: int, target_cr: float, codes_dtype: str = "float32") -> int:
+    """Largest k whose codes and decoder (with bias) store at most V*d/CR numbers (int8
+    codes: V*d*4/CR bytes)."""
     check_target_cr(target_cr)
-    k = math.floor((vocab * dim / target_cr - dim) / (vocab + dim) + 1e-9)
+    if codes_dtype == "int8":
+        budget = 4 * vocab * dim / target_cr - 2 * vocab - 4 * dim
+        k = math.floor(budget / (vocab + 4 * dim) + 1e-9)
+        best = 4 * vocab * dim / (3 * vocab + 8 * dim)
+    else:
+        k = math.floor((vocab * dim / target_cr - dim) / (vocab + dim) + 1e-9)
+        best = vocab * dim / (vocab + 2 * dim)
     if k < 1:
         raise UnreachableCR(
             f"target CR {target_cr} is too high for a {vocab} x {dim} table: the autoencoder "
-            f"code size would be {k} < 1 (largest reachable CR: "
-            f"{vocab * dim / (vocab + 2 * dim):.1f})"
+            f"code size would be {k} < 1 (largest reachable CR with {codes_dtype} codes: "
+            f"{best:.1f})"
         )
     return k
 
@@ -90,25 +102,35 @@ class _AutoEncoder(nn.Module):
 class AutoencoderEmbedding(CompressedEmbedding):
     trained = True
 
-    def __init__(self, codes: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
+    def __init__(self, codes: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                 code_scale_bits: torch.Tensor | None = None):  # fmt: skip
         super().__init__(codes.shape[0], weight.shape[0])
-        self.codes = nn.Parameter(codes)  # V x k
+        # V x k: fp32, or int8 with per-row scales (codes_dtype "int8")
+        self.codes = (
+            nn.Parameter(codes) if code_scale_bits is None else Int8Rows(codes, code_scale_bits)
+        )
         self.weight = nn.Parameter(weight)  # d x k (nn.Linear layout of the decoder)
         self.bias = nn.Parameter(bias)  # d
 
     def init_kwargs(self) -> dict:
-        return {"codes": self.codes, "weight": self.weight, "bias": self.bias}
+        tensors = {"weight": self.weight, "bias": self.bias}
+        if isinstance(self.codes, Int8Rows):
+            return {"codes": self.codes.codes, "code_scale_bits": self.codes.scale_bits, **tensors}
+        return {"codes": self.codes, **tensors}
+
+    @property
+    def reached_cr(self) -> float:
+        return self.byte_cr if isinstance(self.codes, Int8Rows) else super().reached_cr
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(
-            nn.functional.embedding(ids, self.codes), self.weight, self.bias
-        )
+        return nn.functional.linear(factor_rows(self.codes, ids), self.weight, self.bias)
 
     def materialize(self, chunk_size: int = 8192) -> torch.Tensor:
-        return nn.functional.linear(self.codes, self.weight, self.bias)
+        return nn.functional.linear(factor_rows(self.codes), self.weight, self.bias)
 
     def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return (hidden @ self.weight) @ self.codes.T + (hidden @ self.bias)[..., None]
+        codes = factor_rows(self.codes)
+        return (hidden @ self.weight) @ codes.T + (hidden @ self.bias)[..., None]
 
     @classmethod
     def from_table(
@@ -131,6 +153,7 @@ class AutoencoderEmbedding(CompressedEmbedding):
         id_weight: float = 0.0,
         id_temperature: float = 2.0,
         id_negatives: int = 1024,
+        codes_dtype: str = "float32",
         token_counts: torch.Tensor | None = None,
     ) -> AutoencoderEmbedding:
         if loss not in LOSSES:
@@ -140,7 +163,7 @@ class AutoencoderEmbedding(CompressedEmbedding):
         if epochs < 1 or batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
         table = check_table(table).float()
-        k = ae_code_size(*table.shape, target_cr)
+        k = ae_code_size(*table.shape, target_cr, check_codes_dtype("autoencoder", codes_dtype))
         # the row-fit levers SEE gets (rowfit.py): row sampling and the identification term
         levers = RowFit(sampling=sampling, freq_weight=freq_weight, id_weight=id_weight,
                         id_temperature=id_temperature, id_negatives=id_negatives)  # fmt: skip
@@ -196,6 +219,11 @@ class AutoencoderEmbedding(CompressedEmbedding):
             "fit_epoch": min(history, key=lambda h: h.get("score", -h["fit_mean_cos"]))["epoch"],
             "fit_checkpoint_by": "score" if checkpoint_score is not None else "mean_cos",
         }
+        if codes_dtype == "int8":  # the chosen checkpoint, quantized
+            report = best.fit_report
+            codes = Int8Rows.quantize(best.codes.detach())
+            best = cls(codes.codes, best.weight.detach(), best.bias.detach(), codes.scale_bits)
+            best.fit_report = {**report, **best.reconstruction_report(rows)}
         best.history = history
         return best.cpu()
 

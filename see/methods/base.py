@@ -55,6 +55,12 @@ class CompressedEmbedding(nn.Module):
     def from_table(cls, table: torch.Tensor, target_cr: float, **options) -> CompressedEmbedding:
         raise NotImplementedError
 
+    @classmethod
+    def fixed_ratio(cls, options: dict) -> float | None:
+        """The one byte ratio a method with these options reaches whatever the target (int8,
+        int4), else None: a grid gives such a method one cell at it, not one per ratio."""
+        return None
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

@@ -20,9 +20,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
+from torch import nn
 
 from see.methods.base import CompressedEmbedding, UnreachableCR, check_table, check_target_cr
 from see.methods.registry import register
+
+CODES_DTYPES = ("float32", "int8")  # storage of SVD's / the autoencoder's V x k factor
 
 
 def quantize_groups(table: torch.Tensor, bits: int, group: int) -> tuple[torch.Tensor, ...]:
@@ -48,6 +51,45 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     return torch.stack([low, high], dim=-1).flatten(-2)
 
 
+class Int8Rows(nn.Module):
+    """A V x k factor stored as int8 with one fp16 scale per row (symmetric, qmax 127).
+
+    The `codes_dtype = "int8"` storage of SVD's left factor and the autoencoder's codes: a
+    factorisation and a quantization combined. Per-row rather than per-group scales, because k
+    can be smaller than any group (k = 7 at CR 80): bytes = V*k + 2*V, relative row error
+    <= 1/254 of the row's largest value per entry.
+    """
+
+    def __init__(self, codes: torch.Tensor, scale_bits: torch.Tensor):
+        super().__init__()
+        self.register_buffer("codes", codes)  # int8 V x k
+        self.register_buffer("scale_bits", scale_bits)  # fp16 scales (V) as int16 bits
+
+    @classmethod
+    def quantize(cls, matrix: torch.Tensor) -> Int8Rows:
+        codes, scales = quantize_groups(matrix, 8, matrix.shape[1])
+        return cls(codes, scales.view(torch.int16).flatten())
+
+    def forward(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Dequantized rows `ids` (all rows when None), float32."""
+        codes, bits = (self.codes, self.scale_bits) if ids is None else (
+            self.codes[ids], self.scale_bits[ids])  # fmt: skip
+        return codes.float() * bits.view(torch.float16).float()[..., None]
+
+
+def check_codes_dtype(method: str, codes_dtype: str) -> str:
+    if codes_dtype not in CODES_DTYPES:
+        raise ValueError(f"{method} codes_dtype={codes_dtype!r}; allowed: {CODES_DTYPES}")
+    return codes_dtype
+
+
+def factor_rows(factor: nn.Parameter | Int8Rows, ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows `ids` (all when None) of a V x k factor stored in fp32 or as Int8Rows."""
+    if isinstance(factor, Int8Rows):
+        return factor(ids)
+    return factor if ids is None else nn.functional.embedding(ids, factor)
+
+
 class QuantizedEmbedding(CompressedEmbedding):
     bits: ClassVar[int]
 
@@ -67,7 +109,7 @@ class QuantizedEmbedding(CompressedEmbedding):
             raise ValueError(
                 f"{cls.name} group_size={group_size!r} must divide d={dim}; allowed e.g. {allowed}"
             )
-        reachable = 32 / (cls.bits + 16 / group_size)
+        reachable = cls.fixed_ratio({"group_size": group_size})
         if check_target_cr(target_cr) > reachable + 1e-9:
             raise UnreachableCR(
                 f"{cls.name} with group_size {group_size} stores {reachable:.3g}x fewer bytes "
@@ -78,6 +120,11 @@ class QuantizedEmbedding(CompressedEmbedding):
         module = cls(stored, scales.view(torch.int16), dim, group_size)
         module.fit_report = module.reconstruction_report(table.float())
         return module
+
+    @classmethod
+    def fixed_ratio(cls, options: dict) -> float | None:
+        group = options.get("group_size", 32)  # a bad one: from_table names it
+        return 32 / (cls.bits + 16 / group) if isinstance(group, int) and group >= 2 else None
 
     def init_kwargs(self) -> dict:
         return {"codes": self.codes, "scale_bits": self.scale_bits,

@@ -58,6 +58,8 @@ class RowFit:
                 raise ValueError(f"fit option {name}={getattr(self, name)!r}; allowed: {allowed}")
 
         need(isinstance(self.steps, int) and self.steps >= 1, "steps", "an int >= 1")
+        need(self.schedule != "onecycle" or self.steps >= 4, "steps",
+             "an int >= 4 with the onecycle schedule (its warm-up needs 2 steps)")  # fmt: skip
         need(isinstance(self.batch_tokens, int) and self.batch_tokens >= 1, "batch_tokens",
              "an int >= 1")  # fmt: skip
         need(self.lr > 0, "lr", "a number > 0")
@@ -172,7 +174,7 @@ def fit_rows(
     opt = torch.optim.Adam(module.parameters(), lr=fit.lr)
     if fit.schedule == "onecycle":
         sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=fit.lr, total_steps=fit.steps, pct_start=0.05
+            opt, max_lr=fit.lr, total_steps=fit.steps, pct_start=max(0.05, 2 / fit.steps)
         )
     else:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, fit.steps)

@@ -5,6 +5,10 @@ Rank from the target CR: k = floor(V*d / (CR * (V + d))). Deterministic. With `s
 uniform) in the least squares (weighted SVD); `finetune = true` then fits the factors with the
 common row fit (rowfit.py), the same levers SEE gets. A tied head can
 reuse the factors exactly for the factorised table: logits = (h @ B^T) @ A^T.
+
+`codes_dtype = "int8"` stores A as int8 with a per-row fp16 scale (quantized.py `Int8Rows`)
+after the fit, and the target becomes a byte ratio: k is the largest rank whose bytes
+V*k + 2*V + 4*k*d fit V*d*4 / CR, and `reached_cr` is `byte_cr`.
 """
 
 from __future__ import annotations
@@ -15,28 +19,38 @@ import torch
 from torch import nn
 
 from see.methods.base import CompressedEmbedding, UnreachableCR, check_table, check_target_cr
+from see.methods.quantized import Int8Rows, check_codes_dtype, factor_rows
 from see.methods.registry import register
 from see.methods.rowfit import fit_rows, row_fit, row_probs
 
 
-def svd_rank(vocab: int, dim: int, target_cr: float) -> int:
-    """Largest rank whose factors store at most V*d/CR numbers."""
+def svd_rank(vocab: int, dim: int, target_cr: float, codes_dtype: str = "float32") -> int:
+    """Largest rank whose factors store at most V*d/CR numbers (int8 codes: V*d*4/CR bytes)."""
     check_target_cr(target_cr)
     # small epsilon so that exact products (e.g. CR chosen from a rank) do not round down
-    rank = math.floor(vocab * dim / (target_cr * (vocab + dim)) + 1e-9)
+    if codes_dtype == "int8":
+        rank = math.floor((4 * vocab * dim / target_cr - 2 * vocab) / (vocab + 4 * dim) + 1e-9)
+        best = 4 * vocab * dim / (3 * vocab + 4 * dim)
+    else:
+        rank = math.floor(vocab * dim / (target_cr * (vocab + dim)) + 1e-9)
+        best = vocab * dim / (vocab + dim)
     if rank < 1:
         raise UnreachableCR(
             f"target CR {target_cr} is too high for a {vocab} x {dim} table: SVD rank would be "
-            f"{rank} < 1 (the largest reachable CR is {vocab * dim / (vocab + dim):.1f})"
+            f"{rank} < 1 (the largest reachable CR with {codes_dtype} codes is {best:.1f})"
         )
     return rank
 
 
 @register("svd")
 class SVDEmbedding(CompressedEmbedding):
-    def __init__(self, left: torch.Tensor, right: torch.Tensor):
+    def __init__(self, left: torch.Tensor, right: torch.Tensor,
+                 left_scale_bits: torch.Tensor | None = None):  # fmt: skip
         super().__init__(left.shape[0], right.shape[1])
-        self.left = nn.Parameter(left)  # V x k
+        # V x k: fp32, or int8 codes with per-row scales (codes_dtype "int8")
+        self.left = (
+            nn.Parameter(left) if left_scale_bits is None else Int8Rows(left, left_scale_bits)
+        )
         self.right = nn.Parameter(right)  # k x d
 
     # plain truncated SVD unless options say otherwise (freq_weight 0: uniform rows, and
@@ -52,6 +66,7 @@ class SVDEmbedding(CompressedEmbedding):
         target_cr: float,
         *,
         finetune: bool = False,
+        codes_dtype: str = "float32",
         seed: int = 0,
         checkpoint_score=None,
         device: str | None = None,
@@ -62,7 +77,7 @@ class SVDEmbedding(CompressedEmbedding):
         weighted SVD, FWSVD-style); `finetune`: then the row fit (rowfit.py) on the factors."""
         table = check_table(table)
         fit = row_fit(cls.fit_defaults, fit_options)
-        rank = svd_rank(*table.shape, target_cr)
+        rank = svd_rank(*table.shape, target_cr, check_codes_dtype("svd", codes_dtype))
         weights = row_probs(fit, token_counts, len(table))
         scale = weights.sqrt()[:, None] if weights is not None else 1.0
         u, s, vh = torch.linalg.svd(table.double() * scale, full_matrices=False)
@@ -73,18 +88,30 @@ class SVDEmbedding(CompressedEmbedding):
             module = fit_rows(module, table, fit, seed=seed, token_counts=token_counts,
                               checkpoint_score=checkpoint_score, device=device,
                               name=f"fit svd k={rank}")  # fmt: skip
-        else:  # fit_rows reports the chosen checkpoint's reconstruction itself
+        if codes_dtype == "int8":  # quantized after the fit (and after finetuning)
+            codes = Int8Rows.quantize(module.left.detach())
+            fitted, module = module, cls(codes.codes, module.right.detach(), codes.scale_bits)
+            module.history = getattr(fitted, "history", None)
+            module.fit_report = {**fitted.fit_report, **module.reconstruction_report(table)}
+        elif not finetune:  # fit_rows reports the chosen checkpoint's reconstruction itself
             module.fit_report = module.reconstruction_report(table)
         return module
 
     def init_kwargs(self) -> dict:
+        if isinstance(self.left, Int8Rows):
+            return {"left": self.left.codes, "right": self.right,
+                    "left_scale_bits": self.left.scale_bits}  # fmt: skip
         return {"left": self.left, "right": self.right}
 
+    @property
+    def reached_cr(self) -> float:
+        return self.byte_cr if isinstance(self.left, Int8Rows) else super().reached_cr
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return nn.functional.embedding(ids, self.left) @ self.right
+        return factor_rows(self.left, ids) @ self.right
 
     def materialize(self, chunk_size: int = 8192) -> torch.Tensor:
-        return self.left @ self.right
+        return factor_rows(self.left) @ self.right
 
     def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return (hidden @ self.right.T) @ self.left.T
+        return (hidden @ self.right.T) @ factor_rows(self.left).T
