@@ -64,15 +64,17 @@ def test_impossible_targets_are_unreachable_with_the_reason():
 
 @needs_data
 @pytest.mark.slow
-@pytest.mark.parametrize("method, ratio", [("int4", 6), ("pq", 20)])
-def test_saved_quantized_model_reloads_with_identical_logits(method, ratio, fresh_smollm,
+@pytest.mark.parametrize(
+    "method, ratio, options",
+    [("int4", 6, {}), ("pq", 20, {"iters": 2}), ("svd", 10, {"codes_dtype": "int8"})],
+)
+def test_saved_quantized_model_reloads_with_identical_logits(method, ratio, options, fresh_smollm,
                                                            sample_ids, tmp_path):  # fmt: skip
     from see.models import compress_model
     from see.models.saving import load_compressed, save_compressed
     from see.models.surgery import input_table
 
     model, _ = fresh_smollm
-    options = {"iters": 2} if method == "pq" else {}
     compressed = get_method(method).from_table(input_table(model).float(), ratio, **options)
     assert compressed.byte_cr >= ratio
     compress_model(model, compressed, "shared")
@@ -82,3 +84,49 @@ def test_saved_quantized_model_reloads_with_identical_logits(method, ratio, fres
     reloaded, _, _ = load_compressed(tmp_path / method)
     with torch.no_grad():
         assert torch.equal(reloaded(sample_ids).logits, expected)
+
+
+@pytest.mark.parametrize("method, options", [("svd", {}), ("autoencoder", {"epochs": 1})])
+def test_int8_factor_codes_buy_rank_within_the_byte_budget(method, options):
+    from see.methods.quantized import Int8Rows
+
+    table = torch.randn(2000, 64)
+    fp32 = get_method(method).from_table(table, 8, **options)
+    int8 = get_method(method).from_table(table, 8, codes_dtype="int8", **options)
+    factor = int8.left if method == "svd" else int8.codes
+    assert isinstance(factor, Int8Rows) and factor.codes.dtype == torch.int8
+    one_more_rank = 2000 + 64 * 4  # an int8 code per row, a column of fp32 decoder
+    assert int8.reached_cr == int8.byte_cr >= 8 > 2000 * 64 * 4 / (int8.num_bytes() + one_more_rank)
+    assert factor.codes.shape[1] > (fp32.left if method == "svd" else fp32.codes).shape[1]
+    assert fp32.byte_cr == pytest.approx(fp32.reached_cr)
+
+
+def test_int8_rows_error_is_within_half_a_step_per_entry():
+    from see.methods.quantized import Int8Rows
+
+    matrix = torch.randn(300, 7) * torch.logspace(-3, 2, 300)[:, None]
+    rows = Int8Rows.quantize(matrix)
+    step = matrix.abs().amax(1, keepdim=True) / 127
+    assert ((rows() - matrix).abs() <= step * 0.5 + step * 1e-3).all()  # + fp16 scale rounding
+    assert torch.equal(rows(torch.tensor([3, 5])), rows()[[3, 5]])
+
+
+def test_bad_codes_dtype_is_named():
+    with pytest.raises(ValueError, match="codes_dtype='int4'; allowed: \\('float32', 'int8'\\)"):
+        get_method("svd").from_table(torch.randn(100, 16), 4, codes_dtype="int4")
+
+
+def test_int8_and_int4_get_one_cell_at_their_own_ratio():
+    from see.config import GridConfig
+    from see.grid import expand
+
+    cfg = GridConfig(
+        name="t",
+        models=["m"],
+        methods=["int8", "int4", "svd"],
+        ratios=[4, 10],
+        tasks={"wikitext": 1},
+        method_options={"int4": {"group_size": 64}},
+    )
+    ratios = {(c.method, c.target_cr) for c in expand(cfg)}
+    assert ratios == {("int8", 32 / 8.5), ("int4", 32 / 4.25), ("svd", 4.0), ("svd", 10.0)}

@@ -95,3 +95,39 @@ def test_report_imports_without_torch():
     code = "import sys; sys.modules['torch'] = None; import see.report, see.report.targets"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_frontier_names_the_best_method_per_byte_budget_and_its_pareto_points():
+    import pandas as pd
+
+    from see.report.frontier import budget_table, frontier_cells, pareto_front
+
+    cells = [  # method, target, byte_cr, word ppl, sst2
+        ("baseline", 1.0, 1.0, 30.0, 0.9),
+        ("int8", 3.76, 3.76, 30.0, 0.9),
+        ("int4", 7.1, 7.1, 33.0, 0.85),
+        ("pq", 10.0, 11.3, 60.0, 0.8),
+        ("svd", 10.0, 10.2, 9000.0, 0.5),
+        ("pq", 40.0, 47.5, 900.0, 0.6),
+        ("svd", 40.0, 40.7, 800.0, 0.55),  # fewer bytes than nothing better: on the front
+    ]
+    rows = pd.DataFrame(
+        [
+            {"run_id": "20260101-000000-frontier", "model": "m", "method": method,
+             "method_options": "", "target_cr": target, "byte_cr": byte_cr,
+             "heal_stage": "initial", "task": task, "metric": metric, "value": value}
+            for method, target, byte_cr, ppl, acc in cells
+            for task, metric, value in [("wikitext", "word_perplexity", ppl), ("sst2", "acc", acc)]
+        ]
+    )  # fmt: skip
+    table = budget_table(frontier_cells(rows)).set_index("byte_budget")
+    assert list(table.index) == [10.0, 40.0]  # the fitted methods' targets
+    assert table.loc[10.0, "best_method"] == "pq" and table.loc[10.0, "sst2"] == 0.8
+    assert table.loc[10.0, "ppl_over_baseline"] == 2.0
+    assert table.loc[40.0, "best_method"] == "svd"  # pq at 40 lost on perplexity
+    assert table.loc[40.0, "runner_up"] == "pq (900)"
+    front = pareto_front(frontier_cells(rows))
+    # the baseline ties int8 with more bytes; svd at 10.2 is beaten by pq with fewer bytes
+    assert list(zip(front.method, front.byte_cr, strict=True)) == [
+        ("int8", 3.76), ("int4", 7.1), ("pq", 11.3), ("svd", 40.7), ("pq", 47.5)
+    ]  # fmt: skip

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from see.report.bench import compared_to_baseline  # noqa: E402
+from see.report.frontier import frontier_cells, frontier_markdown, pareto_front  # noqa: E402
 from see.report.targets import targets_markdown  # noqa: E402
 from see.results import published_rows  # noqa: E402
 
@@ -274,6 +275,35 @@ def plot_pareto(rows: pd.DataFrame, out: Path) -> Path | None:
     return _finish_plot(fig, ax, "word_perplexity", out)
 
 
+def plot_frontier(rows: pd.DataFrame, out: Path) -> Path | None:
+    """Frontier runs: word perplexity vs byte ratio, a panel per model, Pareto points joined."""
+    cells = frontier_cells(rows)
+    if cells.empty:
+        return None
+    models = sorted(cells.model.unique())
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models) + 2, 4.5), squeeze=False)
+    colors = {m: f"C{i}" for i, m in enumerate(sorted(cells.method.unique()))}
+    for ax, model in zip(axes[0], models, strict=True):
+        sub = cells[cells.model == model]
+        for method, group in sub[sub.method != "baseline"].groupby("method"):
+            ax.scatter(group.byte_cr, group.word_ppl, s=22, color=colors[method], label=method)
+        front = pareto_front(sub[sub.method != "baseline"])
+        ax.plot(front.byte_cr, front.word_ppl, color="grey", lw=1, zorder=0, label="Pareto front")
+        for value in sub[sub.method == "baseline"].word_ppl:
+            ax.axhline(value, color="black", ls="--", lw=1, label="baseline (fp32)")
+        ax.set(title=model, xscale="log", yscale="log",
+               xlabel="byte ratio (fp32 table bytes / stored bytes)",
+               ylabel="WikiText word perplexity (initial)")  # fmt: skip
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    fig.legend(unique.values(), unique.keys(), fontsize=7, loc="center right")
+    fig.tight_layout(rect=(0, 0, 1 - 1.6 / fig.get_figwidth(), 1))
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def run_name(run_id: str) -> str:
     """`20261123-150125-autoencoder` -> `autoencoder` (the preset that made the run)."""
     return run_id.split("-", 2)[-1]
@@ -356,6 +386,13 @@ def build_reports(results_dir: str | Path = "results", reports_dir: str | Path =
         lines += ["## Quality vs model size", ""]
         lines += [f"![]({f.name})" for f in size_figures] + [""]
     lines += ["## Models", "", models_table(rows), ""]
+    frontier = frontier_markdown(rows)
+    if frontier:
+        figure = plot_frontier(rows, reports_dir / "frontier_ppl_vs_byte_ratio.png")
+        lines += ["## Quality vs bytes: the frontier (issue 17)", "",
+                  "Best method per byte budget (byte_cr >= budget), by initial WikiText word "
+                  "perplexity, with its SST-2 / RTE accuracy; see see/report/frontier.py.", "",
+                  f"![]({figure.name})", "", frontier, ""]  # fmt: skip
     pareto = plot_pareto(rows, reports_dir / "pareto_ppl_vs_embedding_bytes.png")
     if pareto:
         lines += ["## Quality vs embedding bytes (all runs)", "", f"![]({pareto.name})", ""]

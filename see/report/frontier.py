@@ -1,0 +1,92 @@
+"""Issue 17's quality-vs-bytes frontier, from published `frontier` runs (no torch here).
+
+A cell's bytes are its embedding module's stored bytes; `byte_cr` = fp32 table bytes / them.
+A method meets a byte budget B when byte_cr >= B. For each model and budget the table names
+the method with the lowest initial WikiText word perplexity among the cells that meet it (with
+its SST-2 and RTE accuracy beside it); the plot draws every cell and joins the Pareto-optimal
+ones (no other cell has both fewer bytes and a lower perplexity).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+QUALITY = ("wikitext", "word_perplexity")
+ACCURACIES = (("sst2", "acc"), ("rte", "acc"))
+
+
+def frontier_cells(rows: pd.DataFrame) -> pd.DataFrame:
+    """One line per (run, model, method, options, target) of a frontier run: byte_cr, word
+    perplexity and the task accuracies, initial quality only."""
+    data = rows[
+        rows.run_id.str.contains("-frontier") & (rows.heal_stage == "initial") & rows.value.notna()
+    ]
+    if data.empty:
+        return pd.DataFrame()
+    keys = ["run_id", "model", "method", "method_options", "target_cr"]
+    cells = None
+    wanted = {"word_ppl": QUALITY, **{task: (task, metric) for task, metric in ACCURACIES}}
+    for name, (task, metric) in wanted.items():
+        part = data[(data.task == task) & (data.metric == metric)]
+        part = part[[*keys, "byte_cr", "value"]].rename(columns={"value": name})
+        if cells is None:
+            cells = part
+        else:
+            cells = cells.merge(part.drop(columns="byte_cr"), on=keys, how="outer")
+    return cells.sort_values(["run_id", "model", "byte_cr"]).reset_index(drop=True)
+
+
+def pareto_front(cells: pd.DataFrame) -> pd.DataFrame:
+    """The cells of one model that no other cell beats on both bytes and word perplexity."""
+    ordered = cells.dropna(subset=["word_ppl"]).sort_values(
+        ["byte_cr", "word_ppl"], ascending=[False, True]
+    )
+    best, keep = float("inf"), []
+    for index, cell in ordered.iterrows():  # from the fewest bytes up
+        if cell.word_ppl < best:
+            keep.append(index)
+            best = cell.word_ppl
+    return cells.loc[keep].sort_values("byte_cr")
+
+
+def budget_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per (run, model, byte budget): the best method that meets the budget, and its quality."""
+    budgets = sorted(cells[~cells.method.isin(["baseline", "int8", "int4"])].target_cr.unique())
+    lines = []
+    for (run, model), sub in cells.groupby(["run_id", "model"]):
+        base = sub[sub.method == "baseline"].word_ppl
+        for budget in budgets:
+            meets = sub[(sub.byte_cr >= budget - 1e-9) & sub.word_ppl.notna()]
+            if meets.empty:
+                continue
+            best = meets.loc[meets.word_ppl.idxmin()]
+            lines.append(
+                {
+                    "run_id": run,
+                    "model": model,
+                    "byte_budget": budget,
+                    "best_method": best.method,
+                    "options": best.method_options,
+                    "byte_cr": best.byte_cr,
+                    "word_ppl": best.word_ppl,
+                    "ppl_over_baseline": best.word_ppl / base.iloc[0] if len(base) else None,
+                    **{task: best.get(task) for task, _ in ACCURACIES},
+                    "runner_up": runner_up(meets, best.name),
+                }
+            )
+    return pd.DataFrame(lines)
+
+
+def runner_up(meets: pd.DataFrame, best_index) -> str | None:
+    rest = meets.drop(index=best_index)
+    if rest.empty:
+        return None
+    second = rest.loc[rest.word_ppl.idxmin()]
+    return f"{second.method} ({second.word_ppl:.4g})"
+
+
+def frontier_markdown(rows: pd.DataFrame) -> str | None:
+    cells = frontier_cells(rows)
+    if cells.empty:
+        return None
+    return budget_table(cells).to_markdown(index=False, floatfmt=".4g")
