@@ -27,6 +27,13 @@ def main(argv: list[str] | None = None) -> None:
     bench.add_argument("--results-dir", default="results")
     bench.add_argument("--run-id", help="resume this run (default: a new run folder)")
     bench.add_argument("--publish", action="store_true", help="list the run in results/PUBLISHED")
+    heal = sub.add_parser("bench-heal", help="healing tokens/s per stage, before/after levers")
+    heal.add_argument("--model", default="smollm2-135m")
+    heal.add_argument("--method", default="svd")
+    heal.add_argument("--ratio", type=float, default=10.0)
+    heal.add_argument("--steps", type=int, default=8, help="timed steps per variant")
+    heal.add_argument("--results-dir", default="results")
+    heal.add_argument("--publish", action="store_true", help="list the run in results/PUBLISHED")
     report = sub.add_parser("report", help="rebuild reports/ from results/PUBLISHED")
     report.add_argument("--results-dir", default="results")
     report.add_argument("--reports-dir", default="reports")
@@ -51,6 +58,13 @@ def main(argv: list[str] | None = None) -> None:
         store = run_bench(load_grid(args.preset), args.results_dir, args.run_id)
         if args.publish:
             publish(Path(args.results_dir), store.run_dir)
+    elif args.command == "bench-heal":
+        from see.bench.heal_speed import run_heal_speed
+
+        run_dir = run_heal_speed(args.results_dir, model=args.model, method=args.method,
+                                 ratio=args.ratio, steps=args.steps)  # fmt: skip
+        if args.publish:
+            publish(Path(args.results_dir), run_dir)
     elif args.command == "report":
         from see.report import build_reports
 

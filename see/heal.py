@@ -1,9 +1,14 @@
 """Healing: two stages of training that give every compressed embedding the same chance.
 
-- Stage 1, alignment: only the compressed module trains. Loss = MSE + (1 - cos) between the
-  new and the original embedding rows of the batch's tokens, plus MSE between hidden states of
+- Stage 1, alignment: only the compressed module trains. Loss = MSE between hidden states of
   the model run with the new and with the original embedding at `align_layers` (default the
-  last layer), each MSE divided by the teacher's mean square.
+  last layer), plus MSE + (1 - cos) between the new and the original embedding rows of the
+  batch's tokens (`row_loss`), each MSE divided by the teacher's mean square. Row terms are
+  measured on centred rows (minus the original table's mean row), as the fits measure them:
+  on raw rows, whose shared mean direction alone gives a cosine of about 0.67 on SmolLM2,
+  the cheapest way to raise the cosine is to grow every row's mean component, which erases
+  what tells tokens apart. An early align layer runs the body only up to that layer
+  (`hidden_states_at`), for a fraction of the cost of a full forward and backward.
 - Stage 2, distillation: KL(teacher || student) of the next-token distributions at
   `temperature` (times T**2) plus cross-entropy on the text; the compressed module trains (and
   the head and norms with `train_head_norms`, off by default).
@@ -12,7 +17,7 @@ is frozen, so no second copy is needed (with `train_head_norms` a frozen copy is
 
 Text: WikiText-2 *validation* (`wikitext-2-valid`, detokenized) by default, or a local text
 file; the evaluated test split is refused. Budget in steps x batch x seq_len tokens, equal
-across the methods of a comparison; fp32 on CPU, bf16 autocast on GPU; gradient
+across the methods of a comparison; fp32 on CPU, bf16 autocast on GPU (`autocast`); gradient
 accumulation; seeded; resumable from its last checkpoint.
 """
 
@@ -33,6 +38,8 @@ from tqdm import tqdm
 from see.models.surgery import swapped_modules
 
 STAGES = ("stage1", "stage2")
+ROW_LOSSES = ("centred", "raw", "none")
+AUTOCASTS = ("auto", "bf16", "off")
 DEFAULT_TEXT = "wikitext-2-valid"
 TEST_TEXTS = ("wikitext-2-raw/wiki.test.raw", "wikitext-2/test.txt", "wiki.test", "test.txt")
 
@@ -46,11 +53,17 @@ class HealConfig:
     grad_accum: int = 1
     lr: float = 1e-3
     align_layers: tuple[int, ...] = (-1,)
+    # stage 1's embedding-row terms, MSE + (1 - cos): on rows minus the original table's mean
+    # row ("centred", as the fits measure them), on raw rows ("raw"), or none
+    row_loss: str = "centred"
     temperature: float = 2.0
     ce_weight: float = 1.0
     train_head_norms: bool = False
     text: str = DEFAULT_TEXT
     save_every: int = 25
+    # bf16 autocast: "auto" = on a GPU only; "bf16" also on CPU (faster where the CPU has
+    # bf16 instructions: `python -m see bench-heal` measures it); "off" = fp32 everywhere
+    autocast: str = "auto"
 
     def __post_init__(self):
         if self.stage1_steps < 0 or self.stage2_steps < 0:
@@ -59,6 +72,10 @@ class HealConfig:
             raise ValueError("healing budget is zero: set stage1_steps and/or stage2_steps > 0")
         if min(self.batch_size, self.seq_len, self.grad_accum, self.save_every) < 1:
             raise ValueError("healing batch_size, seq_len, grad_accum, save_every must be >= 1")
+        if self.autocast not in AUTOCASTS:
+            raise ValueError(f"healing autocast={self.autocast!r}; allowed: {AUTOCASTS}")
+        if self.row_loss not in ROW_LOSSES:
+            raise ValueError(f"healing row_loss={self.row_loss!r}; allowed: {ROW_LOSSES}")
         if self.temperature <= 0 or self.lr <= 0:
             raise ValueError(f"temperature and lr must be > 0: {self.temperature}, {self.lr}")
         name = self.text.replace("\\", "/")
@@ -89,14 +106,53 @@ def training_ids(cfg: HealConfig, tokenizer, data_dir: str | None = None) -> tor
     return ids
 
 
-def check_layers(layers: tuple[int, ...], num_layers: int) -> None:
-    """Hidden-state indices: 0 = embeddings, num_layers = last layer, negatives from the end."""
+def check_layers(layers: tuple[int, ...], num_layers: int) -> tuple[int, ...]:
+    """Hidden-state indices (1 = after the first decoder layer, num_layers = the model's last
+    hidden state, after its final norm; negatives count from the end) -> positive indices."""
     for layer in layers:
-        if not -(num_layers + 1) <= layer <= num_layers:
+        if not (1 <= layer <= num_layers or -num_layers <= layer <= -1):
             raise ValueError(
-                f"unknown align layer {layer}: the model has hidden states 0..{num_layers} "
-                f"(or -1..-{num_layers + 1})"
+                f"unknown align layer {layer}: the model has hidden states 1..{num_layers} "
+                f"(or -1..-{num_layers}) after its decoder layers"
             )
+    return tuple(sorted({layer if layer > 0 else num_layers + 1 + layer for layer in layers}))
+
+
+class _StopForward(Exception):
+    """Raised by a hook once the deepest aligned layer has run: the rest is never computed."""
+
+
+def hidden_states_at(model, ids: torch.Tensor, layers: tuple[int, ...]) -> dict[int, torch.Tensor]:
+    """Hidden states at positive indices `layers`, running the body no further than needed.
+
+    Index i < num_layers is the output of decoder layer i (as in HF's `hidden_states[i]`),
+    caught by a forward hook that stops the forward there: aligning at layer 2 of 30 costs
+    2/30 of a forward and backward. Index num_layers (the last, after the final norm) needs
+    the whole body and comes from `output_hidden_states`.
+    """
+    num_layers = model.config.get_text_config().num_hidden_layers
+    if max(layers) == num_layers:
+        states = model.get_decoder()(input_ids=ids, output_hidden_states=True).hidden_states
+        return {i: states[i] for i in layers}
+    blocks, captured = model.get_decoder().layers, {}
+
+    def catch(index: int):
+        def hook(module, args, output):
+            captured[index] = output[0] if isinstance(output, tuple) else output
+            if index == max(layers):
+                raise _StopForward
+
+        return hook
+
+    handles = [blocks[i - 1].register_forward_hook(catch(i)) for i in layers]
+    try:
+        model.get_decoder()(input_ids=ids)
+    except _StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
 
 
 class Healer:
@@ -104,7 +160,9 @@ class Healer:
 
     def __init__(self, model, teacher_input: nn.Module, teacher_head: nn.Module,
                  cfg: HealConfig, ids: torch.Tensor, seed: int = 0):  # fmt: skip
-        check_layers(cfg.align_layers, model.config.get_text_config().num_hidden_layers)
+        self.layers = check_layers(
+            cfg.align_layers, model.config.get_text_config().num_hidden_layers
+        )
         self.model, self.cfg, self.ids, self.seed = model, cfg, ids, seed
         self.teacher_input, self.teacher_head = teacher_input, teacher_head
         self.teacher = None
@@ -113,6 +171,8 @@ class Healer:
             self.teacher.set_input_embeddings(teacher_input)
             self.teacher.set_output_embeddings(teacher_head)
         self.device = next(model.parameters()).device
+        with torch.no_grad():  # the original table's mean row (centred row terms)
+            self.mean_row = teacher_input.weight.float().mean(0)
         self.step = {stage: 0 for stage in STAGES}
 
     def trainable(self, stage: str) -> list[nn.Parameter]:
@@ -131,34 +191,44 @@ class Healer:
         return torch.stack([self.ids[s : s + self.cfg.seq_len] for s in starts]).to(self.device)
 
     @torch.no_grad()
-    def teacher_forward(self, ids: torch.Tensor):
+    def teacher_run(self, forward):
+        """forward(model) with the teacher's modules: the original embedding and head."""
         if self.teacher is not None:
-            return self.teacher(input_ids=ids, output_hidden_states=True)
+            return forward(self.teacher)
         with swapped_modules(self.model, self.teacher_input, self.teacher_head):
-            return self.model(input_ids=ids, output_hidden_states=True)
+            return forward(self.model)
 
     def loss(self, stage: str, ids: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        teacher = self.teacher_forward(ids)
-        student = self.model(input_ids=ids, labels=ids, output_hidden_states=True)
-        if stage == "stage1":
+        parts = self.stage1_parts(ids) if stage == "stage1" else self.stage2_parts(ids)
+        return sum(parts.values()), {k: v.item() for k, v in parts.items()}
+
+    def stage1_parts(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        teacher = self.teacher_run(lambda model: hidden_states_at(model, ids, self.layers))
+        student = hidden_states_at(self.model, ids, self.layers)
+        parts = {"hidden_mse": sum(
+            (student[i].float() - teacher[i].float()).pow(2).mean()
+            / teacher[i].float().pow(2).mean()
+            for i in self.layers
+        )}  # fmt: skip
+        if self.cfg.row_loss != "none":
             new = self.model.get_input_embeddings()(ids).float()
             old = self.teacher_input(ids).float()
-            emb_mse = (new - old).pow(2).mean() / old.pow(2).mean()
-            emb_cos = 1 - nn.functional.cosine_similarity(new, old, dim=-1).mean()
-            hidden = sum(
-                (student.hidden_states[i].float() - teacher.hidden_states[i].float()).pow(2).mean()
-                / teacher.hidden_states[i].float().pow(2).mean()
-                for i in self.cfg.align_layers
-            )
-            parts = {"emb_mse": emb_mse, "emb_cos": emb_cos, "hidden_mse": hidden}
-        else:
-            t = self.cfg.temperature
-            log_p = nn.functional.log_softmax(student.logits.float() / t, dim=-1)
-            log_q = nn.functional.log_softmax(teacher.logits.float() / t, dim=-1)
-            kl = nn.functional.kl_div(log_p, log_q, log_target=True, reduction="batchmean")
-            kl = kl / ids.shape[1] * t * t  # per token
-            parts = {"kl": kl, "ce": student.loss.float() * self.cfg.ce_weight}
-        return sum(parts.values()), {k: v.item() for k, v in parts.items()}
+            if self.cfg.row_loss == "centred":
+                new, old = new - self.mean_row, old - self.mean_row
+            parts["emb_mse"] = (new - old).pow(2).mean() / old.pow(2).mean()
+            cos = nn.functional.cosine_similarity(new, old, dim=-1).mean()
+            parts["emb_cos"] = 1 - cos
+        return parts
+
+    def stage2_parts(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        teacher_logits = self.teacher_run(lambda model: model(input_ids=ids).logits)
+        student = self.model(input_ids=ids, labels=ids)
+        t = self.cfg.temperature
+        log_p = nn.functional.log_softmax(student.logits.float() / t, dim=-1)
+        log_q = nn.functional.log_softmax(teacher_logits.float() / t, dim=-1)
+        kl = nn.functional.kl_div(log_p, log_q, log_target=True, reduction="batchmean")
+        kl = kl / ids.shape[1] * t * t  # per token
+        return {"kl": kl, "ce": student.loss.float() * self.cfg.ce_weight}
 
     def run(self, stage: str, checkpoint: Path | None = None) -> dict:
         """Train `stage` for its budget (resuming from `checkpoint`); returns its summary."""
@@ -175,8 +245,10 @@ class Healer:
                 p.data.copy_(saved)
             opt.load_state_dict(state["optimizer"])
             start = state["step"]
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
-                    else nullcontext())  # fmt: skip
+        bf16 = self.cfg.autocast == "bf16" or (
+            self.cfg.autocast == "auto" and self.device.type == "cuda"
+        )
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
         began = time.perf_counter()
         self.model.train()
         bar = tqdm(range(start, steps), desc=f"heal {stage}", initial=start, total=steps)

@@ -2,7 +2,7 @@ import pytest
 import torch
 from conftest import needs_data
 
-from see.heal import HealConfig, Healer, training_ids
+from see.heal import HealConfig, Healer, hidden_states_at, training_ids
 from see.methods import get_method
 from see.models import compress_model
 from see.models.surgery import input_table
@@ -39,6 +39,26 @@ def test_stage1_lowers_alignment_loss_and_leaves_the_body_untouched(fresh_smollm
             assert torch.equal(p, body[name]), name  # bitwise unchanged
 
 
+def test_early_alignment_runs_no_layer_past_the_aligned_one(fresh_smollm):
+    healer, model = healer_for(fresh_smollm, align_layers=(2,))
+    layers = model.get_decoder().layers
+    calls = [0] * len(layers)
+
+    def count(index):
+        return lambda module, args, output: calls.__setitem__(index, calls[index] + 1)
+
+    handles = [layer.register_forward_hook(count(i)) for i, layer in enumerate(layers)]
+    ids = healer.batch("stage1", 0)
+    healer.loss("stage1", ids)
+    for handle in handles:
+        handle.remove()
+    assert calls[:2] == [2, 2] and sum(calls[2:]) == 0  # teacher and student, layers 1-2 only
+    with torch.no_grad():
+        full = model(input_ids=ids, output_hidden_states=True).hidden_states
+        assert torch.allclose(hidden_states_at(model, ids, (2,))[2], full[2])
+        assert torch.allclose(hidden_states_at(model, ids, (-1,))[len(layers)], full[-1])
+
+
 def test_stage2_lowers_the_kl(fresh_smollm):
     healer, _ = healer_for(fresh_smollm)
 
@@ -68,8 +88,14 @@ def test_bad_healing_configs_give_clear_errors(fresh_smollm):
         HealConfig(stage1_steps=0, stage2_steps=0)
     with pytest.raises(ValueError, match="is the evaluated test split"):
         HealConfig(text="../shared/data/wikitext-2-raw/wiki.test.raw")
+    with pytest.raises(ValueError, match="row_loss='mean'; allowed: \\('centred'"):
+        HealConfig(row_loss="mean")
+    with pytest.raises(ValueError, match="autocast='fp16'; allowed"):
+        HealConfig(autocast="fp16")
     with pytest.raises(ValueError, match="unknown align layer 99"):
         healer_for(fresh_smollm, align_layers=(99,))
+    with pytest.raises(ValueError, match="unknown align layer 0"):
+        healer_for(fresh_smollm, align_layers=(0,))
 
 
 @needs_data
@@ -78,3 +104,13 @@ def test_training_text_is_wikitext_validation(smollm):
     ids = training_ids(HealConfig(), tok)
     assert len(ids) > 200_000
     assert "<unk>" not in tok.decode(ids[:2000])
+
+
+def test_heal_speed_summary_compares_each_stage_with_its_first_variant():
+    from see.bench.heal_speed import summary
+
+    rows = [{"variant": v, "stage": st, "tokens_per_s": t, "validation_token_ppl": 50.0}
+            for v, st, t in [("a", "stage1", 100.0), ("b", "stage1", 450.0),
+                             ("c", "stage2", 80.0), ("d", "stage2", 120.0)]]  # fmt: skip
+    lines = summary(rows).splitlines()
+    assert "x1.00" in lines[0] and "x4.50" in lines[1] and "x1.50" in lines[3]

@@ -1,0 +1,124 @@
+"""`python -m see bench-heal`: healing tokens/s per stage, before and after the speed levers.
+
+One compressed model (default: SVD at CR 10 on smollm2-135m) is healed for a few steps under
+each variant of `VARIANTS`, from the same starting state, on this machine, in this process:
+the first variant of each stage is the old default (the "before"), the others are the levers.
+Each variant runs one untimed warm-up step first. Rows: tokens/s, the last loss, and the token
+perplexity after the timed steps on the first `selection_tokens` tokens of WikiText-2
+validation (the healing text itself: a same-text check that a faster variant did not heal
+worse per token, not a held-out score).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+VARIANTS = {  # name -> (stage, HealConfig overrides); the first of each stage is the "before"
+    "stage1 last layer, raw rows": ("stage1", {"align_layers": (-1,), "row_loss": "raw"}),
+    "stage1 last layer, centred rows": ("stage1", {"align_layers": (-1,)}),
+    "stage1 layer 2, centred rows": ("stage1", {"align_layers": (2,)}),
+    "stage1 layer 2, centred rows, bf16": ("stage1", {"align_layers": (2,), "autocast": "bf16"}),
+    "stage2 fp32": ("stage2", {}),
+    "stage2 bf16": ("stage2", {"autocast": "bf16"}),
+}
+
+
+def heal_speed(
+    model: str = "smollm2-135m",
+    method: str = "svd",
+    ratio: float = 10.0,
+    steps: int = 8,
+    batch_size: int = 4,
+    seq_len: int = 256,
+    selection_tokens: int = 2048,
+    data_dir: str | None = None,
+) -> list[dict]:
+    """One row per variant (not stored: see `run_heal_speed`)."""
+    from see.config import GridConfig
+    from see.evaluation.validation import token_perplexity, validation_ids
+    from see.grid import Cell, build_model
+    from see.heal import HealConfig, Healer, training_ids
+
+    cfg = GridConfig(
+        name="bench-heal",
+        models=[model],
+        methods=[method],
+        ratios=[ratio],
+        tasks={"wikitext": 1},
+        data_dir=data_dir,
+    )
+    cell = Cell(model, method, float(ratio), "dense", 0)
+    student, tok, _, teacher = build_model(cell, cfg)
+    compressed = student.get_input_embeddings()
+    start = copy.deepcopy(compressed.state_dict())
+    check_ids = validation_ids(tok, selection_tokens, data_dir)
+    rows = []
+    for name, (stage, overrides) in VARIANTS.items():
+        budget = {"stage1_steps": 0, "stage2_steps": 0, f"{stage}_steps": steps}
+        heal = HealConfig(batch_size=batch_size, seq_len=seq_len, **{**budget, **overrides})
+        ids = training_ids(heal, tok, data_dir)
+        compressed.load_state_dict(start)
+        Healer(student, *teacher, dataclasses.replace(heal, **{f"{stage}_steps": 1}), ids).run(
+            stage
+        )  # warm-up step, untimed
+        compressed.load_state_dict(start)
+        summary = Healer(student, *teacher, heal, ids).run(stage)
+        row = {
+            "bench": "heal",
+            "variant": name,
+            "stage": stage,
+            "heal_config": json.dumps(dataclasses.asdict(heal), sort_keys=True, default=str),
+            "heal_tokens": summary["heal_tokens"],
+            "heal_wall_s": summary["heal_wall_s"],
+            "tokens_per_s": summary["heal_tokens"] / summary["heal_wall_s"],
+            "heal_last_loss": summary["heal_last_loss"],
+            "validation_token_ppl": token_perplexity(student, check_ids),
+        }
+        print(
+            f"[bench-heal] {name}: {row['tokens_per_s']:.1f} tokens/s, token ppl "
+            f"{row['validation_token_ppl']:.4g}",
+            file=sys.stderr,
+        )
+        rows.append(row)
+    return rows
+
+
+def run_heal_speed(results_dir: str | Path = "results", **settings) -> Path:
+    """Measure and store the rows in results/runs/<id>-bench-heal (a new run each time)."""
+    from see.results import ResultStore, cell_key, device_name, new_run_id, provenance
+
+    run_id = new_run_id("bench-heal")
+    store = ResultStore(Path(results_dir) / "runs" / run_id)
+    store.run_dir.mkdir(parents=True, exist_ok=True)
+    identity = {"model": "smollm2-135m", "method": "svd", "target_cr": 10.0, **settings}
+    (store.run_dir / "config.json").write_text(json.dumps(identity, indent=1))
+    device = device_name()
+    for row in heal_speed(**settings):
+        ident = {
+            **identity,
+            "task": "bench-heal",
+            "variant": row["variant"],
+            "torch_threads": torch.get_num_threads(),
+        }
+        store.append([{**ident, **row, "cell_key": cell_key(ident), **provenance(run_id, device)}])
+    print(summary(store.rows()))
+    return store.run_dir
+
+
+def summary(rows: list[dict]) -> str:
+    """tokens/s per variant and the speed-up over its stage's first ("before") variant."""
+    lines, before = [], {}
+    for row in rows:
+        base = before.setdefault(row["stage"], row["tokens_per_s"])
+        lines.append(
+            f"{row['variant']:<40} {row['tokens_per_s']:8.1f} tokens/s  "
+            f"x{row['tokens_per_s'] / base:.2f}  token ppl "
+            f"{row['validation_token_ppl']:.4g}"
+        )
+    return "\n".join(lines)
