@@ -19,7 +19,7 @@ from tqdm import tqdm
 from see.config import GridConfig
 from see.evaluation.lmeval import PERPLEXITY_DEFINITION, check_tasks, evaluate
 from see.evaluation.tasks import skipped_tasks
-from see.heal import STAGES, HealConfig, Healer, training_ids
+from see.heal import HealConfig, Healer, TeacherCache, training_ids
 from see.results import ResultStore, cell_key, device_name, new_run_id, provenance
 
 
@@ -176,12 +176,21 @@ def adds_bos(tok) -> bool:
     return bool(tok.bos_token_id is not None and ids and ids[0] == tok.bos_token_id)
 
 
+def teacher_cache(cfg: GridConfig, cell: Cell, heal: HealConfig) -> TeacherCache | None:
+    """Stage 2's teacher top-k, shared on disk by every cell healed on the same model."""
+    if heal.teacher_top_k == 0:
+        return None
+    from see.models.zoo import cache_dir
+
+    model_id = f"{cell.model}|{cfg.dtype}|{cfg.tie_source}"
+    return TeacherCache(cache_dir() / "teacher", model_id)
+
+
 def cell_stages(cfg: GridConfig, cell: Cell) -> list[str]:
     """`initial`, then the healing stages with a budget (none for the baseline)."""
     if cfg.heal is None or cell.method == "baseline":
         return ["initial"]
-    heal = HealConfig(**cfg.heal)
-    return ["initial"] + [s for s in STAGES if getattr(heal, f"{s}_steps") > 0]
+    return ["initial", *HealConfig(**cfg.heal).stages()]
 
 
 def run_cell(cell: Cell, cfg: GridConfig, pending: dict[str, list[str]], run_id: str,
@@ -207,9 +216,12 @@ def run_cell(cell: Cell, cfg: GridConfig, pending: dict[str, list[str]], run_id:
             if healer is None:
                 heal_cfg = HealConfig(**cfg.heal)
                 ids = training_ids(heal_cfg, tok, cfg.data_dir)
-                healer = Healer(model, *teacher, heal_cfg, ids, seed=cell.seed)
-            key = cell_key(identity(cfg, cell, next(iter(cfg.tasks)), stage) | {"task": None})
-            checkpoint = run_dir / "heal" / key / f"{stage}.pt" if run_dir else None
+                healer = Healer(model, *teacher, heal_cfg, ids, seed=cell.seed,
+                                cache=teacher_cache(cfg, cell, heal_cfg))  # fmt: skip
+            # the points of a curve continue one stage-2 run: one checkpoint for all of them
+            name = stage.partition("@")[0]
+            key = cell_key(identity(cfg, cell, next(iter(cfg.tasks)), name) | {"task": None})
+            checkpoint = run_dir / "heal" / key / f"{name}.pt" if run_dir else None
             heal_info = healer.run(stage, checkpoint)
         for task in pending.get(stage, []):
             metric_rows = evaluate(

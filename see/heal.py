@@ -24,6 +24,7 @@ accumulation; seeded; resumable from its last checkpoint.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import time
 import zlib
@@ -64,14 +65,24 @@ class HealConfig:
     # bf16 autocast: "auto" = on a GPU only; "bf16" also on CPU (faster where the CPU has
     # bf16 instructions: `python -m see bench-heal` measures it); "off" = fp32 everywhere
     autocast: str = "auto"
+    # stage 2's KL on the teacher's top-k tokens plus one bucket for the rest (0 = the full
+    # distribution, computed live); with k > 0 the teacher's top-k are kept on disk and reused
+    # by every method, ratio and seed healed on the same model and text (TeacherCache)
+    teacher_top_k: int = 0
+    # tokens-to-recover curves: total healing tokens (stage 1 + stage 2) at which the cell is
+    # evaluated, increasing; stage 2 then runs to the last one (stage2_steps must be 0)
+    curve_tokens: tuple[int, ...] = ()
 
     def __post_init__(self):
         if self.stage1_steps < 0 or self.stage2_steps < 0:
             raise ValueError(f"healing steps must be >= 0: {self.stage1_steps}/{self.stage2_steps}")
-        if self.stage1_steps + self.stage2_steps == 0:
+        if self.stage1_steps + self.stage2_steps == 0 and not self.curve_tokens:
             raise ValueError("healing budget is zero: set stage1_steps and/or stage2_steps > 0")
+        self.check_curve()
         if min(self.batch_size, self.seq_len, self.grad_accum, self.save_every) < 1:
             raise ValueError("healing batch_size, seq_len, grad_accum, save_every must be >= 1")
+        if not isinstance(self.teacher_top_k, int) or self.teacher_top_k < 0:
+            raise ValueError(f"teacher_top_k={self.teacher_top_k!r}; allowed: an int >= 0")
         if self.autocast not in AUTOCASTS:
             raise ValueError(f"healing autocast={self.autocast!r}; allowed: {AUTOCASTS}")
         if self.row_loss not in ROW_LOSSES:
@@ -87,6 +98,37 @@ class HealConfig:
 
     def tokens_per_step(self) -> int:
         return self.batch_size * self.seq_len * self.grad_accum
+
+    def check_curve(self) -> None:
+        curve, per_step = list(self.curve_tokens), self.tokens_per_step()
+        if not curve:
+            return
+        stage1 = self.stage1_steps * per_step
+        bad = [b for b in curve if not isinstance(b, int) or b <= stage1 or (b - stage1) % per_step]
+        if bad or curve != sorted(set(curve)):
+            raise ValueError(
+                f"curve_tokens {curve} must be increasing token counts, each above stage 1's "
+                f"{stage1} tokens by a multiple of {per_step} tokens per step (bad: {bad})"
+            )
+        if self.stage2_steps:
+            raise ValueError(
+                f"stage2_steps={self.stage2_steps} with curve_tokens: stage 2 runs to the last "
+                f"budget ({curve[-1]} tokens); set stage2_steps = 0"
+            )
+
+    def stages(self) -> list[str]:
+        """The healing stages a cell is evaluated after; `stage2@T` = after T tokens in all."""
+        names = [s for s in STAGES if getattr(self, f"{s}_steps") > 0]
+        return names + [f"stage2@{tokens}" for tokens in self.curve_tokens]
+
+    def stage_steps(self, label: str) -> tuple[str, int]:
+        """`stage1` / `stage2` / `stage2@T` -> (stage, the step it trains to)."""
+        stage, _, tokens = label.partition("@")
+        if tokens:
+            return stage, (int(tokens) - self.stage1_steps * self.tokens_per_step()) // (
+                self.tokens_per_step()
+            )
+        return stage, getattr(self, f"{stage}_steps")
 
 
 def training_ids(cfg: HealConfig, tokenizer, data_dir: str | None = None) -> torch.Tensor:
@@ -116,6 +158,51 @@ def check_layers(layers: tuple[int, ...], num_layers: int) -> tuple[int, ...]:
                 f"(or -1..-{num_layers}) after its decoder layers"
             )
     return tuple(sorted({layer if layer > 0 else num_layers + 1 + layer for layer in layers}))
+
+
+def top_k_teacher(logits: torch.Tensor, k: int, temperature: float):
+    """(log-probs, ids) of the k most likely tokens at `temperature`: what stage 2 keeps."""
+    log_q = nn.functional.log_softmax(logits.float() / temperature, dim=-1)
+    values, ids = log_q.topk(k, dim=-1)
+    return values, ids.to(torch.int32)
+
+
+def top_k_kl(student_logits: torch.Tensor, log_q: torch.Tensor, ids: torch.Tensor,
+             temperature: float) -> torch.Tensor:  # fmt: skip
+    """KL(teacher || student) per token (times T**2) over the teacher's top-k tokens plus one
+    bucket holding the rest of both distributions: exact gradients on the top-k, the tail's
+    mass matched as a whole."""
+    log_p_all = nn.functional.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_p = log_p_all.gather(-1, ids.long())
+    q_rest = (1 - log_q.exp().sum(-1)).clamp_min(1e-12)
+    p_rest = (1 - log_p.exp().sum(-1)).clamp_min(1e-12)
+    kl = (log_q.exp() * (log_q - log_p)).sum(-1) + q_rest * (q_rest.log() - p_rest.log())
+    return kl.mean() * temperature**2
+
+
+class TeacherCache:
+    """Stage 2's teacher top-k on disk, content-addressed by (model, token ids, k, T).
+
+    The teacher's outputs depend only on the model and the text, never on the method, ratio or
+    seed, so one teacher forward serves every cell of a grid that heals on the same batches
+    (the batches depend on the seed and the step only). `forwards` counts the misses."""
+
+    def __init__(self, folder: str | Path, model_id: str):
+        self.folder, self.model_id, self.forwards = Path(folder), model_id, 0
+
+    def get(self, ids: torch.Tensor, k: int, temperature: float, compute):
+        blob = ids.cpu().numpy().tobytes() + f"{self.model_id}|{k}|{temperature}".encode()
+        path = self.folder / f"{hashlib.sha256(blob).hexdigest()[:32]}.pt"
+        if path.is_file():
+            values, top = torch.load(path)
+            return values.to(ids.device), top.to(ids.device)
+        self.forwards += 1
+        values, top = compute()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{time.monotonic_ns()}.tmp")  # another process may write too
+        torch.save((values.cpu(), top.cpu()), tmp)
+        tmp.replace(path)
+        return values, top
 
 
 class _StopForward(Exception):
@@ -159,11 +246,13 @@ class Healer:
     """Trains a compressed model against its teacher (the original embedding and head)."""
 
     def __init__(self, model, teacher_input: nn.Module, teacher_head: nn.Module,
-                 cfg: HealConfig, ids: torch.Tensor, seed: int = 0):  # fmt: skip
+                 cfg: HealConfig, ids: torch.Tensor, seed: int = 0,
+                 cache: TeacherCache | None = None):  # fmt: skip
         self.layers = check_layers(
             cfg.align_layers, model.config.get_text_config().num_hidden_layers
         )
         self.model, self.cfg, self.ids, self.seed = model, cfg, ids, seed
+        self.cache = cache
         self.teacher_input, self.teacher_head = teacher_input, teacher_head
         self.teacher = None
         if cfg.train_head_norms:  # the body changes: keep a frozen teacher copy
@@ -221,18 +310,29 @@ class Healer:
         return parts
 
     def stage2_parts(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        t, k = self.cfg.temperature, self.cfg.teacher_top_k
+        if k > 0:
+
+            def compute():
+                logits = self.teacher_run(lambda model: model(input_ids=ids).logits)
+                return top_k_teacher(logits, k, t)
+
+            log_q, top = self.cache.get(ids, k, t, compute) if self.cache else compute()
+            student = self.model(input_ids=ids, labels=ids)
+            kl = top_k_kl(student.logits, log_q, top, t)
+            return {"kl": kl, "ce": student.loss.float() * self.cfg.ce_weight}
         teacher_logits = self.teacher_run(lambda model: model(input_ids=ids).logits)
         student = self.model(input_ids=ids, labels=ids)
-        t = self.cfg.temperature
         log_p = nn.functional.log_softmax(student.logits.float() / t, dim=-1)
         log_q = nn.functional.log_softmax(teacher_logits.float() / t, dim=-1)
         kl = nn.functional.kl_div(log_p, log_q, log_target=True, reduction="batchmean")
         kl = kl / ids.shape[1] * t * t  # per token
         return {"kl": kl, "ce": student.loss.float() * self.cfg.ce_weight}
 
-    def run(self, stage: str, checkpoint: Path | None = None) -> dict:
-        """Train `stage` for its budget (resuming from `checkpoint`); returns its summary."""
-        steps = self.cfg.stage1_steps if stage == "stage1" else self.cfg.stage2_steps
+    def run(self, label: str, checkpoint: Path | None = None) -> dict:
+        """Train a stage to its budget (`stage2@T`: to T tokens in all), resuming from
+        `checkpoint`; returns its summary."""
+        stage, steps = self.cfg.stage_steps(label)
         params = self.trainable(stage)
         trainable_ids = {id(p) for p in params}
         for p in self.model.parameters():
@@ -245,6 +345,11 @@ class Healer:
                 p.data.copy_(saved)
             opt.load_state_dict(state["optimizer"])
             start = state["step"]
+            if start > steps:
+                raise ValueError(
+                    f"{checkpoint} is at {stage} step {start}, past {label}'s step {steps}: "
+                    "its state cannot be evaluated any more; delete the checkpoint to redo it"
+                )
         bf16 = self.cfg.autocast == "bf16" or (
             self.cfg.autocast == "auto" and self.device.type == "cuda"
         )
@@ -281,6 +386,8 @@ class Healer:
         return {
             "heal_steps": steps,
             "heal_tokens": steps * self.cfg.tokens_per_step(),
+            "heal_total_tokens": steps * self.cfg.tokens_per_step()
+            + (self.cfg.stage1_steps * self.cfg.tokens_per_step() if stage == "stage2" else 0),
             "heal_wall_s": time.perf_counter() - began,
             "heal_resumed_from": start,
             "heal_first_loss": (first or {}).get("loss"),

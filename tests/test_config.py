@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from see.config import BENCHMARKS, load_grid
@@ -29,6 +31,18 @@ def test_every_preset_loads_and_validates(preset):
         (GOOD.replace("wikitext = 2", "wikitext = -1"), "limit of task 'wikitext' must be > 0"),
         ('head_policies = ["both"]\n' + GOOD, "unknown head policy 'both'"),
         ("colour = 1\n" + GOOD, "unknown keys \\['colour'\\]"),
+        *[  # healing curves: unsorted, zero, negative budgets, and a stage2_steps beside them
+            (
+                GOOD + f"[heal]\nstage1_steps = 4\nseq_len = 256\ncurve_tokens = {budgets}\n",
+                re.escape(f"curve_tokens {budgets} must be increasing"),
+            )
+            for budgets in ["[65536, 16384]", "[0, 16384]", "[-1024]"]
+        ],
+        (
+            GOOD
+            + "[heal]\nstage1_steps = 4\nstage2_steps = 8\nseq_len = 256\ncurve_tokens = [16384]\n",
+            "stage2_steps=8 with curve_tokens",
+        ),
     ],
 )
 def test_bad_grid_configs_give_clear_errors(tmp_path, text, message):

@@ -1,8 +1,10 @@
+import dataclasses
+
 import pytest
 import torch
 from conftest import needs_data
 
-from see.heal import HealConfig, Healer, hidden_states_at, training_ids
+from see.heal import HealConfig, Healer, TeacherCache, hidden_states_at, training_ids
 from see.methods import get_method
 from see.models import compress_model
 from see.models.surgery import input_table
@@ -69,6 +71,51 @@ def test_stage2_lowers_the_kl(fresh_smollm):
     before = kl()
     healer.run("stage2")
     assert kl() < before
+
+
+def test_cached_teacher_gives_the_live_losses_and_serves_every_method(fresh_smollm, tmp_path):
+    healer, model = healer_for(fresh_smollm, teacher_top_k=32)
+    ids = healer.batch("stage2", 0)
+    with torch.no_grad():
+        live = healer.loss("stage2", ids)[1]
+    healer.cache = TeacherCache(tmp_path, "smollm2-135m|test")
+    with torch.no_grad():
+        first = healer.loss("stage2", ids)[1]  # a miss: computes and stores
+        cached = healer.loss("stage2", ids)[1]  # a hit: read from disk
+    assert first == pytest.approx(live, rel=1e-6) and cached == pytest.approx(live, rel=1e-6)
+    assert healer.cache.forwards == 1
+    teacher_calls = []
+    healer.teacher_head.register_forward_hook(lambda *args: teacher_calls.append(1))
+    healer.run("stage2")  # 4 steps: 4 teacher forwards, stored
+    assert len(teacher_calls) == 4
+    other = get_method("svd").from_table(input_table(model).float(), 20)  # another method
+    compress_model(model, other, "dense")
+    again = Healer(model, healer.teacher_input, healer.teacher_head, healer.cfg, healer.ids,
+                   cache=TeacherCache(tmp_path, "smollm2-135m|test"))  # fmt: skip
+    again.run("stage2")
+    assert len(teacher_calls) == 4 and again.cache.forwards == 0  # every batch from the cache
+
+
+def test_resume_after_a_kill_restores_parameters_and_optimizer_bit_for_bit(fresh_smollm,
+                                                                           tmp_path):  # fmt: skip
+    healer, model = healer_for(fresh_smollm, stage1_steps=4, save_every=1)
+    module = model.get_input_embeddings()
+    start = {k: v.clone() for k, v in module.state_dict().items()}
+    healer.run("stage1", tmp_path / "straight.pt")
+    straight = torch.load(tmp_path / "straight.pt")
+    module.load_state_dict(start)
+    two_steps = dataclasses.replace(healer.cfg, stage1_steps=2)
+    short = Healer(model, healer.teacher_input, healer.teacher_head, two_steps, healer.ids)
+    short.run("stage1", tmp_path / "killed.pt")  # "killed" after step 2
+    module.load_state_dict(start)  # a fresh process: the module as compressed, then resume
+    healer.run("stage1", tmp_path / "killed.pt")
+    resumed = torch.load(tmp_path / "killed.pt")
+    assert resumed["step"] == straight["step"] == 4
+    for a, b in zip(resumed["params"], straight["params"], strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(resumed["optimizer"]["state"].values(),
+                    straight["optimizer"]["state"].values(), strict=True):  # fmt: skip
+        assert all(torch.equal(a[key], b[key]) for key in a)
 
 
 def test_resume_continues_the_step_count(fresh_smollm, tmp_path):

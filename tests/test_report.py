@@ -131,3 +131,25 @@ def test_frontier_names_the_best_method_per_byte_budget_and_its_pareto_points():
     assert list(zip(front.method, front.byte_cr, strict=True)) == [
         ("int8", 3.76), ("int4", 7.1), ("pq", 11.3), ("svd", 40.7), ("pq", 47.5)
     ]  # fmt: skip
+
+
+def test_tokens_to_recover_reads_the_curve_and_says_when_a_factor_is_not_reached():
+    import pandas as pd
+
+    from see.report.healing import curve_points, tokens_to_recover
+
+    def row(method, stage, tokens, value):
+        return {"run_id": "20260101-000000-heal-curve", "model": "m", "method": method,
+                "method_options": "", "target_cr": 10.0, "heal_stage": stage,
+                "heal_total_tokens": tokens, "task": "wikitext", "metric": "word_perplexity",
+                "value": value}  # fmt: skip
+
+    rows = pd.DataFrame([
+        row("baseline", "initial", None, 30.0),
+        row("svd", "initial", None, 9000.0), row("svd", "stage1", 4096, 900.0),
+        row("svd", "stage2@16384", 16384, 55.0), row("svd", "stage2@65536", 65536, 40.0),
+    ])  # fmt: skip
+    table = tokens_to_recover(curve_points(rows)).iloc[0]
+    assert table["tokens_to_2x"] == "16,384" and table["tokens_to_1.5x"] == "65,536"
+    assert table["tokens_to_1.1x"] == "not reached within 65,536"
+    assert table["initial"] == 9000.0 and table["final"] == 40.0

@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 
 from see.report.bench import compared_to_baseline  # noqa: E402
 from see.report.frontier import frontier_cells, frontier_markdown, pareto_front  # noqa: E402
+from see.report.healing import curve_markdown, curve_points  # noqa: E402
 from see.report.targets import targets_markdown  # noqa: E402
 from see.results import published_rows  # noqa: E402
 
@@ -304,6 +305,33 @@ def plot_frontier(rows: pd.DataFrame, out: Path) -> Path | None:
     return out
 
 
+def plot_heal_curves(rows: pd.DataFrame, out: Path) -> Path | None:
+    """Word perplexity vs healing tokens (log-log; the initial point drawn at 0 on a symlog
+    axis), a line per (method, CR), the baseline as a dashed line; a panel per model."""
+    points = curve_points(rows)
+    if points.empty:
+        return None
+    models = sorted(points.model.unique())
+    fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models) + 2, 4.5), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        sub = points[points.model == model]
+        for (method, options, cr), curve in sub[sub.method != "baseline"].groupby(
+            ["method", "method_options", "target_cr"]
+        ):
+            label = f"{method}{f' [{options}]' if options else ''} CR {cr:g}"
+            ax.plot(curve.tokens, curve.value, marker="o", ms=3, label=label)
+        for value in sub[sub.method == "baseline"].value.unique():
+            ax.axhline(value, color="black", ls="--", lw=1, label="baseline")
+        ax.set_xscale("symlog", linthresh=1024)
+        ax.set(title=model, yscale="log", xlabel="healing tokens (stage 1 + stage 2)",
+               ylabel="WikiText word perplexity")  # fmt: skip
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def run_name(run_id: str) -> str:
     """`20261123-150125-autoencoder` -> `autoencoder` (the preset that made the run)."""
     return run_id.split("-", 2)[-1]
@@ -386,6 +414,13 @@ def build_reports(results_dir: str | Path = "results", reports_dir: str | Path =
         lines += ["## Quality vs model size", ""]
         lines += [f"![]({f.name})" for f in size_figures] + [""]
     lines += ["## Models", "", models_table(rows), ""]
+    curves = curve_markdown(rows)
+    if curves:
+        figure = plot_heal_curves(rows, reports_dir / "heal_curves.png")
+        lines += ["## Tokens to recover (issue 18)", "",
+                  "Healing tokens after which WikiText word perplexity is within 2x / 1.5x / "
+                  "1.1x of the baseline; see see/report/healing.py.", "",
+                  f"![]({figure.name})", "", curves, ""]  # fmt: skip
     frontier = frontier_markdown(rows)
     if frontier:
         figure = plot_frontier(rows, reports_dir / "frontier_ppl_vs_byte_ratio.png")
