@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> None:
+    """User errors (a bad preset, option, ratio, model, data folder, resume) print one line and
+    exit with status 2; `--debug` shows the traceback instead."""
+    args = parse(argv)
+    try:
+        dispatch(args)
+    except (ValueError, FileNotFoundError) as err:
+        if args.debug:
+            raise
+        print(f"see: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="see", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a grid preset (benchmarks/<preset>.toml)")
     run.add_argument("--preset", default="smoke", help="preset name or TOML path")
     run.add_argument("--results-dir", default="results")
-    run.add_argument("--run-id", help="resume this run (default: a new run folder)")
+    run.add_argument("--resume", "--run-id", dest="run_id", metavar="RUN_ID",
+                     help="resume this existing run (default: a new run folder)")  # fmt: skip
     run.add_argument("--data-dir", help="local data folder (default: $SEE_DATA_DIR)")
     run.add_argument("--publish", action="store_true", help="list the run in results/PUBLISHED")
     run.add_argument("--models", help="comma list: run only these of the preset's models")
@@ -25,7 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     bench = sub.add_parser("bench", help="memory and throughput of a preset's cells")
     bench.add_argument("--preset", default="bench-cpu", help="preset name or TOML path")
     bench.add_argument("--results-dir", default="results")
-    bench.add_argument("--run-id", help="resume this run (default: a new run folder)")
+    bench.add_argument("--resume", "--run-id", dest="run_id", metavar="RUN_ID",
+                       help="resume this existing run (default: a new run folder)")  # fmt: skip
     bench.add_argument("--publish", action="store_true", help="list the run in results/PUBLISHED")
     heal = sub.add_parser("bench-heal", help="healing tokens/s per stage, before/after levers")
     heal.add_argument("--model", default="smollm2-135m")
@@ -39,7 +56,11 @@ def main(argv: list[str] | None = None) -> None:
     report.add_argument("--reports-dir", default="reports")
     targets = sub.add_parser("targets", help="print the SEE targets from published rows")
     targets.add_argument("--results-dir", default="results")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def dispatch(args: argparse.Namespace) -> None:
+    from see.results import check_resumable
 
     if args.command == "run":
         from see.config import load_grid
@@ -47,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
         from see.results import export_csv
 
         cfg = only_models(load_grid(args.preset, data_dir=args.data_dir), args.models)
+        if args.run_id:
+            check_resumable(args.results_dir, args.run_id)
         store = run_grid(cfg, args.results_dir, args.run_id, args.executor)
         export_csv(store.run_dir)
         if args.publish:
@@ -55,6 +78,8 @@ def main(argv: list[str] | None = None) -> None:
         from see.bench.run import run_bench
         from see.config import load_grid
 
+        if args.run_id:
+            check_resumable(args.results_dir, args.run_id)
         store = run_bench(load_grid(args.preset), args.results_dir, args.run_id)
         if args.publish:
             publish(Path(args.results_dir), store.run_dir)

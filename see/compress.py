@@ -39,6 +39,26 @@ def validation_token_counts(tok, vocab: int, data_dir: str | None) -> torch.Tens
     return torch.bincount(validation_ids(tok, None, data_dir), minlength=vocab)[:vocab]
 
 
+def resolved_options(method: str, options: dict) -> dict:
+    """Every option the method will use: its from_table defaults and (fitted methods) its row
+    fit's, overridden by `options`. Rows key cells on this, so a changed default is a new cell,
+    never a resumed old one."""
+    import dataclasses
+
+    from see.config import HARNESS_OPTIONS
+    from see.methods import get_method
+    from see.methods.rowfit import FIT_FIELDS, row_fit
+
+    cls = get_method(method)
+    params = inspect.signature(cls.from_table).parameters.values()
+    resolved = {p.name: p.default for p in params
+                if p.kind == p.KEYWORD_ONLY and p.name not in HARNESS_OPTIONS}  # fmt: skip
+    if hasattr(cls, "fit_defaults"):
+        fit_part = {k: v for k, v in options.items() if k in FIT_FIELDS}
+        resolved |= dataclasses.asdict(row_fit(cls.fit_defaults, fit_part))
+    return resolved | options
+
+
 def compress(model, tok, method: str, target_cr: float, options: dict, *, seed: int = 0,
              head_policy: str = "dense", data_dir: str | None = None,
              selection_tokens: int = 2048, max_length: int = 2048,

@@ -20,7 +20,7 @@ from see.config import GridConfig
 from see.evaluation.lmeval import PERPLEXITY_DEFINITION, check_tasks, evaluate
 from see.evaluation.tasks import skipped_tasks
 from see.heal import HealConfig, Healer, TeacherCache, training_ids
-from see.results import ResultStore, cell_key, device_name, new_run_id, provenance
+from see.results import ResultStore, cell_key, device_name, open_run, provenance
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,7 @@ def identity(cfg: GridConfig, cell: Cell, task: str, stage: str = "initial") -> 
         "model": cell.model,
         "method": cell.method,
         "method_options": cell.options_text(),
+        "method_config": method_config(cell),
         "target_cr": cell.target_cr,
         "head_policy": cell.head_policy,
         "tie_source": cfg.tie_source,
@@ -92,6 +93,16 @@ def identity(cfg: GridConfig, cell: Cell, task: str, stage: str = "initial") -> 
         "seed": cell.seed,
         "selection_tokens": cfg.selection_tokens if is_trained(cell.method) else None,
     }
+
+
+def method_config(cell: Cell) -> str | None:
+    """The cell's resolved options as JSON (defaults included): part of the results key."""
+    from see.compress import resolved_options
+
+    if cell.method == "baseline":
+        return None
+    return json.dumps(resolved_options(cell.method, dict(cell.method_options)), sort_keys=True,
+                      default=str)  # fmt: skip
 
 
 def sememe_source(cell: Cell) -> str | None:
@@ -271,10 +282,12 @@ def run_grid(cfg: GridConfig, results_dir: str | Path = "results", run_id: str |
         print(f"[see] skipping {reason}")
     runnable = [t for t in cfg.tasks if t not in skipped]
     check_tasks(runnable, min((v for v in cfg.tasks.values() if v), default=None), cfg.data_dir)
-    run_id = run_id or new_run_id(cfg.name)
-    store = ResultStore(Path(results_dir) / "runs" / run_id)
-    store.run_dir.mkdir(parents=True, exist_ok=True)
-    (store.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    from see.models.zoo import check_model
+
+    for model in cfg.models:  # before the run folder exists and before the first cell
+        check_model(model)
+    store = open_run(results_dir, dataclasses.asdict(cfg), cfg.name, run_id)
+    run_id = store.run_dir.name
     done = store.done_keys()
     device = device_name()
     cells = expand(cfg)

@@ -90,6 +90,37 @@ def new_run_id(preset: str) -> str:
     return f"{dt.datetime.now():%Y%m%d-%H%M%S}-{preset}"
 
 
+def check_resumable(results_dir: str | Path, run_id: str) -> None:
+    """`--resume RUN_ID` must name a run that exists (a typo must not start a new one)."""
+    if not (Path(results_dir) / "runs" / run_id / "config.json").is_file():
+        known = sorted(p.name for p in (Path(results_dir) / "runs").glob("*"))[-5:]
+        raise ValueError(f"no run {run_id!r} to resume in {Path(results_dir) / 'runs'} "
+                         f"(latest: {known}); leave out --resume to start a new run")  # fmt: skip
+
+
+def open_run(results_dir: str | Path, config: dict, preset: str, run_id: str | None = None):
+    """The run's store: a new folder (never an existing one), or run `run_id`: resumed when
+    it exists (it must have been started with the same config), else created under that name."""
+    runs = Path(results_dir) / "runs"
+    if run_id is None:
+        run_id = new_run_id(preset)
+        while (runs / run_id).exists():  # two runs started in the same second
+            run_id = f"{run_id}-b"
+    saved = runs / run_id / "config.json"
+    if not saved.is_file():
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(config, indent=1, default=str))
+    else:
+        old = json.loads(saved.read_text())
+        new = json.loads(json.dumps(config, default=str))
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        if changed:
+            raise ValueError(f"run {run_id!r} was started with another config (differs in "
+                             f"{changed}); start a new run instead")  # fmt: skip
+    print(f"[see] run {run_id}: {runs / run_id}", flush=True)
+    return ResultStore(runs / run_id)
+
+
 class ResultStore:
     """Append-only JSONL rows of one run, with the set of finished cell keys."""
 

@@ -41,19 +41,23 @@ def test_submitit_local_executor_runs_the_cells(tmp_path):
 def test_killed_run_keeps_its_rows_and_resumes_without_duplicates(tmp_path):
     preset = tmp_path / "tiny.toml"
     preset.write_text(TINY)
-    rows_file = tmp_path / "runs" / "k1" / "rows.jsonl"
     command = [sys.executable, "-m", "see", "run", "--preset", str(preset),
-               "--results-dir", str(tmp_path), "--run-id", "k1"]  # fmt: skip
+               "--results-dir", str(tmp_path)]  # fmt: skip
     proc = subprocess.Popen(command, env=os.environ, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 600
+    while not list(tmp_path.glob("runs/*/rows.jsonl")) and time.time() < deadline:
+        time.sleep(0.5)
+    rows_file = next(tmp_path.glob("runs/*/rows.jsonl"))
     while not read_rows(rows_file) and time.time() < deadline:
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)  # killed mid-grid, after the first cell
     proc.wait()
     kept = read_rows(rows_file)
     assert 0 < len(kept) < 9  # 3 cells x 3 wikitext metrics when complete
-    subprocess.run(command, env=os.environ, check=True, capture_output=True)
+    resume = [*command, "--resume", rows_file.parent.name]
+    subprocess.run(resume, env=os.environ, check=True, capture_output=True)
+    assert len(list(tmp_path.glob("runs/*"))) == 1  # resumed in place, no new folder
     rows = read_rows(rows_file)
     assert rows[: len(kept)] == kept
     keys = Counter((r["cell_key"], r["metric"]) for r in rows)

@@ -42,3 +42,17 @@ def test_corrupt_last_line_is_reported_and_appends_stay_whole(tmp_path):
         values = [r["value"] for r in read_rows(store.path)]
     assert values == [12.5, 1.0]
     assert json.loads(store.path.read_text().splitlines()[-1])["value"] == 1.0
+
+
+def test_resume_needs_an_existing_run_with_the_same_config(tmp_path):
+    from see.results import check_resumable, open_run
+
+    store = open_run(tmp_path, {"models": ["a"], "ratios": [10]}, "tiny")
+    with pytest.raises(ValueError, match="no run 'typo' to resume"):
+        check_resumable(tmp_path, "typo")
+    check_resumable(tmp_path, store.run_dir.name)
+    assert open_run(tmp_path, {"models": ["a"], "ratios": [10]}, "tiny", store.run_dir.name)
+    with pytest.raises(ValueError, match="another config \\(differs in \\['ratios'\\]\\)"):
+        open_run(tmp_path, {"models": ["a"], "ratios": [20]}, "tiny", store.run_dir.name)
+    again = open_run(tmp_path, {"models": ["a"]}, "tiny")  # a new run: never the same folder
+    assert again.run_dir != store.run_dir

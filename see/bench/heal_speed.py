@@ -91,13 +91,11 @@ def heal_speed(
 
 def run_heal_speed(results_dir: str | Path = "results", **settings) -> Path:
     """Measure and store the rows in results/runs/<id>-bench-heal (a new run each time)."""
-    from see.results import ResultStore, cell_key, device_name, new_run_id, provenance
+    from see.results import cell_key, device_name, open_run, provenance
 
-    run_id = new_run_id("bench-heal")
-    store = ResultStore(Path(results_dir) / "runs" / run_id)
-    store.run_dir.mkdir(parents=True, exist_ok=True)
     identity = {"model": "smollm2-135m", "method": "svd", "target_cr": 10.0, **settings}
-    (store.run_dir / "config.json").write_text(json.dumps(identity, indent=1))
+    store = open_run(results_dir, identity, "bench-heal")
+    run_id = store.run_dir.name
     device = device_name()
     for row in heal_speed(**settings):
         ident = {

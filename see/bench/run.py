@@ -20,7 +20,7 @@ import torch
 
 from see.config import GridConfig
 from see.report.bench import compared_to_baseline
-from see.results import ResultStore, cell_key, device_name, new_run_id, provenance
+from see.results import cell_key, device_name, open_run, provenance
 
 
 @dataclass(frozen=True)
@@ -123,10 +123,8 @@ def run_bench(cfg: GridConfig, results_dir: str | Path = "results", run_id: str 
     from see.models.zoo import cache_dir
 
     bench = BenchSettings(**(cfg.bench or {}))
-    run_id = run_id or new_run_id(cfg.name)
-    store = ResultStore(Path(results_dir) / "runs" / run_id)
-    store.run_dir.mkdir(parents=True, exist_ok=True)
-    (store.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    store = open_run(results_dir, dataclasses.asdict(cfg), cfg.name, run_id)
+    run_id = store.run_dir.name
     done, device = store.done_keys(), device_name()
     for cell in expand(cfg):
         ident = bench_identity(cfg, cell, bench)

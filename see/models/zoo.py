@@ -88,7 +88,7 @@ ZOO: dict[str, ZooModel] = {
 }
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(ValueError):  # a user error: the CLI prints one line, exit 2
     pass
 
 
@@ -179,6 +179,32 @@ def retie_head(model) -> None:
 def is_tied(model) -> bool:
     head = model.get_output_embeddings()
     return head is not None and head.weight is model.get_input_embeddings().weight
+
+
+def check_model(name_or_path: str) -> None:
+    """Fail fast, before any cell runs: a zoo name with its package installed, a local model
+    folder, or a hub id that is in the local Hugging Face cache or, online, on the hub."""
+    if name_or_path in ZOO:
+        locate_parts(ZOO[name_or_path])
+        return
+    if Path(name_or_path).expanduser().is_dir():
+        return
+    from huggingface_hub import HfApi, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name_or_path, "config.json"), str):
+        return
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    reason = "the hub is off (HF_HUB_OFFLINE)"
+    if not offline:
+        try:
+            HfApi().model_info(name_or_path, timeout=10)
+            return
+        except Exception as err:  # not found, no network: the same answer for the user
+            reason = f"the hub did not answer for it ({type(err).__name__})"
+    raise ModelLoadError(
+        f"unknown model {name_or_path!r}: not a zoo short name ({', '.join(ZOO)}), not a local "
+        f"model folder, not in the Hugging Face cache, and {reason}"
+    )
 
 
 def load_model(
