@@ -74,8 +74,12 @@ def reproduce(session: nox.Session) -> None:
 def benchmark_gpu(session: nox.Session) -> None:
     """Memory and throughput per cell; on a machine without CUDA the small CPU grid, labelled."""
     install(session)
-    has_cuda = session.run("python", "-c", "import torch; print(torch.cuda.is_available())",
-                           silent=True).strip() == "True"  # fmt: skip
+    has_cuda = (
+        session.run(
+            "python", "-c", "import torch; print(torch.cuda.is_available())", silent=True
+        ).strip()
+        == "True"
+    )
     args = session.posargs or ["--preset", "bench-gpu" if has_cuda else "bench-cpu"]
     session.run("python", "-m", "see", "bench", *args, "--publish", env=data_env(session))
     session.run("python", "-m", "see", "report")
@@ -85,5 +89,9 @@ def benchmark_gpu(session: nox.Session) -> None:
 def figures(session: nox.Session) -> None:
     """Rebuild every table and figure in reports/ from results/ alone."""
     session.install("-c", "constraints.txt", "pandas", "matplotlib", "tabulate")
-    session.run("python", "-c", "import sys; sys.path.insert(0, '.'); "
-                "from see.report import build_reports; print(build_reports())")  # fmt: skip
+    session.run(
+        "python",
+        "-c",
+        "import sys; sys.path.insert(0, '.'); "
+        "from see.report import build_reports; print(build_reports())",
+    )

@@ -27,8 +27,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     run = sub.add_parser("run", help="run a grid preset (benchmarks/<preset>.toml)")
     run.add_argument("--preset", default="smoke", help="preset name or TOML path")
     run.add_argument("--results-dir", default="results")
-    run.add_argument("--resume", "--run-id", dest="run_id", metavar="RUN_ID",
-                     help="resume this existing run (default: a new run folder)")  # fmt: skip
+    run.add_argument(
+        "--resume",
+        "--run-id",
+        dest="run_id",
+        metavar="RUN_ID",
+        help="resume this existing run (default: a new run folder)",
+    )
     run.add_argument("--data-dir", help="local data folder (default: $SEE_DATA_DIR)")
     run.add_argument("--publish", action="store_true", help="list the run in results/PUBLISHED")
     run.add_argument("--models", help="comma list: run only these of the preset's models")
@@ -41,8 +46,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     bench = sub.add_parser("bench", help="memory and throughput of a preset's cells")
     bench.add_argument("--preset", default="bench-cpu", help="preset name or TOML path")
     bench.add_argument("--results-dir", default="results")
-    bench.add_argument("--resume", "--run-id", dest="run_id", metavar="RUN_ID",
-                       help="resume this existing run (default: a new run folder)")  # fmt: skip
+    bench.add_argument(
+        "--resume",
+        "--run-id",
+        dest="run_id",
+        metavar="RUN_ID",
+        help="resume this existing run (default: a new run folder)",
+    )
     bench.add_argument("--publish", action="store_true", help="list the run in results/PUBLISHED")
     heal = sub.add_parser("bench-heal", help="healing tokens/s per stage, before/after levers")
     heal.add_argument("--model", default="smollm2-135m")
@@ -86,8 +96,13 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.command == "bench-heal":
         from see.bench.heal_speed import run_heal_speed
 
-        run_dir = run_heal_speed(args.results_dir, model=args.model, method=args.method,
-                                 ratio=args.ratio, steps=args.steps)  # fmt: skip
+        run_dir = run_heal_speed(
+            args.results_dir,
+            model=args.model,
+            method=args.method,
+            ratio=args.ratio,
+            steps=args.steps,
+        )
         if args.publish:
             publish(Path(args.results_dir), run_dir)
     elif args.command == "report":

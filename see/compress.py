@@ -17,8 +17,15 @@ import torch
 from see.methods.base import CompressedEmbedding
 
 
-def checkpoint_scorer(model, tok, head_policy: str, selection_tokens: int,
-                      max_length: int, data_dir: str | None, dtype: torch.dtype):  # fmt: skip
+def checkpoint_scorer(
+    model,
+    tok,
+    head_policy: str,
+    selection_tokens: int,
+    max_length: int,
+    data_dir: str | None,
+    dtype: torch.dtype,
+):
     """candidate -> token perplexity of `model` with it installed, on the validation slice."""
     from see.evaluation.validation import token_perplexity, validation_ids
     from see.models.surgery import swapped_embedding
@@ -51,18 +58,31 @@ def resolved_options(method: str, options: dict) -> dict:
 
     cls = get_method(method)
     params = inspect.signature(cls.from_table).parameters.values()
-    resolved = {p.name: p.default for p in params
-                if p.kind == p.KEYWORD_ONLY and p.name not in HARNESS_OPTIONS}  # fmt: skip
+    resolved = {
+        p.name: p.default
+        for p in params
+        if p.kind == p.KEYWORD_ONLY and p.name not in HARNESS_OPTIONS
+    }
     if hasattr(cls, "fit_defaults"):
         fit_part = {k: v for k, v in options.items() if k in FIT_FIELDS}
         resolved |= dataclasses.asdict(row_fit(cls.fit_defaults, fit_part))
     return resolved | options
 
 
-def compress(model, tok, method: str, target_cr: float, options: dict, *, seed: int = 0,
-             head_policy: str = "dense", data_dir: str | None = None,
-             selection_tokens: int = 2048, max_length: int = 2048,
-             dtype: torch.dtype = torch.float32) -> CompressedEmbedding:  # fmt: skip
+def compress(
+    model,
+    tok,
+    method: str,
+    target_cr: float,
+    options: dict,
+    *,
+    seed: int = 0,
+    head_policy: str = "dense",
+    data_dir: str | None = None,
+    selection_tokens: int = 2048,
+    max_length: int = 2048,
+    dtype: torch.dtype = torch.float32,
+) -> CompressedEmbedding:
     """Fit `method` to the model's input table (nothing is installed: see compress_model)."""
     from see.methods import get_method
     from see.models.surgery import input_table

@@ -101,8 +101,9 @@ def validate(cfg: GridConfig) -> None:
         except TypeError as err:
             raise ValueError(f"grid {cfg.name!r}: bad [bench] table: {err}") from err
     if cfg.batch_size != "auto" and not (isinstance(cfg.batch_size, int) and cfg.batch_size >= 1):
-        raise ValueError(f"grid {cfg.name!r}: batch_size must be >= 1 or 'auto', got "
-                         f"{cfg.batch_size!r}")  # fmt: skip
+        raise ValueError(
+            f"grid {cfg.name!r}: batch_size must be >= 1 or 'auto', got {cfg.batch_size!r}"
+        )
     if cfg.batch_size == "auto":
         import torch
 

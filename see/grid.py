@@ -101,8 +101,9 @@ def method_config(cell: Cell) -> str | None:
 
     if cell.method == "baseline":
         return None
-    return json.dumps(resolved_options(cell.method, dict(cell.method_options)), sort_keys=True,
-                      default=str)  # fmt: skip
+    return json.dumps(
+        resolved_options(cell.method, dict(cell.method_options)), sort_keys=True, default=str
+    )
 
 
 def sememe_source(cell: Cell) -> str | None:
@@ -137,11 +138,18 @@ def build_model(cell: Cell, cfg: GridConfig):
     compressed = None
     if cell.method != "baseline":
         compressed = compress(
-            model, tok, cell.method, cell.target_cr, dict(cell.method_options),
-            seed=cell.seed, head_policy=cell.head_policy, data_dir=cfg.data_dir,
-            selection_tokens=cfg.selection_tokens, max_length=cfg.max_length,
+            model,
+            tok,
+            cell.method,
+            cell.target_cr,
+            dict(cell.method_options),
+            seed=cell.seed,
+            head_policy=cell.head_policy,
+            data_dir=cfg.data_dir,
+            selection_tokens=cfg.selection_tokens,
+            max_length=cfg.max_length,
             dtype=getattr(torch, cfg.dtype),
-        )  # fmt: skip
+        )
     teacher = (model.get_input_embeddings(), model.get_output_embeddings())
     compress_model(model, compressed, cell.head_policy)
     info = {"load_s": load_s, "compress_s": time.perf_counter() - start, **count_bytes(model)}
@@ -204,8 +212,14 @@ def cell_stages(cfg: GridConfig, cell: Cell) -> list[str]:
     return ["initial", *HealConfig(**cfg.heal).stages()]
 
 
-def run_cell(cell: Cell, cfg: GridConfig, pending: dict[str, list[str]], run_id: str,
-             device: str, run_dir: Path | None = None) -> Iterator[list[dict]]:  # fmt: skip
+def run_cell(
+    cell: Cell,
+    cfg: GridConfig,
+    pending: dict[str, list[str]],
+    run_id: str,
+    device: str,
+    run_dir: Path | None = None,
+) -> Iterator[list[dict]]:
     """Compress, heal and evaluate one cell; yields the rows of each (stage, task) when done.
 
     A target CR the method cannot reach gives one row per task with value None and the reason.
@@ -227,8 +241,14 @@ def run_cell(cell: Cell, cfg: GridConfig, pending: dict[str, list[str]], run_id:
             if healer is None:
                 heal_cfg = HealConfig(**cfg.heal)
                 ids = training_ids(heal_cfg, tok, cfg.data_dir)
-                healer = Healer(model, *teacher, heal_cfg, ids, seed=cell.seed,
-                                cache=teacher_cache(cfg, cell, heal_cfg))  # fmt: skip
+                healer = Healer(
+                    model,
+                    *teacher,
+                    heal_cfg,
+                    ids,
+                    seed=cell.seed,
+                    cache=teacher_cache(cfg, cell, heal_cfg),
+                )
             # the points of a curve continue one stage-2 run: one checkpoint for all of them
             name = stage.partition("@")[0]
             key = cell_key(identity(cfg, cell, next(iter(cfg.tasks)), name) | {"task": None})
@@ -248,15 +268,28 @@ def run_cell(cell: Cell, cfg: GridConfig, pending: dict[str, list[str]], run_id:
                 data_dir=cfg.data_dir,
             )
             base = identity(cfg, cell, task, stage)
-            common = {**base, **info, **heal_info, "cell_key": cell_key(base),
-                      "config_hash": cfg.config_hash()}  # fmt: skip
+            common = {
+                **base,
+                **info,
+                **heal_info,
+                "cell_key": cell_key(base),
+                "config_hash": cfg.config_hash(),
+            }
             common["add_bos"] = adds_bos(tok)  # a fact of the model's tokenizer, not a setting
             common.update(provenance(run_id, device))
             yield [{**common, **row, "task": task} for row in metric_rows]
 
 
-def status_row(cfg: GridConfig, cell: Cell, task: str, run_id: str, device: str,
-               status: str, reason: str, stage: str = "initial") -> dict:  # fmt: skip
+def status_row(
+    cfg: GridConfig,
+    cell: Cell,
+    task: str,
+    run_id: str,
+    device: str,
+    status: str,
+    reason: str,
+    stage: str = "initial",
+) -> dict:
     """A row with no value that says why (`unreachable` CR, `skipped` task)."""
     base = identity(cfg, cell, task, stage)
     row = {**base, "cell_key": cell_key(base), "config_hash": cfg.config_hash()}
@@ -267,8 +300,12 @@ def status_row(cfg: GridConfig, cell: Cell, task: str, run_id: str, device: str,
 EXECUTORS = ("local", "submitit-local", "slurm")
 
 
-def run_grid(cfg: GridConfig, results_dir: str | Path = "results", run_id: str | None = None,
-             executor: str = "local"):  # fmt: skip
+def run_grid(
+    cfg: GridConfig,
+    results_dir: str | Path = "results",
+    run_id: str | None = None,
+    executor: str = "local",
+):
     """Run every pending (cell, task) of the grid into results/runs/<run_id>; resumable.
 
     `executor`: `local` runs cells one after another in this process; `submitit-local` and
@@ -313,8 +350,10 @@ def run_grid(cfg: GridConfig, results_dir: str | Path = "results", run_id: str |
                 store.append(task_rows)
     else:
         run_with_submitit(work, cfg, run_id, store, executor)
-    print(f"[see] grid {cfg.name}: {len(cells)} cells ({len(work)} run) in "
-          f"{time.perf_counter() - start:.1f} s -> {store.path}")  # fmt: skip
+    print(
+        f"[see] grid {cfg.name}: {len(cells)} cells ({len(work)} run) in "
+        f"{time.perf_counter() - start:.1f} s -> {store.path}"
+    )
     return store
 
 
@@ -323,8 +362,9 @@ def cell_job(cell: Cell, cfg: GridConfig, pending: dict, run_id: str, run_dir: s
     return list(run_cell(cell, cfg, pending, run_id, device_name(), Path(run_dir)))
 
 
-def run_with_submitit(work: list, cfg: GridConfig, run_id: str, store: ResultStore,
-                      executor: str) -> None:  # fmt: skip
+def run_with_submitit(
+    work: list, cfg: GridConfig, run_id: str, store: ResultStore, executor: str
+) -> None:
     import os
 
     import submitit
@@ -340,8 +380,10 @@ def run_with_submitit(work: list, cfg: GridConfig, run_id: str, store: ResultSto
         )
     else:
         pool.update_parameters(timeout_min=int(os.environ.get("SEE_JOB_TIMEOUT_MIN", "240")))
-    jobs = [pool.submit(cell_job, cell, cfg, pending, run_id, str(store.run_dir))
-            for cell, pending in work]  # fmt: skip
+    jobs = [
+        pool.submit(cell_job, cell, cfg, pending, run_id, str(store.run_dir))
+        for cell, pending in work
+    ]
     for job in tqdm(jobs, desc=f"grid {cfg.name} ({executor})", unit="cell"):
         for task_rows in job.result():
             store.append(task_rows)

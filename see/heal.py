@@ -167,8 +167,9 @@ def top_k_teacher(logits: torch.Tensor, k: int, temperature: float):
     return values, ids.to(torch.int32)
 
 
-def top_k_kl(student_logits: torch.Tensor, log_q: torch.Tensor, ids: torch.Tensor,
-             temperature: float) -> torch.Tensor:  # fmt: skip
+def top_k_kl(
+    student_logits: torch.Tensor, log_q: torch.Tensor, ids: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """KL(teacher || student) per token (times T**2) over the teacher's top-k tokens plus one
     bucket holding the rest of both distributions: exact gradients on the top-k, the tail's
     mass matched as a whole."""
@@ -245,9 +246,16 @@ def hidden_states_at(model, ids: torch.Tensor, layers: tuple[int, ...]) -> dict[
 class Healer:
     """Trains a compressed model against its teacher (the original embedding and head)."""
 
-    def __init__(self, model, teacher_input: nn.Module, teacher_head: nn.Module,
-                 cfg: HealConfig, ids: torch.Tensor, seed: int = 0,
-                 cache: TeacherCache | None = None):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        teacher_input: nn.Module,
+        teacher_head: nn.Module,
+        cfg: HealConfig,
+        ids: torch.Tensor,
+        seed: int = 0,
+        cache: TeacherCache | None = None,
+    ):
         self.layers = check_layers(
             cfg.align_layers, model.config.get_text_config().num_hidden_layers
         )
@@ -275,8 +283,9 @@ class Healer:
 
     def batch(self, stage: str, step: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}:{stage}:{step}".encode()))
-        starts = torch.randint(0, len(self.ids) - self.cfg.seq_len, (self.cfg.batch_size,),
-                               generator=gen)  # fmt: skip
+        starts = torch.randint(
+            0, len(self.ids) - self.cfg.seq_len, (self.cfg.batch_size,), generator=gen
+        )
         return torch.stack([self.ids[s : s + self.cfg.seq_len] for s in starts]).to(self.device)
 
     @torch.no_grad()
@@ -294,11 +303,13 @@ class Healer:
     def stage1_parts(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
         teacher = self.teacher_run(lambda model: hidden_states_at(model, ids, self.layers))
         student = hidden_states_at(self.model, ids, self.layers)
-        parts = {"hidden_mse": sum(
-            (student[i].float() - teacher[i].float()).pow(2).mean()
-            / teacher[i].float().pow(2).mean()
-            for i in self.layers
-        )}  # fmt: skip
+        parts = {
+            "hidden_mse": sum(
+                (student[i].float() - teacher[i].float()).pow(2).mean()
+                / teacher[i].float().pow(2).mean()
+                for i in self.layers
+            )
+        }
         if self.cfg.row_loss != "none":
             new = self.model.get_input_embeddings()(ids).float()
             old = self.teacher_input(ids).float()
@@ -377,8 +388,14 @@ class Healer:
             if checkpoint is not None and (done % self.cfg.save_every == 0 or done == steps):
                 checkpoint.parent.mkdir(parents=True, exist_ok=True)
                 tmp = checkpoint.with_suffix(".tmp")
-                torch.save({"params": [p.detach() for p in params], "step": step + 1,
-                            "optimizer": opt.state_dict()}, tmp)  # fmt: skip
+                torch.save(
+                    {
+                        "params": [p.detach() for p in params],
+                        "step": step + 1,
+                        "optimizer": opt.state_dict(),
+                    },
+                    tmp,
+                )
                 tmp.replace(checkpoint)
         self.model.eval()
         for p in self.model.parameters():

@@ -20,13 +20,29 @@ from functools import cache
 from pathlib import Path
 
 IDENTITY = (
-    "model", "method", "method_options", "target_cr", "head_policy", "tie_source",
-    "sememe_source", "heal_stage", "task",
-)  # fmt: skip
+    "model",
+    "method",
+    "method_options",
+    "target_cr",
+    "head_policy",
+    "tie_source",
+    "sememe_source",
+    "heal_stage",
+    "task",
+)
 SETTINGS = (
-    "limit", "max_length", "num_fewshot", "batch_size", "bootstrap_iters", "dtype",
-    "torch_threads", "chat_template", "perplexity_definition", "weights", "seed",
-)  # fmt: skip
+    "limit",
+    "max_length",
+    "num_fewshot",
+    "batch_size",
+    "bootstrap_iters",
+    "dtype",
+    "torch_threads",
+    "chat_template",
+    "perplexity_definition",
+    "weights",
+    "seed",
+)
 PACKAGES = ("torch", "transformers", "lm_eval", "datasets", "numpy", "gguf", "see-bench")
 
 
@@ -45,8 +61,11 @@ def git_commit() -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return sha + ("-dirty" if dirty else "")
@@ -94,8 +113,10 @@ def check_resumable(results_dir: str | Path, run_id: str) -> None:
     """`--resume RUN_ID` must name a run that exists (a typo must not start a new one)."""
     if not (Path(results_dir) / "runs" / run_id / "config.json").is_file():
         known = sorted(p.name for p in (Path(results_dir) / "runs").glob("*"))[-5:]
-        raise ValueError(f"no run {run_id!r} to resume in {Path(results_dir) / 'runs'} "
-                         f"(latest: {known}); leave out --resume to start a new run")  # fmt: skip
+        raise ValueError(
+            f"no run {run_id!r} to resume in {Path(results_dir) / 'runs'} "
+            f"(latest: {known}); leave out --resume to start a new run"
+        )
 
 
 def open_run(results_dir: str | Path, config: dict, preset: str, run_id: str | None = None):
@@ -115,8 +136,10 @@ def open_run(results_dir: str | Path, config: dict, preset: str, run_id: str | N
         new = json.loads(json.dumps(config, default=str))
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         if changed:
-            raise ValueError(f"run {run_id!r} was started with another config (differs in "
-                             f"{changed}); start a new run instead")  # fmt: skip
+            raise ValueError(
+                f"run {run_id!r} was started with another config (differs in "
+                f"{changed}); start a new run instead"
+            )
     print(f"[see] run {run_id}: {runs / run_id}", flush=True)
     return ResultStore(runs / run_id)
 

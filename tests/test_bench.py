@@ -30,11 +30,22 @@ def test_cpu_benchmark_runs_cells_in_subprocesses(tmp_path):
     from see.bench.run import run_bench
 
     cfg = GridConfig(
-        name="b", models=["smollm2-135m"], methods=["baseline", "svd"], ratios=[10],
-        head_policies=["shared"], tasks={"wikitext": 1},
-        bench={"embedding_shape": [2, 16], "prefill": [[1, 16]], "decode_batches": [1],
-               "decode_prompt": 4, "new_tokens": 2, "repeats": 2, "warmup": 0},
-    )  # fmt: skip
+        name="b",
+        models=["smollm2-135m"],
+        methods=["baseline", "svd"],
+        ratios=[10],
+        head_policies=["shared"],
+        tasks={"wikitext": 1},
+        bench={
+            "embedding_shape": [2, 16],
+            "prefill": [[1, 16]],
+            "decode_batches": [1],
+            "decode_prompt": 4,
+            "new_tokens": 2,
+            "repeats": 2,
+            "warmup": 0,
+        },
+    )
     store = run_bench(cfg, tmp_path, run_id="b1")
     rows = [json.loads(line) for line in store.path.read_text().splitlines()]
     assert {(r["method"], r["bench"]) for r in rows} == {
@@ -64,10 +75,21 @@ def test_summary_checks_the_gpu_targets_against_the_same_runs_baseline(tmp_path)
     from see.bench.run import summary
 
     def row(method, bench, tokens_per_s, param_bytes, peak):
-        return {"run_id": "r", "model": "m", "method": method, "target_cr": 10,
-                "head_policy": "shared", "bench": bench, "batch": 1, "seq": 8,
-                "tokens_per_s": tokens_per_s, "model_param_bytes": param_bytes,
-                "peak_memory_bytes": peak, "status": "ok", "device": "cuda:0 H100"}  # fmt: skip
+        return {
+            "run_id": "r",
+            "model": "m",
+            "method": method,
+            "target_cr": 10,
+            "head_policy": "shared",
+            "bench": bench,
+            "batch": 1,
+            "seq": 8,
+            "tokens_per_s": tokens_per_s,
+            "model_param_bytes": param_bytes,
+            "peak_memory_bytes": peak,
+            "status": "ok",
+            "device": "cuda:0 H100",
+        }
 
     rows = [
         row("baseline", "prefill", 100.0, 1000, 1500),
@@ -82,7 +104,14 @@ def test_summary_checks_the_gpu_targets_against_the_same_runs_baseline(tmp_path)
     path.write_text("\n".join(json.dumps(r) for r in rows))
     text = summary(path)
     assert "2 of 4 rows miss a target" in text
-    verdicts = {tuple(line.split()[1:5:3]): line.split()[-1] for line in text.splitlines()
-                if line.split()[:1] == ["m"]}  # fmt: skip
-    assert verdicts == {("svd", "prefill"): "True", ("see", "decode"): "False",
-                        ("svd", "embedding"): "True", ("see", "embedding"): "False"}  # fmt: skip
+    verdicts = {
+        tuple(line.split()[1:5:3]): line.split()[-1]
+        for line in text.splitlines()
+        if line.split()[:1] == ["m"]
+    }
+    assert verdicts == {
+        ("svd", "prefill"): "True",
+        ("see", "decode"): "False",
+        ("svd", "embedding"): "True",
+        ("see", "embedding"): "False",
+    }

@@ -24,8 +24,17 @@ def test_user_errors_exit_2_with_one_line(tmp_path, preset, extra, message):
         (tmp_path / "grid.toml").write_text(preset)
         preset = str(tmp_path / "grid.toml")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "see", "run", "--preset", preset,
-               "--results-dir", str(tmp_path / "results"), *extra]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "see",
+        "run",
+        "--preset",
+        preset,
+        "--results-dir",
+        str(tmp_path / "results"),
+        *extra,
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr[-2000:]
     assert message in done.stderr and "Traceback" not in done.stderr

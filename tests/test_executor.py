@@ -28,12 +28,19 @@ def read_rows(path):
 
 @needs_data
 def test_submitit_local_executor_runs_the_cells(tmp_path):
-    cfg = GridConfig(name="t", models=["smollm2-135m"], methods=["baseline", "svd"], ratios=[10],
-                     tasks={"wikitext": 1})  # fmt: skip
+    cfg = GridConfig(
+        name="t",
+        models=["smollm2-135m"],
+        methods=["baseline", "svd"],
+        ratios=[10],
+        tasks={"wikitext": 1},
+    )
     store = run_grid(cfg, tmp_path, run_id="s1", executor="submitit-local")
     rows = read_rows(store.path)
-    assert {(r["method"], r["metric"]) for r in rows} >= {("baseline", "word_perplexity"),
-                                                          ("svd", "word_perplexity")}  # fmt: skip
+    assert {(r["method"], r["metric"]) for r in rows} >= {
+        ("baseline", "word_perplexity"),
+        ("svd", "word_perplexity"),
+    }
     assert list((store.run_dir / "submitit").glob("*_result.pkl"))  # ran as submitit jobs
 
 
@@ -41,10 +48,23 @@ def test_submitit_local_executor_runs_the_cells(tmp_path):
 def test_killed_run_keeps_its_rows_and_resumes_without_duplicates(tmp_path):
     preset = tmp_path / "tiny.toml"
     preset.write_text(TINY)
-    command = [sys.executable, "-m", "see", "run", "--preset", str(preset),
-               "--results-dir", str(tmp_path)]  # fmt: skip
-    proc = subprocess.Popen(command, env=os.environ, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "see",
+        "run",
+        "--preset",
+        str(preset),
+        "--results-dir",
+        str(tmp_path),
+    ]
+    proc = subprocess.Popen(
+        command,
+        env=os.environ,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 600
     while not list(tmp_path.glob("runs/*/rows.jsonl")) and time.time() < deadline:
         time.sleep(0.5)

@@ -11,15 +11,22 @@ from see.grid import expand, run_grid
 @needs_data
 def test_grid_heals_records_unreachable_and_resumes(tmp_path):
     cfg = GridConfig(
-        name="t", models=["smollm2-135m"], methods=["svd"], ratios=[10, 100000],
+        name="t",
+        models=["smollm2-135m"],
+        methods=["svd"],
+        ratios=[10, 100000],
         tasks={"wikitext": 1},
         heal={"stage1_steps": 2, "stage2_steps": 0, "batch_size": 1, "seq_len": 32},
-    )  # fmt: skip
+    )
     store = run_grid(cfg, tmp_path, run_id="r1")
     rows = [json.loads(line) for line in store.path.read_text().splitlines()]
     stages = {(r["target_cr"], r["heal_stage"]) for r in rows}
-    assert stages == {(10.0, "initial"), (10.0, "stage1"), (100000.0, "initial"),
-                      (100000.0, "stage1")}  # fmt: skip
+    assert stages == {
+        (10.0, "initial"),
+        (10.0, "stage1"),
+        (100000.0, "initial"),
+        (100000.0, "stage1"),
+    }
     unreachable = [r for r in rows if r["target_cr"] == 100000.0]
     assert all(r["status"] == "unreachable" and "rank would be 0" in r["note"] for r in unreachable)
     healed = [r for r in rows if r["heal_stage"] == "stage1" and r["metric"]]
@@ -33,9 +40,12 @@ def test_grid_heals_records_unreachable_and_resumes(tmp_path):
 
 def test_method_option_variants_expand_to_cells():
     cfg = GridConfig(
-        name="t", models=["smollm2-135m"], methods=["baseline", "autoencoder"], ratios=[5],
+        name="t",
+        models=["smollm2-135m"],
+        methods=["baseline", "autoencoder"],
+        ratios=[5],
         tasks={"wikitext": 1},
         method_options={"autoencoder": [{"loss": "direction"}, {"loss": "mse"}]},
-    )  # fmt: skip
+    )
     cells = expand(cfg)
     assert [c.options_text() for c in cells] == ["", "loss=direction", "loss=mse"]

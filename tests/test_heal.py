@@ -17,8 +17,16 @@ def healer_for(fresh_smollm, method="svd", cr=10, **overrides):
     compress_model(model, compressed, "dense")
     for p in model.parameters():
         p.requires_grad_(False)
-    cfg = HealConfig(**{"stage1_steps": 4, "stage2_steps": 4, "batch_size": 2, "seq_len": 48,
-                        "lr": 1e-2, **overrides})  # fmt: skip
+    cfg = HealConfig(
+        **{
+            "stage1_steps": 4,
+            "stage2_steps": 4,
+            "batch_size": 2,
+            "seq_len": 48,
+            "lr": 1e-2,
+            **overrides,
+        }
+    )
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(100, 20000, (4000,), generator=gen)  # real vocabulary ids, fixed text
     return Healer(model, *teacher, cfg, ids), model
@@ -90,14 +98,19 @@ def test_cached_teacher_gives_the_live_losses_and_serves_every_method(fresh_smol
     assert len(teacher_calls) == 4
     other = get_method("svd").from_table(input_table(model).float(), 20)  # another method
     compress_model(model, other, "dense")
-    again = Healer(model, healer.teacher_input, healer.teacher_head, healer.cfg, healer.ids,
-                   cache=TeacherCache(tmp_path, "smollm2-135m|test"))  # fmt: skip
+    again = Healer(
+        model,
+        healer.teacher_input,
+        healer.teacher_head,
+        healer.cfg,
+        healer.ids,
+        cache=TeacherCache(tmp_path, "smollm2-135m|test"),
+    )
     again.run("stage2")
     assert len(teacher_calls) == 4 and again.cache.forwards == 0  # every batch from the cache
 
 
-def test_resume_after_a_kill_restores_parameters_and_optimizer_bit_for_bit(fresh_smollm,
-                                                                           tmp_path):  # fmt: skip
+def test_resume_after_a_kill_restores_parameters_and_optimizer_bit_for_bit(fresh_smollm, tmp_path):
     healer, model = healer_for(fresh_smollm, stage1_steps=4, save_every=1)
     module = model.get_input_embeddings()
     start = {k: v.clone() for k, v in module.state_dict().items()}
@@ -113,8 +126,9 @@ def test_resume_after_a_kill_restores_parameters_and_optimizer_bit_for_bit(fresh
     assert resumed["step"] == straight["step"] == 4
     for a, b in zip(resumed["params"], straight["params"], strict=True):
         assert torch.equal(a, b)
-    for a, b in zip(resumed["optimizer"]["state"].values(),
-                    straight["optimizer"]["state"].values(), strict=True):  # fmt: skip
+    for a, b in zip(
+        resumed["optimizer"]["state"].values(), straight["optimizer"]["state"].values(), strict=True
+    ):
         assert all(torch.equal(a[key], b[key]) for key in a)
 
 
@@ -123,8 +137,13 @@ def test_resume_continues_the_step_count(fresh_smollm, tmp_path):
     ckpt = tmp_path / "stage1.pt"
     healer.run("stage1", ckpt)
     assert torch.load(ckpt)["step"] == 2
-    longer = Healer(healer.model, healer.teacher_input, healer.teacher_head,
-                    HealConfig(stage1_steps=3, batch_size=2, seq_len=48), healer.ids)  # fmt: skip
+    longer = Healer(
+        healer.model,
+        healer.teacher_input,
+        healer.teacher_head,
+        HealConfig(stage1_steps=3, batch_size=2, seq_len=48),
+        healer.ids,
+    )
     summary = longer.run("stage1", ckpt)
     assert summary["heal_resumed_from"] == 2 and longer.step["stage1"] == 3
     assert torch.load(ckpt)["step"] == 3
@@ -156,8 +175,14 @@ def test_training_text_is_wikitext_validation(smollm):
 def test_heal_speed_summary_compares_each_stage_with_its_first_variant():
     from see.bench.heal_speed import summary
 
-    rows = [{"variant": v, "stage": st, "tokens_per_s": t, "validation_token_ppl": 50.0}
-            for v, st, t in [("a", "stage1", 100.0), ("b", "stage1", 450.0),
-                             ("c", "stage2", 80.0), ("d", "stage2", 120.0)]]  # fmt: skip
+    rows = [
+        {"variant": v, "stage": st, "tokens_per_s": t, "validation_token_ppl": 50.0}
+        for v, st, t in [
+            ("a", "stage1", 100.0),
+            ("b", "stage1", 450.0),
+            ("c", "stage2", 80.0),
+            ("d", "stage2", 120.0),
+        ]
+    ]
     lines = summary(rows).splitlines()
     assert "x1.00" in lines[0] and "x4.50" in lines[1] and "x1.50" in lines[3]

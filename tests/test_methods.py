@@ -77,13 +77,15 @@ def test_frequency_weighted_svd_fits_frequent_rows_better():
         get_method("svd").from_table(table, 8, sampling="mixed", freq_weight=0.5)
 
 
-@pytest.mark.parametrize("method, options", [("autoencoder", {"epochs": 1}),
-                                             ("word2ketxs", {"steps": 2})])  # fmt: skip
+@pytest.mark.parametrize(
+    "method, options", [("autoencoder", {"epochs": 1}), ("word2ketxs", {"steps": 2})]
+)
 def test_fitted_methods_accept_frequency_weights(method, options):
     table = torch.randn(400, 16)
     counts = torch.arange(400)
-    module = get_method(method).from_table(table, 4, sampling="freq", freq_weight=0.5,
-                                           token_counts=counts, **options)  # fmt: skip
+    module = get_method(method).from_table(
+        table, 4, sampling="freq", freq_weight=0.5, token_counts=counts, **options
+    )
     assert module.reached_cr >= 4
 
 

@@ -68,8 +68,9 @@ def test_impossible_targets_are_unreachable_with_the_reason():
     "method, ratio, options",
     [("int4", 6, {}), ("pq", 20, {"iters": 2}), ("svd", 10, {"codes_dtype": "int8"})],
 )
-def test_saved_quantized_model_reloads_with_identical_logits(method, ratio, options, fresh_smollm,
-                                                           sample_ids, tmp_path):  # fmt: skip
+def test_saved_quantized_model_reloads_with_identical_logits(
+    method, ratio, options, fresh_smollm, sample_ids, tmp_path
+):
     from see.models import compress_model
     from see.models.saving import load_compressed, save_compressed
     from see.models.surgery import input_table

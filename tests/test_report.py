@@ -10,16 +10,34 @@ def fixture_rows():
         (m, *c) for m in ("smollm2-135m", "gemma3-270m") for c in cells
     ]:
         for metric, scale in [("word_perplexity", 1.0), ("bits_per_byte", 0.03)]:
-            rows.append({
-                "model": model, "task": "wikitext", "metric": metric,
-                "metric_filter": "none", "method": method, "method_options": "",
-                "head_policy": "dense", "target_cr": cr, "reached_cr": cr, "value": value * scale,
-                "stderr": None, "n": 2, "limit": 2, "max_length": 2048, "dtype": "float32",
-                "embedding_bytes": int(1e6 / cr), "head_bytes": 0, "load_s": 1.0,
-                "model_param_bytes": int(4e6 if model == "smollm2-135m" else 9e6), "run_id": "r1",
-                "device": "cpu:test", "git_commit": "abc", "timestamp": "2026-01-01T00:00:00",
-                "cell_key": f"{model}{method}{cr}",
-            })  # fmt: skip
+            rows.append(
+                {
+                    "model": model,
+                    "task": "wikitext",
+                    "metric": metric,
+                    "metric_filter": "none",
+                    "method": method,
+                    "method_options": "",
+                    "head_policy": "dense",
+                    "target_cr": cr,
+                    "reached_cr": cr,
+                    "value": value * scale,
+                    "stderr": None,
+                    "n": 2,
+                    "limit": 2,
+                    "max_length": 2048,
+                    "dtype": "float32",
+                    "embedding_bytes": int(1e6 / cr),
+                    "head_bytes": 0,
+                    "load_s": 1.0,
+                    "model_param_bytes": int(4e6 if model == "smollm2-135m" else 9e6),
+                    "run_id": "r1",
+                    "device": "cpu:test",
+                    "git_commit": "abc",
+                    "timestamp": "2026-01-01T00:00:00",
+                    "cell_key": f"{model}{method}{cr}",
+                }
+            )
     return rows
 
 
@@ -53,11 +71,22 @@ def test_perplexity_matrix_keeps_one_line_per_seed():
     from see.report.build import ppl_pivot
 
     rows = pd.DataFrame(
-        [{"model": "m", "method": "see", "method_options": "", "head_policy": "dense",
-          "heal_stage": "initial", "seed": seed, "task": "wikitext", "metric": "word_perplexity",
-          "target_cr": cr, "value": value}
-         for seed, cr, value in [(0, 10, 111.0), (1, 10, 222.0), (0, 40, 333.0), (1, 40, 444.0)]]
-    )  # fmt: skip
+        [
+            {
+                "model": "m",
+                "method": "see",
+                "method_options": "",
+                "head_policy": "dense",
+                "heal_stage": "initial",
+                "seed": seed,
+                "task": "wikitext",
+                "metric": "word_perplexity",
+                "target_cr": cr,
+                "value": value,
+            }
+            for seed, cr, value in [(0, 10, 111.0), (1, 10, 222.0), (0, 40, 333.0), (1, 40, 444.0)]
+        ]
+    )
     table = ppl_pivot(rows)
     assert all(str(v) in table for v in (111, 222, 333, 444))
 
@@ -68,18 +97,31 @@ def test_see_targets_compare_default_see_with_plain_svd_and_name_the_best_method
     from see.report.targets import see_targets
 
     def row(method, options, cr, value):
-        return {"run_id": "20260101-000000-see-strength", "model": "m", "task": "wikitext",
-                "metric": "word_perplexity", "heal_stage": "initial", "method": method,
-                "method_options": options, "target_cr": cr, "value": value}  # fmt: skip
+        return {
+            "run_id": "20260101-000000-see-strength",
+            "model": "m",
+            "task": "wikitext",
+            "metric": "word_perplexity",
+            "heal_stage": "initial",
+            "method": method,
+            "method_options": options,
+            "target_cr": cr,
+            "value": value,
+        }
 
-    rows = pd.DataFrame([
-        row("baseline", "", 1.0, 30.0),
-        row("svd", "", 10.0, 80_000.0), row("see", "", 10.0, 1_000.0),  # 80x: met
-        row("svd", "", 20.0, 90_000.0), row("see", "", 20.0, 10_000.0),  # 9x: missed
-        row("svd", "finetune=True", 20.0, 5_000.0),  # the best at CR 20 is not SEE
-        row("svd", "", 40.0, 99_000.0), row("see_morph", "", 40.0, 900.0),
-        row("see", "", 40.0, 2_000.0),
-    ])  # fmt: skip
+    rows = pd.DataFrame(
+        [
+            row("baseline", "", 1.0, 30.0),
+            row("svd", "", 10.0, 80_000.0),
+            row("see", "", 10.0, 1_000.0),  # 80x: met
+            row("svd", "", 20.0, 90_000.0),
+            row("see", "", 20.0, 10_000.0),  # 9x: missed
+            row("svd", "finetune=True", 20.0, 5_000.0),  # the best at CR 20 is not SEE
+            row("svd", "", 40.0, 99_000.0),
+            row("see_morph", "", 40.0, 900.0),
+            row("see", "", 40.0, 2_000.0),
+        ]
+    )
     table = see_targets(rows).set_index("target_cr")
     assert table.loc[10.0, "ratio_met"] and not table.loc[20.0, "ratio_met"]
     assert table.loc[20.0, "best_method"] == "svd" and not table.loc[20.0, "see_best_met"]
@@ -113,13 +155,22 @@ def test_frontier_names_the_best_method_per_byte_budget_and_its_pareto_points():
     ]
     rows = pd.DataFrame(
         [
-            {"run_id": "20260101-000000-frontier", "model": "m", "method": method,
-             "method_options": "", "target_cr": target, "byte_cr": byte_cr,
-             "heal_stage": "initial", "task": task, "metric": metric, "value": value}
+            {
+                "run_id": "20260101-000000-frontier",
+                "model": "m",
+                "method": method,
+                "method_options": "",
+                "target_cr": target,
+                "byte_cr": byte_cr,
+                "heal_stage": "initial",
+                "task": task,
+                "metric": metric,
+                "value": value,
+            }
             for method, target, byte_cr, ppl, acc in cells
             for task, metric, value in [("wikitext", "word_perplexity", ppl), ("sst2", "acc", acc)]
         ]
-    )  # fmt: skip
+    )
     table = budget_table(frontier_cells(rows)).set_index("byte_budget")
     assert list(table.index) == [10.0, 40.0]  # the fitted methods' targets
     assert table.loc[10.0, "best_method"] == "pq" and table.loc[10.0, "sst2"] == 0.8
@@ -129,8 +180,12 @@ def test_frontier_names_the_best_method_per_byte_budget_and_its_pareto_points():
     front = pareto_front(frontier_cells(rows))
     # the baseline ties int8 with more bytes; svd at 10.2 is beaten by pq with fewer bytes
     assert list(zip(front.method, front.byte_cr, strict=True)) == [
-        ("int8", 3.76), ("int4", 7.1), ("pq", 11.3), ("svd", 40.7), ("pq", 47.5)
-    ]  # fmt: skip
+        ("int8", 3.76),
+        ("int4", 7.1),
+        ("pq", 11.3),
+        ("svd", 40.7),
+        ("pq", 47.5),
+    ]
 
 
 def test_tokens_to_recover_reads_the_curve_and_says_when_a_factor_is_not_reached():
@@ -139,16 +194,28 @@ def test_tokens_to_recover_reads_the_curve_and_says_when_a_factor_is_not_reached
     from see.report.healing import curve_points, tokens_to_recover
 
     def row(method, stage, tokens, value):
-        return {"run_id": "20260101-000000-heal-curve", "model": "m", "method": method,
-                "method_options": "", "target_cr": 10.0, "heal_stage": stage,
-                "heal_total_tokens": tokens, "task": "wikitext", "metric": "word_perplexity",
-                "value": value}  # fmt: skip
+        return {
+            "run_id": "20260101-000000-heal-curve",
+            "model": "m",
+            "method": method,
+            "method_options": "",
+            "target_cr": 10.0,
+            "heal_stage": stage,
+            "heal_total_tokens": tokens,
+            "task": "wikitext",
+            "metric": "word_perplexity",
+            "value": value,
+        }
 
-    rows = pd.DataFrame([
-        row("baseline", "initial", None, 30.0),
-        row("svd", "initial", None, 9000.0), row("svd", "stage1", 4096, 900.0),
-        row("svd", "stage2@16384", 16384, 55.0), row("svd", "stage2@65536", 65536, 40.0),
-    ])  # fmt: skip
+    rows = pd.DataFrame(
+        [
+            row("baseline", "initial", None, 30.0),
+            row("svd", "initial", None, 9000.0),
+            row("svd", "stage1", 4096, 900.0),
+            row("svd", "stage2@16384", 16384, 55.0),
+            row("svd", "stage2@65536", 65536, 40.0),
+        ]
+    )
     table = tokens_to_recover(curve_points(rows)).iloc[0]
     assert table["tokens_to_2x"] == "16,384" and table["tokens_to_1.5x"] == "65,536"
     assert table["tokens_to_1.1x"] == "not reached within 65,536"

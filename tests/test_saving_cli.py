@@ -19,8 +19,13 @@ def test_saved_svd_model_reloads_with_identical_logits(fresh_smollm, sample_ids,
     compress_model(model, compressed, "shared")
     with torch.no_grad():
         expected = model(sample_ids).logits
-    save_compressed(tmp_path / "svd10", compressed, base_model="smollm2-135m",
-                    head_policy="shared", target_cr=10)  # fmt: skip
+    save_compressed(
+        tmp_path / "svd10",
+        compressed,
+        base_model="smollm2-135m",
+        head_policy="shared",
+        target_cr=10,
+    )
     reloaded, _, module = load_compressed(tmp_path / "svd10")
     with torch.no_grad():
         assert torch.equal(reloaded(sample_ids).logits, expected)
@@ -53,9 +58,19 @@ def test_saved_see_model_reloads_with_identical_logits(fresh_smollm, sample_ids,
 def test_see_lm_eval_cli_runs_a_compressed_model(tmp_path):
     script = shutil.which("see-lm-eval")
     command = [script] if script else [sys.executable, "-m", "see.evaluation.lm_eval_model"]
-    command += ["run", "--model", "see", "--model_args",
-                "pretrained=smollm2-135m,method=svd,ratio=10", "--tasks", "sst2", "--limit", "4",
-                "--output_path", str(tmp_path)]  # fmt: skip
+    command += [
+        "run",
+        "--model",
+        "see",
+        "--model_args",
+        "pretrained=smollm2-135m,method=svd,ratio=10",
+        "--tasks",
+        "sst2",
+        "--limit",
+        "4",
+        "--output_path",
+        str(tmp_path),
+    ]
     out = subprocess.run(command, capture_output=True, text=True, env=os.environ, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "sst2" in out.stdout and "acc" in out.stdout
@@ -74,8 +89,9 @@ def test_grid_and_lm_eval_model_compress_through_one_service(monkeypatch):
 
     monkeypatch.setenv("SEE_DATA_DIR", DATA_DIR)
     options = (("freq_weight", 1.0), ("sampling", "mixed"))
-    cfg = GridConfig(name="t", models=["smollm2-135m"], methods=["svd"], ratios=[10],
-                     tasks={"wikitext": 1})  # fmt: skip
+    cfg = GridConfig(
+        name="t", models=["smollm2-135m"], methods=["svd"], ratios=[10], tasks={"wikitext": 1}
+    )
     grid_model, *_ = build_model(Cell("smollm2-135m", "svd", 10.0, "dense", 0, options), cfg)
     lm = SEELM("smollm2-135m", method="svd", ratio=10, **dict(options))
     grid_table = grid_model.get_input_embeddings().compressed.materialize()

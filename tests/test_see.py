@@ -65,8 +65,11 @@ def test_fit_improves_cosine_over_initialisation():
 
 def test_token_normalisation_and_morphemes():
     assert [normalize_token(t) for t in ["Ġapple", "##ing", "▁water", " The"]] == [
-        "apple", "ing", "water", "the",
-    ]  # fmt: skip
+        "apple",
+        "ing",
+        "water",
+        "the",
+    ]
     lexicon = frozenset({"play", "happy", "make"})
     assert morphemes("playing", lexicon) == ["m:play", "m:-ing"]
     assert morphemes("unhappy", lexicon) == ["m:happy", "m:un-"]
@@ -119,11 +122,14 @@ def test_word2ketxs_digits_and_parameter_count():
     module = get_method("word2ketxs")(1000, 64, 3, 2)  # n=3, R=2
     assert module.radix == 10
     assert module.unit_ids(torch.tensor([0, 123, 999])).tolist() == [
-        [0, 10, 20], [1, 12, 23], [9, 19, 29],
-    ]  # fmt: skip
+        [0, 10, 20],
+        [1, 12, 23],
+        [9, 19, 29],
+    ]
     assert module.num_params() == 2 * 3 * 10 * 4 + 2 * 64
-    fitted = get_method("word2ketxs").from_table(torch.randn(1000, 64), 20, steps=2, n=3,
-                                                 sampling="uniform")  # fmt: skip
+    fitted = get_method("word2ketxs").from_table(
+        torch.randn(1000, 64), 20, steps=2, n=3, sampling="uniform"
+    )
     assert fitted.reached_cr >= 20 and fitted.fit_report["see_rank"] >= 1
 
 
@@ -134,15 +140,32 @@ def write_hownet_fixture(root: Path) -> None:
     for name in ("sememe_all", "sememe_triples_taxonomy.txt"):
         shutil.copy(Path(DATA_DIR) / "hownet" / "resources" / name, resources / name)
     senses = {
-        "000001": {"No": "000001", "en_word": "apple", "en_grammar": "noun", "ch_word": "苹果",
-                   "ch_grammar": "noun", "Def": "{fruit|水果}"},
-        "000002": {"No": "000002", "en_word": "apple", "en_grammar": "noun", "ch_word": "苹果",
-                   "ch_grammar": "noun",
-                   "Def": "{computer|电脑:modifier={PatternValue|样式值:CoEvent={able|能:"
-                          "scope={bring|携带:patient={$}}}}}"},
-        "000003": {"No": "000003", "en_word": "water", "en_grammar": "noun", "ch_word": "水",
-                   "ch_grammar": "noun", "Def": "{water|水}"},
-    }  # fmt: skip
+        "000001": {
+            "No": "000001",
+            "en_word": "apple",
+            "en_grammar": "noun",
+            "ch_word": "苹果",
+            "ch_grammar": "noun",
+            "Def": "{fruit|水果}",
+        },
+        "000002": {
+            "No": "000002",
+            "en_word": "apple",
+            "en_grammar": "noun",
+            "ch_word": "苹果",
+            "ch_grammar": "noun",
+            "Def": "{computer|电脑:modifier={PatternValue|样式值:CoEvent={able|能:"
+            "scope={bring|携带:patient={$}}}}}",
+        },
+        "000003": {
+            "No": "000003",
+            "en_word": "water",
+            "en_grammar": "noun",
+            "ch_word": "水",
+            "ch_grammar": "noun",
+            "Def": "{water|水}",
+        },
+    }
     (resources / "HowNet_dict_complete").write_bytes(pickle.dumps(senses))
 
 
@@ -159,13 +182,20 @@ def test_hownet_source_reads_openhownet_files(tmp_path, monkeypatch):
     write_hownet_fixture(tmp_path)
     assert resolve_source_name("auto") == "hownet"
     source = get_source("auto")
-    assert source.sememes("apple") == ["fruit|水果", "computer|电脑", "PatternValue|样式值",
-                                       "able|能", "bring|携带"]  # fmt: skip
+    assert source.sememes("apple") == [
+        "fruit|水果",
+        "computer|电脑",
+        "PatternValue|样式值",
+        "able|能",
+        "bring|携带",
+    ]
     assert source.sememes("apples") == source.sememes("apple")  # lemma lookup
     assert source.sememes("zzz") == []
     units = build_unit_map(["Ġapple", "▁water"], source=source).token_unit_names
-    assert units == [("s:fruit|水果", "s:computer|电脑", "m:apple"),
-                     ("s:water|水", "m:water", "f:space")]  # fmt: skip
+    assert units == [
+        ("s:fruit|水果", "s:computer|电脑", "m:apple"),
+        ("s:water|水", "m:water", "f:space"),
+    ]
 
 
 @needs_data
@@ -173,13 +203,13 @@ def test_see_from_table_on_real_tokens(smollm):
     model, tok = smollm
     table = model.get_input_embeddings().weight.detach()[:400]
     counts = torch.arange(400)
-    module = get_method("see").from_table(table, 4, tokenizer=tok, steps=3,
-                                          sememe_source="wordnet", token_counts=counts)  # fmt: skip
+    module = get_method("see").from_table(
+        table, 4, tokenizer=tok, steps=3, sememe_source="wordnet", token_counts=counts
+    )
     assert module.reached_cr >= 4
     assert module.fit_report["map_collision_rate_after"] == 0
     assert module.num_params() == sum(t.numel() for t in [*module.parameters(), *module.buffers()])
-    morph = get_method("see_morph").from_table(table, 4, tokenizer=tok, steps=3,
-                                               sampling="uniform")  # fmt: skip
+    morph = get_method("see_morph").from_table(table, 4, tokenizer=tok, steps=3, sampling="uniform")
     assert morph.fit_report["map_tokens_with_sememes"] == 0
     with pytest.raises(ValueError, match="needs the model's tokenizer"):
         get_method("see").from_table(table, 4)

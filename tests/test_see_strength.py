@@ -26,8 +26,10 @@ def test_token_slot_gives_every_token_of_the_real_vocabulary_its_own_unit_tuple(
 
 
 def test_token_buckets_follow_the_budget():
-    shapes = {cr: slot_shapes(49152 * 576 / cr - 3 * 49152, 8704, 9, 0, -1, 32, "see")
-              for cr in (10, 20, 40)}  # fmt: skip
+    shapes = {
+        cr: slot_shapes(49152 * 576 / cr - 3 * 49152, 8704, 9, 0, -1, 32, "see")
+        for cr in (10, 20, 40)
+    }
     for cr, (rank, buckets) in shapes.items():
         assert rank * (8704 + buckets) * 9 <= 49152 * 576 / cr - 3 * 49152
         assert buckets >= 8704  # auto R leaves at least as many buckets as shared units
@@ -48,21 +50,32 @@ def test_mixed_sampler_draws_half_uniform_half_by_frequency():
     share = (ids == 7).float().mean().item()
     assert 0.49 < share < 0.52  # the frequency half (and 1/1000 of the uniform half)
     assert len(ids.unique()) > 900  # the uniform half reaches rare rows
-    freq = torch.cat([draw_rows(RowFit(batch_tokens=1000, sampling="freq"),
-                                row_probs(RowFit(sampling="freq"), counts, 1000), 1000,
-                                generator) for _ in range(5)])  # fmt: skip
+    freq = torch.cat(
+        [
+            draw_rows(
+                RowFit(batch_tokens=1000, sampling="freq"),
+                row_probs(RowFit(sampling="freq"), counts, 1000),
+                1000,
+                generator,
+            )
+            for _ in range(5)
+        ]
+    )
     assert (freq == 7).float().mean().item() > 0.99
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"sampling": "zipf"}, "sampling='zipf'"),
-    ({"schedule": "linear"}, "schedule='linear'"),
-    ({"id_weight": -1.0}, "id_weight=-1.0"),
-    ({"id_temperature": 0.0}, "id_temperature=0.0"),
-    ({"id_negatives": -5}, "id_negatives=-5"),
-    ({"steps": 0}, "steps=0"),
-    ({"freq_weight": -0.5}, "freq_weight=-0.5"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"sampling": "zipf"}, "sampling='zipf'"),
+        ({"schedule": "linear"}, "schedule='linear'"),
+        ({"id_weight": -1.0}, "id_weight=-1.0"),
+        ({"id_temperature": 0.0}, "id_temperature=0.0"),
+        ({"id_negatives": -5}, "id_negatives=-5"),
+        ({"steps": 0}, "steps=0"),
+        ({"freq_weight": -0.5}, "freq_weight=-0.5"),
+    ],
+)
 def test_fit_options_out_of_range_are_rejected(bad, match):
     with pytest.raises(ValueError, match=match):
         RowFit(**bad)
@@ -85,12 +98,25 @@ def test_identification_term_lowers_identification_error_on_a_real_table(smollm)
     svd = get_method("svd")
     rates = {}
     for weight in (0.0, 1.0):
-        fit = RowFit(steps=80, batch_tokens=512, lr=1e-2, sampling="uniform", id_weight=weight,
-                     id_temperature=1.0, id_negatives=1024, checkpoints=2)  # fmt: skip
+        fit = RowFit(
+            steps=80,
+            batch_tokens=512,
+            lr=1e-2,
+            sampling="uniform",
+            id_weight=weight,
+            id_temperature=1.0,
+            id_negatives=1024,
+            checkpoints=2,
+        )
         start = svd.from_table(table, 20)
         # checkpoints scored by identification (the start is a candidate too)
-        fitted = fit_rows(start, table, fit, device="cpu",
-                          checkpoint_score=lambda m: -identification_rate(m, table))  # fmt: skip
+        fitted = fit_rows(
+            start,
+            table,
+            fit,
+            device="cpu",
+            checkpoint_score=lambda m: -identification_rate(m, table),
+        )
         rates[weight] = identification_rate(fitted, table)
     assert rates[1.0] > rates[0.0] + 0.1, rates
 

@@ -63,9 +63,14 @@ def untied_folder(tmp_path):
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
     config = Qwen2Config(
-        vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=False,
-    )  # fmt: skip
+        vocab_size=49152,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     Qwen2ForCausalLM(config).save_pretrained(tmp_path)
     AutoTokenizer.from_pretrained(zoo.zoo_folder("smollm2-135m")).save_pretrained(tmp_path)

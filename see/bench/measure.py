@@ -22,8 +22,13 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_op(fn: Callable[[], object], *, repeats: int = 10, warmup: int = 2,
-            device: torch.device | str = "cpu") -> dict[str, float]:  # fmt: skip
+def time_op(
+    fn: Callable[[], object],
+    *,
+    repeats: int = 10,
+    warmup: int = 2,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
     """Median and interquartile range (seconds) of `repeats` timed calls of `fn`."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -71,8 +76,9 @@ def is_oom(err: BaseException) -> bool:
 
 
 @torch.inference_mode()
-def measure_point(step: Callable[[], object], tokens: int, *, repeats: int, warmup: int,
-                  device: torch.device) -> dict:  # fmt: skip
+def measure_point(
+    step: Callable[[], object], tokens: int, *, repeats: int, warmup: int, device: torch.device
+) -> dict:
     """Time `step` (which processes `tokens` tokens); an OOM becomes a row, not a crash."""
     reset_peak(device)
     try:
@@ -106,6 +112,11 @@ def decode_step(model, ids: torch.Tensor, new_tokens: int) -> Callable[[], objec
         if model.config.pad_token_id is None
         else model.config.pad_token_id
     )
-    return lambda: model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                  max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                  do_sample=False, pad_token_id=pad)  # fmt: skip
+    return lambda: model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        pad_token_id=pad,
+    )

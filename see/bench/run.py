@@ -50,7 +50,7 @@ def worker(target: str, settings: dict, dtype: str) -> list[dict]:
         embedding_step,
         measure_point,
         peak_memory_bytes,
-        prefill_step,  # fmt: skip
+        prefill_step,
         reset_peak,
     )
     from see.models import count_bytes, load_model
@@ -68,8 +68,11 @@ def worker(target: str, settings: dict, dtype: str) -> list[dict]:
     else:
         model, _ = load_model(target, torch_dtype)
     model.to(device).eval()
-    info = {**count_bytes(model), "load_peak_memory_bytes": peak_memory_bytes(device),
-            "loaded_memory_bytes": current_memory_bytes(device)}  # fmt: skip
+    info = {
+        **count_bytes(model),
+        "load_peak_memory_bytes": peak_memory_bytes(device),
+        "loaded_memory_bytes": current_memory_bytes(device),
+    }
     vocab = model.get_input_embeddings().num_embeddings
     gen = torch.Generator().manual_seed(0)
 
@@ -80,26 +83,43 @@ def worker(target: str, settings: dict, dtype: str) -> list[dict]:
     batch, seq = bench.embedding_shape
     points = [("embedding", batch, seq, batch * seq, embedding_step(model, ids(batch, seq)))]
     points += [("prefill", b, s, b * s, prefill_step(model, ids(b, s))) for b, s in bench.prefill]
-    points += [("decode", b, bench.decode_prompt, b * bench.new_tokens,
-                decode_step(model, ids(b, bench.decode_prompt), bench.new_tokens))
-               for b in bench.decode_batches]  # fmt: skip
+    points += [
+        (
+            "decode",
+            b,
+            bench.decode_prompt,
+            b * bench.new_tokens,
+            decode_step(model, ids(b, bench.decode_prompt), bench.new_tokens),
+        )
+        for b in bench.decode_batches
+    ]
     rows = []
     for name, b, s, tokens, step in points:
         measured = measure_point(step, tokens, device=device, **common)
         rows.append({"bench": name, "batch": b, "seq": s, "tokens": tokens, **info, **measured})
-        print(f"[bench] {target} {name} {b}x{s}: {measured.get('tokens_per_s', 'OOM')}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"[bench] {target} {name} {b}x{s}: {measured.get('tokens_per_s', 'OOM')}",
+            file=sys.stderr,
+        )
     return rows
 
 
 def bench_identity(cfg: GridConfig, cell, bench: BenchSettings) -> dict:
     return {
-        "model": cell.model, "method": cell.method, "method_options": cell.options_text(),
-        "target_cr": cell.target_cr, "head_policy": cell.head_policy, "tie_source": cfg.tie_source,
-        "heal_stage": "initial", "task": "bench", "dtype": cfg.dtype,
+        "model": cell.model,
+        "method": cell.method,
+        "method_options": cell.options_text(),
+        "target_cr": cell.target_cr,
+        "head_policy": cell.head_policy,
+        "tie_source": cfg.tie_source,
+        "heal_stage": "initial",
+        "task": "bench",
+        "dtype": cfg.dtype,
         "bench_settings": json.dumps(dataclasses.asdict(bench), sort_keys=True),
-        "torch_threads": torch.get_num_threads(), "weights": "pretrained", "seed": cell.seed,
-    }  # fmt: skip
+        "torch_threads": torch.get_num_threads(),
+        "weights": "pretrained",
+        "seed": cell.seed,
+    }
 
 
 def save_cell(cell, cfg: GridConfig, folder: Path) -> str:
@@ -111,8 +131,14 @@ def save_cell(cell, cfg: GridConfig, folder: Path) -> str:
         return cell.model
     model, _, info, _ = build_model(cell, cfg)
     compressed = model.get_input_embeddings().compressed
-    save_compressed(folder, compressed, base_model=cell.model, head_policy=cell.head_policy,
-                    tie_source=cfg.tie_source, target_cr=cell.target_cr)  # fmt: skip
+    save_compressed(
+        folder,
+        compressed,
+        base_model=cell.model,
+        head_policy=cell.head_policy,
+        tie_source=cfg.tie_source,
+        target_cr=cell.target_cr,
+    )
     return str(folder)
 
 
@@ -134,18 +160,37 @@ def run_bench(cfg: GridConfig, results_dir: str | Path = "results", run_id: str 
         try:
             target = save_cell(cell, cfg, cache_dir() / "bench" / key)
         except UnreachableCR as err:
-            store.append([{**ident, "cell_key": key, "status": "unreachable", "note": str(err),
-                           **provenance(run_id, device)}])  # fmt: skip
+            store.append(
+                [
+                    {
+                        **ident,
+                        "cell_key": key,
+                        "status": "unreachable",
+                        "note": str(err),
+                        **provenance(run_id, device),
+                    }
+                ]
+            )
             continue
         out = subprocess.run(
-            [sys.executable, "-m", "see.bench.run", target, json.dumps(dataclasses.asdict(bench)),
-             cfg.dtype], capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "see.bench.run",
+                target,
+                json.dumps(dataclasses.asdict(bench)),
+                cfg.dtype,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if out.returncode != 0:
             raise RuntimeError(f"benchmark worker failed for {cell}:\n{out.stderr[-3000:]}")
         rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-        store.append([{**ident, **row, "cell_key": key, **provenance(run_id, device)}
-                      for row in rows])  # fmt: skip
+        store.append(
+            [{**ident, **row, "cell_key": key, **provenance(run_id, device)} for row in rows]
+        )
     print(summary(store.path))
     return store
 
@@ -157,8 +202,19 @@ def summary(path: Path) -> str:
     rows = pd.read_json(path, lines=True)
     table = compared_to_baseline(rows[rows.get("status", "ok") == "ok"])
     table = table[table.method != "baseline"]
-    cols = ["model", "method", "target_cr", "head_policy", "bench", "batch", "seq", "tokens_per_s",
-            "speed_ratio", "param_bytes_ratio", "memory_vs_param_saving"]  # fmt: skip
+    cols = [
+        "model",
+        "method",
+        "target_cr",
+        "head_policy",
+        "bench",
+        "batch",
+        "seq",
+        "tokens_per_s",
+        "speed_ratio",
+        "param_bytes_ratio",
+        "memory_vs_param_saving",
+    ]
     on_gpu = rows.device.str.startswith("cuda").any() if "device" in rows else False
     if not on_gpu:
         head = "CPU run: the GPU targets do not apply; ratios for reference"

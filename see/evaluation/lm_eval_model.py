@@ -52,9 +52,17 @@ class SEELM(HFLM):
                 if ratio is None:
                     raise ValueError(f"method {method!r} needs ratio=<target CR> in model_args")
                 # data_dir None: $SEE_DATA_DIR, as in a grid with no data_dir in its config
-                compressed = compress(model, tok, method, float(ratio), kwargs, seed=seed,
-                                      head_policy=head_policy, max_length=max_length,
-                                      dtype=torch_dtype)  # fmt: skip
+                compressed = compress(
+                    model,
+                    tok,
+                    method,
+                    float(ratio),
+                    kwargs,
+                    seed=seed,
+                    head_policy=head_policy,
+                    max_length=max_length,
+                    dtype=torch_dtype,
+                )
             elif kwargs:
                 raise ValueError(f"unknown model_args for the baseline: {sorted(kwargs)}")
             compress_model(model, compressed, head_policy)

@@ -102,8 +102,13 @@ class _AutoEncoder(nn.Module):
 class AutoencoderEmbedding(CompressedEmbedding):
     trained = True
 
-    def __init__(self, codes: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                 code_scale_bits: torch.Tensor | None = None):  # fmt: skip
+    def __init__(
+        self,
+        codes: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        code_scale_bits: torch.Tensor | None = None,
+    ):
         super().__init__(codes.shape[0], weight.shape[0])
         # V x k: fp32, or int8 with per-row scales (codes_dtype "int8")
         self.codes = (
@@ -165,8 +170,13 @@ class AutoencoderEmbedding(CompressedEmbedding):
         table = check_table(table).float()
         k = ae_code_size(*table.shape, target_cr, check_codes_dtype("autoencoder", codes_dtype))
         # the row-fit levers SEE gets (rowfit.py): row sampling and the identification term
-        levers = RowFit(sampling=sampling, freq_weight=freq_weight, id_weight=id_weight,
-                        id_temperature=id_temperature, id_negatives=id_negatives)  # fmt: skip
+        levers = RowFit(
+            sampling=sampling,
+            freq_weight=freq_weight,
+            id_weight=id_weight,
+            id_temperature=id_temperature,
+            id_negatives=id_negatives,
+        )
         weights = row_probs(levers, token_counts, len(table))
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         generator = torch.Generator().manual_seed(seed)
@@ -209,9 +219,11 @@ class AutoencoderEmbedding(CompressedEmbedding):
             score = entry.get("score", -report["fit_mean_cos"])
             history.append(entry)
             bar.close()
-            tqdm.write(f"[autoencoder] k={k} " + " ".join(
-                f"{key}={val:.4g}" for key, val in entry.items() if key != "epoch"
-            ) + f" epoch={epoch + 1}")  # fmt: skip
+            tqdm.write(
+                f"[autoencoder] k={k} "
+                + " ".join(f"{key}={val:.4g}" for key, val in entry.items() if key != "epoch")
+                + f" epoch={epoch + 1}"
+            )
             if score < best_score:
                 best, best_score = copy.deepcopy(candidate), score
         best.fit_report = {

@@ -82,8 +82,15 @@ class KroneckerEmbedding(CompressedEmbedding):
 
     trained = True
 
-    def __init__(self, num_embeddings: int, dim: int, n: int, rank: int, num_units: int,
-                 norm: str = "layernorm"):  # fmt: skip
+    def __init__(
+        self,
+        num_embeddings: int,
+        dim: int,
+        n: int,
+        rank: int,
+        num_units: int,
+        norm: str = "layernorm",
+    ):
         super().__init__(num_embeddings, dim)
         if n < 2:
             raise ValueError(f"order n must be >= 2, got {n}")

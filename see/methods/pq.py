@@ -42,8 +42,13 @@ def choose_subvectors(vocab: int, dim: int, target: float, bits: int) -> int:
     return max(fits)
 
 
-def kmeans(points: torch.Tensor, k: int, iters: int, weights: torch.Tensor | None,
-           generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def kmeans(
+    points: torch.Tensor,
+    k: int,
+    iters: int,
+    weights: torch.Tensor | None,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Batched Lloyd k-means: points (m, N, s) -> (centroids (m, k, s), assignment (m, N))."""
     m, n, _ = points.shape
     w = torch.ones(n, device=points.device) if weights is None else weights.to(points)
@@ -58,12 +63,13 @@ def kmeans(points: torch.Tensor, k: int, iters: int, weights: torch.Tensor | Non
         )
         centroids = torch.where(
             mass[..., None] > 0, sums / mass.clamp_min(1e-12)[..., None], centroids
-        )  # fmt: skip  (empty clusters keep their centroid)
+        )  # empty clusters keep their centroid
     return centroids, nearest(points, centroids)
 
 
-def kmeans_plus_plus(points: torch.Tensor, k: int, w: torch.Tensor,
-                     generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+def kmeans_plus_plus(
+    points: torch.Tensor, k: int, w: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
     """Seeding by D**2 sampling (Arthur & Vassilvitskii 2007), per sub-space: (m, k, s).
 
     Draws by inverse CDF (cumsum + searchsorted), about 10x faster than torch.multinomial
@@ -87,8 +93,13 @@ def nearest(points: torch.Tensor, centroids: torch.Tensor, chunk: int = 2048) ->
     """(m, N) id of each point's nearest centroid, in chunks of rows (m x chunk x k floats):
     argmin of |c|^2 - 2 x.c (|x|^2 is the same for every centroid)."""
     c_sq = centroids.pow(2).sum(-1)[:, None, :]
-    return torch.cat([torch.baddbmm(c_sq, part, centroids.transpose(1, 2), alpha=-2).argmin(-1)
-                      for part in points.split(chunk, dim=1)], dim=1)  # fmt: skip
+    return torch.cat(
+        [
+            torch.baddbmm(c_sq, part, centroids.transpose(1, 2), alpha=-2).argmin(-1)
+            for part in points.split(chunk, dim=1)
+        ],
+        dim=1,
+    )
 
 
 @register("pq")
@@ -100,10 +111,19 @@ class PQEmbedding(CompressedEmbedding):
         self.codebooks = nn.Parameter(codebooks)  # m x 2**bits x d/m
 
     @classmethod
-    def from_table(cls, table: torch.Tensor, target_cr: float, *, bits: int = 8,
-                   subvectors: int = 0, iters: int = 25, sampling: str = "freq",
-                   freq_weight: float = 0.0, seed: int = 0,
-                   token_counts: torch.Tensor | None = None) -> PQEmbedding:  # fmt: skip
+    def from_table(
+        cls,
+        table: torch.Tensor,
+        target_cr: float,
+        *,
+        bits: int = 8,
+        subvectors: int = 0,
+        iters: int = 25,
+        sampling: str = "freq",
+        freq_weight: float = 0.0,
+        seed: int = 0,
+        token_counts: torch.Tensor | None = None,
+    ) -> PQEmbedding:
         table = check_table(table).float()
         vocab, dim = table.shape
         check_target_cr(target_cr)

@@ -72,8 +72,11 @@ class Int8Rows(nn.Module):
 
     def forward(self, ids: torch.Tensor | None = None) -> torch.Tensor:
         """Dequantized rows `ids` (all rows when None), float32."""
-        codes, bits = (self.codes, self.scale_bits) if ids is None else (
-            self.codes[ids], self.scale_bits[ids])  # fmt: skip
+        codes, bits = (
+            (self.codes, self.scale_bits)
+            if ids is None
+            else (self.codes[ids], self.scale_bits[ids])
+        )
         return codes.float() * bits.view(torch.float16).float()[..., None]
 
 
@@ -100,8 +103,9 @@ class QuantizedEmbedding(CompressedEmbedding):
         self.register_buffer("scale_bits", scale_bits)  # fp16 scales as int16 bits
 
     @classmethod
-    def from_table(cls, table: torch.Tensor, target_cr: float = 1.5, *,
-                   group_size: int = 32) -> QuantizedEmbedding:  # fmt: skip
+    def from_table(
+        cls, table: torch.Tensor, target_cr: float = 1.5, *, group_size: int = 32
+    ) -> QuantizedEmbedding:
         table = check_table(table)
         vocab, dim = table.shape
         if not isinstance(group_size, int) or group_size < 2 or dim % group_size:
@@ -127,8 +131,12 @@ class QuantizedEmbedding(CompressedEmbedding):
         return 32 / (cls.bits + 16 / group) if isinstance(group, int) and group >= 2 else None
 
     def init_kwargs(self) -> dict:
-        return {"codes": self.codes, "scale_bits": self.scale_bits,
-                "dim": self.embedding_dim, "group_size": self.group_size}  # fmt: skip
+        return {
+            "codes": self.codes,
+            "scale_bits": self.scale_bits,
+            "dim": self.embedding_dim,
+            "group_size": self.group_size,
+        }
 
     def dequantize(self, codes: torch.Tensor, scale_bits: torch.Tensor) -> torch.Tensor:
         values = unpack_int4(codes) if self.bits == 4 else codes

@@ -58,20 +58,32 @@ class RowFit:
                 raise ValueError(f"fit option {name}={getattr(self, name)!r}; allowed: {allowed}")
 
         need(isinstance(self.steps, int) and self.steps >= 1, "steps", "an int >= 1")
-        need(self.schedule != "onecycle" or self.steps >= 4, "steps",
-             "an int >= 4 with the onecycle schedule (its warm-up needs 2 steps)")  # fmt: skip
-        need(isinstance(self.batch_tokens, int) and self.batch_tokens >= 1, "batch_tokens",
-             "an int >= 1")  # fmt: skip
+        need(
+            self.schedule != "onecycle" or self.steps >= 4,
+            "steps",
+            "an int >= 4 with the onecycle schedule (its warm-up needs 2 steps)",
+        )
+        need(
+            isinstance(self.batch_tokens, int) and self.batch_tokens >= 1,
+            "batch_tokens",
+            "an int >= 1",
+        )
         need(self.lr > 0, "lr", "a number > 0")
         need(self.schedule in SCHEDULES, "schedule", str(SCHEDULES))
         need(self.sampling in SAMPLINGS, "sampling", str(SAMPLINGS))
         need(self.freq_weight >= 0, "freq_weight", "a number >= 0")
         need(self.id_weight >= 0, "id_weight", "a number >= 0 (0 = no identification term)")
         need(self.id_temperature > 0, "id_temperature", "a number > 0")
-        need(isinstance(self.id_negatives, int) and self.id_negatives >= 0, "id_negatives",
-             "an int >= 0")  # fmt: skip
-        need(isinstance(self.checkpoints, int) and self.checkpoints >= 1, "checkpoints",
-             "an int >= 1")  # fmt: skip
+        need(
+            isinstance(self.id_negatives, int) and self.id_negatives >= 0,
+            "id_negatives",
+            "an int >= 0",
+        )
+        need(
+            isinstance(self.checkpoints, int) and self.checkpoints >= 1,
+            "checkpoints",
+            "an int >= 1",
+        )
 
     @property
     def needs_counts(self) -> bool:
@@ -121,8 +133,9 @@ def draw_rows(fit: RowFit, probs: torch.Tensor | None, vocab: int, generator) ->
     return torch.cat([uniform, torch.multinomial(freq, n // 2, True, generator=generator)])
 
 
-def identification_loss(out: torch.Tensor, ids: torch.Tensor, rows: torch.Tensor,
-                        fit: RowFit, generator) -> torch.Tensor:  # fmt: skip
+def identification_loss(
+    out: torch.Tensor, ids: torch.Tensor, rows: torch.Tensor, fit: RowFit, generator
+) -> torch.Tensor:
     """Sampled-softmax cross-entropy of out @ E_c^T / T with target = each row's own token."""
     unique, target = torch.unique(ids, return_inverse=True)
     negatives = torch.randint(len(rows), (fit.id_negatives,), generator=generator).to(ids.device)
@@ -133,8 +146,9 @@ def identification_loss(out: torch.Tensor, ids: torch.Tensor, rows: torch.Tensor
 
 
 @torch.no_grad()
-def identification_rate(module: nn.Module, rows: torch.Tensor, sample: int = 2048,
-                        seed: int = 0) -> float:  # fmt: skip
+def identification_rate(
+    module: nn.Module, rows: torch.Tensor, sample: int = 2048, seed: int = 0
+) -> float:
     """Share of `sample` random tokens whose rebuilt row's top dot product in E is its own."""
     generator = torch.Generator().manual_seed(seed)
     ids = torch.randperm(len(rows), generator=generator)[:sample].to(rows.device)

@@ -47,8 +47,15 @@ def token_texts(tokenizer, vocab: int) -> list[str]:
     return texts + [f"<row {i}>" for i in range(n, vocab)]
 
 
-def slot_shapes(unit_budget: float, shared_units: int, q: int, rank: int, token_buckets: int,
-                max_rank: int, what: str) -> tuple[int, int]:  # fmt: skip
+def slot_shapes(
+    unit_budget: float,
+    shared_units: int,
+    q: int,
+    rank: int,
+    token_buckets: int,
+    max_rank: int,
+    what: str,
+) -> tuple[int, int]:
     """(R, H) with R * (|U| + H) * q <= unit_budget; 0 / -1 = chosen here (module docstring)."""
     if token_buckets > 0 and rank > 0:
         if rank * (shared_units + token_buckets) * q > unit_budget:
@@ -93,8 +100,15 @@ def token_buckets_of(shared: torch.Tensor, buckets: int) -> torch.Tensor:
 class SEEEmbedding(KroneckerEmbedding):
     uses_sememes = True
 
-    def __init__(self, token_units: torch.Tensor, num_units: int, dim: int, rank: int, norm: str,
-                 digit_radix: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        token_units: torch.Tensor,
+        num_units: int,
+        dim: int,
+        rank: int,
+        norm: str,
+        digit_radix: int = 0,
+    ):
         n = token_units.shape[1] + (2 if digit_radix else 0)
         super().__init__(token_units.shape[0], dim, n, rank, num_units, norm)
         self.register_buffer("token_units", token_units.to(torch.int32))
@@ -104,9 +118,14 @@ class SEEEmbedding(KroneckerEmbedding):
         self.mapping_report: dict = {}
 
     def init_kwargs(self) -> dict:
-        return {"token_units": self.token_units, "num_units": self.vectors.shape[0],
-                "dim": self.embedding_dim, "rank": self.rank, "norm": self.norm_kind,
-                "digit_radix": self.digit_radix}  # fmt: skip
+        return {
+            "token_units": self.token_units,
+            "num_units": self.vectors.shape[0],
+            "dim": self.embedding_dim,
+            "rank": self.rank,
+            "norm": self.norm_kind,
+            "digit_radix": self.digit_radix,
+        }
 
     def unit_ids(self, ids: torch.Tensor) -> torch.Tensor:
         shared = self.token_units[ids]
@@ -118,8 +137,15 @@ class SEEEmbedding(KroneckerEmbedding):
         return torch.cat([shared, digits.to(shared.dtype)], dim=-1)
 
     # the row fit's defaults for SEE (rowfit.RowFit; a cell's options override them)
-    fit_defaults = {"steps": 600, "batch_tokens": 2048, "lr": 2e-2, "schedule": "onecycle",
-                    "sampling": "mixed", "freq_weight": 1.0, "id_weight": 1.0}  # fmt: skip
+    fit_defaults = {
+        "steps": 600,
+        "batch_tokens": 2048,
+        "lr": 2e-2,
+        "schedule": "onecycle",
+        "sampling": "mixed",
+        "freq_weight": 1.0,
+        "id_weight": 1.0,
+    }
 
     @classmethod
     def from_table(
@@ -178,12 +204,16 @@ class SEEEmbedding(KroneckerEmbedding):
             max_units = max(64, int(unit_budget / (2 * AUTO_RANK * q)))
             hash_buckets = min(hash_buckets, max(16, max_units // 16))
         unit_map = build_unit_map(
-            token_texts(tokenizer, vocab), n=shared_slots, source=source,
+            token_texts(tokenizer, vocab),
+            n=shared_slots,
+            source=source,
             max_sememes=max(1, shared_slots - 1) if max_sememes is None else max_sememes,
-            max_units=max_units, hash_buckets=hash_buckets,
+            max_units=max_units,
+            hash_buckets=hash_buckets,
             separate=separate and not token_buckets and not digits,
-            random_sememes=cls.uses_sememes and sememe_source == "random", seed=seed,
-        )  # fmt: skip
+            random_sememes=cls.uses_sememes and sememe_source == "random",
+            seed=seed,
+        )
         num_units = len(unit_map.units)
         fixed = vocab * shared_slots + norm_params(norm, dim)
         if not digits and token_buckets:
@@ -195,13 +225,15 @@ class SEEEmbedding(KroneckerEmbedding):
             radix = unit_dim(vocab, 2)  # v = ceil(sqrt(V)): every id is a distinct digit pair
             names += [f"d1:{k}" for k in range(radix)] + [f"d2:{k}" for k in range(radix)]
             per_rank = len(names) * q
-            rank = rank or min(rank_for_budget(vocab * dim / target_cr, fixed, per_rank, what),
-                               max_rank)  # fmt: skip
+            rank = rank or min(
+                rank_for_budget(vocab * dim / target_cr, fixed, per_rank, what), max_rank
+            )
             buckets = 0
             unit_map.report["collision_rate_after"] = 0.0
         elif token_buckets:
-            rank, buckets = slot_shapes(vocab * dim / target_cr - fixed, num_units, q, rank,
-                                        token_buckets, max_rank, what)  # fmt: skip
+            rank, buckets = slot_shapes(
+                vocab * dim / target_cr - fixed, num_units, q, rank, token_buckets, max_rank, what
+            )
             slot = token_buckets_of(units, buckets) + num_units
             units = torch.cat([units, slot[:, None].to(units.dtype)], dim=1)
             names += [f"t:{k}" for k in range(buckets)]
@@ -210,8 +242,10 @@ class SEEEmbedding(KroneckerEmbedding):
             rank = rank or rank_for_budget(vocab * dim / target_cr, fixed, num_units * q, what)
             buckets = 0
         unit_map.report["token_buckets"] = buckets
-        shown = (f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                 for k, v in unit_map.report.items())  # fmt: skip
+        shown = (
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in unit_map.report.items()
+        )
         print(f"[{cls.name}] unit map: " + ", ".join(shown) + f", R={rank}")
         torch.manual_seed(seed)
         module = cls(units, len(names), dim, rank, norm, digit_radix=radix)
@@ -219,8 +253,14 @@ class SEEEmbedding(KroneckerEmbedding):
             raise UnreachableCR(f"{what}: {module.num_params()} numbers exceed the budget")
         module.mapping_report = unit_map.report
         module.unit_names = names
-        fitted = module.fit(table, fit, seed=seed, checkpoint_score=checkpoint_score,
-                            device=device, token_counts=token_counts)  # fmt: skip
+        fitted = module.fit(
+            table,
+            fit,
+            seed=seed,
+            checkpoint_score=checkpoint_score,
+            device=device,
+            token_counts=token_counts,
+        )
         fitted.fit_report.update({"see_rank": rank, "see_units": len(names)})
         fitted.fit_report.update({f"map_{k}": v for k, v in unit_map.report.items()})
         return fitted

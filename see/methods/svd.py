@@ -44,8 +44,9 @@ def svd_rank(vocab: int, dim: int, target_cr: float, codes_dtype: str = "float32
 
 @register("svd")
 class SVDEmbedding(CompressedEmbedding):
-    def __init__(self, left: torch.Tensor, right: torch.Tensor,
-                 left_scale_bits: torch.Tensor | None = None):  # fmt: skip
+    def __init__(
+        self, left: torch.Tensor, right: torch.Tensor, left_scale_bits: torch.Tensor | None = None
+    ):
         super().__init__(left.shape[0], right.shape[1])
         # V x k: fp32, or int8 codes with per-row scales (codes_dtype "int8")
         self.left = (
@@ -56,8 +57,14 @@ class SVDEmbedding(CompressedEmbedding):
     # plain truncated SVD unless options say otherwise (freq_weight 0: uniform rows, and
     # `freq_weight = 1` alone means a frequency-weighted SVD, as in earlier runs); `finetune`
     # runs the common row fit on the factors
-    fit_defaults = {"steps": 600, "batch_tokens": 2048, "lr": 1e-3, "schedule": "onecycle",
-                    "sampling": "freq", "freq_weight": 0.0}  # fmt: skip
+    fit_defaults = {
+        "steps": 600,
+        "batch_tokens": 2048,
+        "lr": 1e-3,
+        "schedule": "onecycle",
+        "sampling": "freq",
+        "freq_weight": 0.0,
+    }
 
     @classmethod
     def from_table(
@@ -85,9 +92,16 @@ class SVDEmbedding(CompressedEmbedding):
         module = cls(left, vh[:rank].to(table.dtype).contiguous())
         if finetune:
             torch.manual_seed(seed)
-            module = fit_rows(module, table, fit, seed=seed, token_counts=token_counts,
-                              checkpoint_score=checkpoint_score, device=device,
-                              name=f"fit svd k={rank}")  # fmt: skip
+            module = fit_rows(
+                module,
+                table,
+                fit,
+                seed=seed,
+                token_counts=token_counts,
+                checkpoint_score=checkpoint_score,
+                device=device,
+                name=f"fit svd k={rank}",
+            )
         if codes_dtype == "int8":  # quantized after the fit (and after finetuning)
             codes = Int8Rows.quantize(module.left.detach())
             fitted, module = module, cls(codes.codes, module.right.detach(), codes.scale_bits)
@@ -99,8 +113,11 @@ class SVDEmbedding(CompressedEmbedding):
 
     def init_kwargs(self) -> dict:
         if isinstance(self.left, Int8Rows):
-            return {"left": self.left.codes, "right": self.right,
-                    "left_scale_bits": self.left.scale_bits}  # fmt: skip
+            return {
+                "left": self.left.codes,
+                "right": self.right,
+                "left_scale_bits": self.left.scale_bits,
+            }
         return {"left": self.left, "right": self.right}
 
     @property

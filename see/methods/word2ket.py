@@ -24,16 +24,28 @@ from see.methods.rowfit import row_fit
 @register("word2ketxs")
 class Word2KetXSEmbedding(KroneckerEmbedding):
     # the same row fit as SEE (rowfit.py), so the comparison is fair
-    fit_defaults = {"steps": 600, "batch_tokens": 2048, "lr": 2e-2, "schedule": "onecycle",
-                    "sampling": "mixed", "freq_weight": 1.0, "id_weight": 1.0}  # fmt: skip
+    fit_defaults = {
+        "steps": 600,
+        "batch_tokens": 2048,
+        "lr": 2e-2,
+        "schedule": "onecycle",
+        "sampling": "mixed",
+        "freq_weight": 1.0,
+        "id_weight": 1.0,
+    }
 
     def __init__(self, vocab: int, dim: int, n: int, rank: int, norm: str = "layernorm"):
         self.radix = unit_dim(vocab, n)  # v = ceil(V ** (1/n))
         super().__init__(vocab, dim, n, rank, n * self.radix, norm)
 
     def init_kwargs(self) -> dict:
-        return {"vocab": self.num_embeddings, "dim": self.embedding_dim, "n": self.n,
-                "rank": self.rank, "norm": self.norm_kind}  # fmt: skip
+        return {
+            "vocab": self.num_embeddings,
+            "dim": self.embedding_dim,
+            "n": self.n,
+            "rank": self.rank,
+            "norm": self.norm_kind,
+        }
 
     def unit_ids(self, ids: torch.Tensor) -> torch.Tensor:
         digits = []
@@ -86,7 +98,13 @@ class Word2KetXSEmbedding(KroneckerEmbedding):
         module = cls(vocab, dim, n, rank, norm)
         if n == 2:
             module.svd_init(table)
-        fitted = module.fit(table, fit, seed=seed, checkpoint_score=checkpoint_score,
-                            device=device, token_counts=token_counts)  # fmt: skip
+        fitted = module.fit(
+            table,
+            fit,
+            seed=seed,
+            checkpoint_score=checkpoint_score,
+            device=device,
+            token_counts=token_counts,
+        )
         fitted.fit_report["see_rank"] = rank
         return fitted

@@ -23,22 +23,34 @@ CONFIG = "see_compressed.json"
 TENSORS = "embedding.safetensors"
 
 
-def save_compressed(folder: str | Path, compressed: CompressedEmbedding, *, base_model: str,
-                    head_policy: str = "dense", tie_source: str = "as_loaded",
-                    target_cr: float | None = None) -> Path:  # fmt: skip
+def save_compressed(
+    folder: str | Path,
+    compressed: CompressedEmbedding,
+    *,
+    base_model: str,
+    head_policy: str = "dense",
+    tie_source: str = "as_loaded",
+    target_cr: float | None = None,
+) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     init = {
         k: {"shape": list(v.shape), "dtype": str(v.dtype).removeprefix("torch.")}
-        if isinstance(v, torch.Tensor) else v
+        if isinstance(v, torch.Tensor)
+        else v
         for k, v in compressed.init_kwargs().items()
-    }  # fmt: skip
+    }
     config = {
-        "method": compressed.name, "init": init, "base_model": base_model,
-        "head_policy": head_policy, "tie_source": tie_source, "target_cr": target_cr,
-        "reached_cr": compressed.reached_cr, "options": compressed.options,
+        "method": compressed.name,
+        "init": init,
+        "base_model": base_model,
+        "head_policy": head_policy,
+        "tie_source": tie_source,
+        "target_cr": target_cr,
+        "reached_cr": compressed.reached_cr,
+        "options": compressed.options,
         "fit_report": compressed.fit_report,
-    }  # fmt: skip
+    }
     state = {k: v.detach().contiguous().cpu() for k, v in compressed.state_dict().items()}
     save_file(state, folder / TENSORS)
     (folder / CONFIG).write_text(json.dumps(config, indent=1, default=str))

@@ -19,10 +19,24 @@ from see.results import published_rows  # noqa: E402
 
 LOWER_IS_BETTER = ("perplexity", "bits_per_byte")
 QUALITY_COLUMNS = [
-    "model", "task", "metric", "method", "method_options", "head_policy", "target_cr",
-    "heal_stage", "reached_cr", "value", "stderr", "recovery", "n", "limit", "embedding_bytes",
-    "head_bytes", "fit_mean_cos",
-]  # fmt: skip
+    "model",
+    "task",
+    "metric",
+    "method",
+    "method_options",
+    "head_policy",
+    "target_cr",
+    "heal_stage",
+    "reached_cr",
+    "value",
+    "stderr",
+    "recovery",
+    "n",
+    "limit",
+    "embedding_bytes",
+    "head_bytes",
+    "fit_mean_cos",
+]
 
 
 def latest(rows: pd.DataFrame) -> pd.DataFrame:
@@ -46,8 +60,11 @@ def add_recovery(rows: pd.DataFrame) -> pd.DataFrame:
 
 def quality_table(rows: pd.DataFrame) -> str:
     cols = [c for c in QUALITY_COLUMNS if c in rows]
-    order = [c for c in ["model", "task", "metric", "method", "method_options", "target_cr",
-                         "heal_stage"] if c in rows]  # fmt: skip
+    order = [
+        c
+        for c in ["model", "task", "metric", "method", "method_options", "target_cr", "heal_stage"]
+        if c in rows
+    ]
     return rows[cols].sort_values(order).to_markdown(index=False, floatfmt=".4g")
 
 
@@ -179,8 +196,12 @@ def ppl_pivot(rows: pd.DataFrame) -> str | None:
 
 def claims(rows: pd.DataFrame) -> list[str]:
     """The papers' claims next to our measured numbers (WikiText word perplexity, initial)."""
-    ppl = rows[(rows.task == "wikitext") & (rows.metric == "word_perplexity")
-               & (rows.heal_stage == "initial") & rows.value.notna()]  # fmt: skip
+    ppl = rows[
+        (rows.task == "wikitext")
+        & (rows.metric == "word_perplexity")
+        & (rows.heal_stage == "initial")
+        & rows.value.notna()
+    ]
     lines = []
     for (run, model), sub in ppl.groupby(["run_id", "model"]):
         svd = sub[sub.method == "svd"].set_index("target_cr").value
@@ -226,8 +247,12 @@ def plot_bench(bench: pd.DataFrame, column: str, label: str, out: Path) -> Path 
         ["model", "method", "head_policy", "bench", "batch", "seq"]
     ):
         line = line.sort_values("target_cr")
-        ax.plot(line.target_cr, line[column], marker="o",
-                label=f"{model} {method} head {policy}: {point} {int(b)}x{int(s)}")  # fmt: skip
+        ax.plot(
+            line.target_cr,
+            line[column],
+            marker="o",
+            label=f"{model} {method} head {policy}: {point} {int(b)}x{int(s)}",
+        )
     ax.axhline(1.0, color="black", linestyle="--", label="baseline")
     ax.set(xlabel="target compression ratio", ylabel=label, xscale="log")
     return _finish_plot(fig, ax, column, out)
@@ -238,22 +263,44 @@ def bench_section(rows: pd.DataFrame, reports_dir: Path) -> list[str]:
     if bench.empty:
         return []
     table = compared_to_baseline(bench[bench.status == "ok"])
-    lines = ["## Memory and throughput", "",
-             f"Devices: {', '.join(sorted(bench.device.unique()))}. Ratios are to the baseline "
-             "measured in the same run. memory_vs_param_saving = peak-memory saving / parameter "
-             "bytes saved (1 = all of it shows at run time). On CPU, peak memory is the process's "
-             "resident high-water mark (VmHWM, reset before each point).", ""]  # fmt: skip
-    plots = [("speed_ratio", "tokens/s relative to baseline", "speed"),
-             ("param_bytes_ratio", "model parameter bytes / baseline", "bytes"),
-             ("peak_memory_ratio", "peak memory / baseline", "memory")]  # fmt: skip
+    lines = [
+        "## Memory and throughput",
+        "",
+        f"Devices: {', '.join(sorted(bench.device.unique()))}. Ratios are to the baseline "
+        "measured in the same run. memory_vs_param_saving = peak-memory saving / parameter "
+        "bytes saved (1 = all of it shows at run time). On CPU, peak memory is the process's "
+        "resident high-water mark (VmHWM, reset before each point).",
+        "",
+    ]
+    plots = [
+        ("speed_ratio", "tokens/s relative to baseline", "speed"),
+        ("param_bytes_ratio", "model parameter bytes / baseline", "bytes"),
+        ("peak_memory_ratio", "peak memory / baseline", "memory"),
+    ]
     for column, label, name in plots:
         figure = plot_bench(table, column, label, reports_dir / f"bench_{name}_vs_cr.png")
         if figure:
             lines += [f"![{label}]({figure.name})", ""]
-    cols = ["model", "method", "method_options", "target_cr", "head_policy", "bench", "batch",
-            "seq", "tokens_per_s", "iqr_s", "speed_ratio", "embedding_bytes", "head_bytes",
-            "model_param_bytes", "param_bytes_ratio", "peak_memory_bytes", "memory_vs_param_saving",
-            "device"]  # fmt: skip
+    cols = [
+        "model",
+        "method",
+        "method_options",
+        "target_cr",
+        "head_policy",
+        "bench",
+        "batch",
+        "seq",
+        "tokens_per_s",
+        "iqr_s",
+        "speed_ratio",
+        "embedding_bytes",
+        "head_bytes",
+        "model_param_bytes",
+        "param_bytes_ratio",
+        "peak_memory_bytes",
+        "memory_vs_param_saving",
+        "device",
+    ]
     order = ["model", "bench", "batch", "seq", "method", "method_options", "target_cr"]
     lines += [table[cols].sort_values(order).to_markdown(index=False, floatfmt=".4g"), ""]
     return lines
@@ -261,18 +308,27 @@ def bench_section(rows: pd.DataFrame, reports_dir: Path) -> list[str]:
 
 def plot_pareto(rows: pd.DataFrame, out: Path) -> Path | None:
     """Initial WikiText word perplexity vs embedding-module bytes, every cell of every run."""
-    data = rows[(rows.task == "wikitext") & (rows.metric == "word_perplexity")
-                & (rows.heal_stage == "initial") & rows.value.notna()]  # fmt: skip
+    data = rows[
+        (rows.task == "wikitext")
+        & (rows.metric == "word_perplexity")
+        & (rows.heal_stage == "initial")
+        & rows.value.notna()
+    ]
     if data.method.nunique() < 2:
         return None
     fig, ax = plt.subplots(figsize=(10, 4.5))
     colors = {m: f"C{i}" for i, m in enumerate(sorted(data.method.unique()))}
     markers = dict(zip(sorted(data.model.unique()), "osD^v<>", strict=False))
     for (model, method), group in data.groupby(["model", "method"]):
-        ax.scatter(group.embedding_bytes / 2**20, group.value, label=f"{model} {method}", s=18,
-                   color=colors[method], marker=markers.get(model, "o"))  # fmt: skip
-    ax.set(xlabel="embedding module MiB", ylabel="WikiText word perplexity (initial)",
-           xscale="log")  # fmt: skip
+        ax.scatter(
+            group.embedding_bytes / 2**20,
+            group.value,
+            label=f"{model} {method}",
+            s=18,
+            color=colors[method],
+            marker=markers.get(model, "o"),
+        )
+    ax.set(xlabel="embedding module MiB", ylabel="WikiText word perplexity (initial)", xscale="log")
     return _finish_plot(fig, ax, "word_perplexity", out)
 
 
@@ -292,9 +348,13 @@ def plot_frontier(rows: pd.DataFrame, out: Path) -> Path | None:
         ax.plot(front.byte_cr, front.word_ppl, color="grey", lw=1, zorder=0, label="Pareto front")
         for value in sub[sub.method == "baseline"].word_ppl:
             ax.axhline(value, color="black", ls="--", lw=1, label="baseline (fp32)")
-        ax.set(title=model, xscale="log", yscale="log",
-               xlabel="byte ratio (fp32 table bytes / stored bytes)",
-               ylabel="WikiText word perplexity (initial)")  # fmt: skip
+        ax.set(
+            title=model,
+            xscale="log",
+            yscale="log",
+            xlabel="byte ratio (fp32 table bytes / stored bytes)",
+            ylabel="WikiText word perplexity (initial)",
+        )
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     handles, labels = axes[0][-1].get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))
@@ -323,8 +383,12 @@ def plot_heal_curves(rows: pd.DataFrame, out: Path) -> Path | None:
         for value in sub[sub.method == "baseline"].value.unique():
             ax.axhline(value, color="black", ls="--", lw=1, label="baseline")
         ax.set_xscale("symlog", linthresh=1024)
-        ax.set(title=model, yscale="log", xlabel="healing tokens (stage 1 + stage 2)",
-               ylabel="WikiText word perplexity")  # fmt: skip
+        ax.set(
+            title=model,
+            yscale="log",
+            xlabel="healing tokens (stage 1 + stage 2)",
+            ylabel="WikiText word perplexity",
+        )
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -340,11 +404,16 @@ def run_name(run_id: str) -> str:
 def run_section(rows: pd.DataFrame, run_id: str, reports_dir: Path) -> list[str]:
     name = run_name(run_id)
     sub = rows[rows.run_id == run_id]
-    lines = [f"## Run `{run_id}` (preset `{name}`)", "",
-             f"Devices: {', '.join(sorted(sub.device.unique()))}.", ""]  # fmt: skip
+    lines = [
+        f"## Run `{run_id}` (preset `{name}`)",
+        "",
+        f"Devices: {', '.join(sorted(sub.device.unique()))}.",
+        "",
+    ]
     # figures named by run, not preset: two runs of one preset keep their own plots
-    vs_cr = plot_metric_vs_cr(sub, "wikitext", "word_perplexity",
-                              reports_dir / f"{run_id}_wikitext_ppl_vs_cr.png")  # fmt: skip
+    vs_cr = plot_metric_vs_cr(
+        sub, "wikitext", "word_perplexity", reports_dir / f"{run_id}_wikitext_ppl_vs_cr.png"
+    )
     if vs_cr:
         lines += [f"![WikiText word perplexity vs CR]({vs_cr.name})", ""]
     healing = plot_healing(
@@ -354,9 +423,11 @@ def run_section(rows: pd.DataFrame, run_id: str, reports_dir: Path) -> list[str]
         lines += [f"![WikiText word perplexity by healing stage]({healing.name})", ""]
     valued = sub[sub.value.notna()] if "value" in sub else sub
     lines += [quality_table(valued), ""]
-    for title, table in [("WikiText word perplexity by compression ratio", ppl_pivot(sub)),
-                         ("Not evaluated", status_table(sub)),
-                         ("SEE token -> unit mapping", mapping_table(sub))]:  # fmt: skip
+    for title, table in [
+        ("WikiText word perplexity by compression ratio", ppl_pivot(sub)),
+        ("Not evaluated", status_table(sub)),
+        ("SEE token -> unit mapping", mapping_table(sub)),
+    ]:
         if table:
             lines += [f"### {title}", "", table, ""]
     return lines
@@ -405,10 +476,15 @@ def build_reports(results_dir: str | Path = "results", reports_dir: str | Path =
         lines += ["## Paper claims checked", "", *claim_lines, ""]
     targets = targets_markdown(rows)
     if targets:
-        lines += ["## SEE targets (issue 16)", "",
-                  "SEE (default options) against plain SVD and the best factorisation method, "
-                  "initial WikiText word perplexity; targets: see see/report/targets.py.", "",
-                  targets, ""]  # fmt: skip
+        lines += [
+            "## SEE targets (issue 16)",
+            "",
+            "SEE (default options) against plain SVD and the best factorisation method, "
+            "initial WikiText word perplexity; targets: see see/report/targets.py.",
+            "",
+            targets,
+            "",
+        ]
     size_figures = [f for f in size_figures if f]
     if size_figures:
         lines += ["## Quality vs model size", ""]
@@ -417,17 +493,31 @@ def build_reports(results_dir: str | Path = "results", reports_dir: str | Path =
     curves = curve_markdown(rows)
     if curves:
         figure = plot_heal_curves(rows, reports_dir / "heal_curves.png")
-        lines += ["## Tokens to recover (issue 18)", "",
-                  "Healing tokens after which WikiText word perplexity is within 2x / 1.5x / "
-                  "1.1x of the baseline; see see/report/healing.py.", "",
-                  f"![]({figure.name})", "", curves, ""]  # fmt: skip
+        lines += [
+            "## Tokens to recover (issue 18)",
+            "",
+            "Healing tokens after which WikiText word perplexity is within 2x / 1.5x / "
+            "1.1x of the baseline; see see/report/healing.py.",
+            "",
+            f"![]({figure.name})",
+            "",
+            curves,
+            "",
+        ]
     frontier = frontier_markdown(rows)
     if frontier:
         figure = plot_frontier(rows, reports_dir / "frontier_ppl_vs_byte_ratio.png")
-        lines += ["## Quality vs bytes: the frontier (issue 17)", "",
-                  "Best method per byte budget (byte_cr >= budget), by initial WikiText word "
-                  "perplexity, with its SST-2 / RTE accuracy; see see/report/frontier.py.", "",
-                  f"![]({figure.name})", "", frontier, ""]  # fmt: skip
+        lines += [
+            "## Quality vs bytes: the frontier (issue 17)",
+            "",
+            "Best method per byte budget (byte_cr >= budget), by initial WikiText word "
+            "perplexity, with its SST-2 / RTE accuracy; see see/report/frontier.py.",
+            "",
+            f"![]({figure.name})",
+            "",
+            frontier,
+            "",
+        ]
     pareto = plot_pareto(rows, reports_dir / "pareto_ppl_vs_embedding_bytes.png")
     if pareto:
         lines += ["## Quality vs embedding bytes (all runs)", "", f"![]({pareto.name})", ""]

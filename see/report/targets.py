@@ -19,9 +19,13 @@ FIT_SECONDS = 180.0
 
 def see_targets(rows: pd.DataFrame) -> pd.DataFrame:
     """One line per (run, model, CR) of a see-strength run: the ratio and best-method checks."""
-    ppl = rows[(rows.task == "wikitext") & (rows.metric == "word_perplexity")
-               & (rows.heal_stage == "initial") & rows.value.notna()
-               & rows.run_id.str.contains("-see-strength")]  # fmt: skip
+    ppl = rows[
+        (rows.task == "wikitext")
+        & (rows.metric == "word_perplexity")
+        & (rows.heal_stage == "initial")
+        & rows.value.notna()
+        & rows.run_id.str.contains("-see-strength")
+    ]
     lines = []
     for (run, model, cr), sub in ppl.groupby(["run_id", "model", "target_cr"]):
         plain = sub.method_options.fillna("") == ""
@@ -32,10 +36,17 @@ def see_targets(rows: pd.DataFrame) -> pd.DataFrame:
         if svd.empty or see.empty or fact.empty:
             continue
         best = fact.loc[fact.value.idxmin()]
-        line = {"run_id": run, "model": model, "target_cr": cr, "svd": svd.iloc[0],
-                "see": see.iloc[0], "svd_over_see": svd.iloc[0] / see.iloc[0],
-                "best_method": best.method, "best_options": best.method_options or "",
-                "best_value": best.value}  # fmt: skip
+        line = {
+            "run_id": run,
+            "model": model,
+            "target_cr": cr,
+            "svd": svd.iloc[0],
+            "see": see.iloc[0],
+            "svd_over_see": svd.iloc[0] / see.iloc[0],
+            "best_method": best.method,
+            "best_options": best.method_options or "",
+            "best_value": best.value,
+        }
         if cr in RATIO_TARGETS:
             line["ratio_target"] = RATIO_TARGETS[cr]
             line["ratio_met"] = bool(line["svd_over_see"] >= RATIO_TARGETS[cr])

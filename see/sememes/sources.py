@@ -92,9 +92,14 @@ def resolve_source_name(name: str = "auto") -> str:
 def get_source(name: str = "auto", root: str | os.PathLike | None = None) -> SememeSource:
     resolved = resolve_source_name(name)
     if name == "auto":
-        print(f"[see] sememe source: {resolved}"
-              + (" (HowNet dictionary not found: WordNet substitute)" if resolved == "wordnet"
-                 else ""))  # fmt: skip
+        print(
+            f"[see] sememe source: {resolved}"
+            + (
+                " (HowNet dictionary not found: WordNet substitute)"
+                if resolved == "wordnet"
+                else ""
+            )
+        )
     if resolved == "hownet":
         return HowNetSource()
     from see.sememes.wordnet import WordNetSource

@@ -31,10 +31,34 @@ PAD = "<pad>"
 MARKERS = ("##",)
 PREFIXES = ("over", "under", "inter", "anti", "non", "dis", "mis", "pre", "sub", "un", "re")
 SUFFIXES = (
-    "ations", "ation", "ness", "ment", "able", "ible", "less", "tion", "sion", "ings", "ing",
-    "ful", "ous", "ive", "ist", "ism", "ity", "ize", "ise", "est", "ers", "ed", "er", "ly", "al",
-    "es", "s",
-)  # fmt: skip
+    "ations",
+    "ation",
+    "ness",
+    "ment",
+    "able",
+    "ible",
+    "less",
+    "tion",
+    "sion",
+    "ings",
+    "ing",
+    "ful",
+    "ous",
+    "ive",
+    "ist",
+    "ism",
+    "ity",
+    "ize",
+    "ise",
+    "est",
+    "ers",
+    "ed",
+    "er",
+    "ly",
+    "al",
+    "es",
+    "s",
+)
 
 
 def normalize_token(text: str) -> str:
@@ -60,8 +84,10 @@ def morphemes(word: str, lexicon: frozenset[str] = frozenset()) -> list[str]:
     prefix = next((p for p in PREFIXES if word.startswith(p) and known(word[len(p) :])), "")
     rest = word[len(prefix) :]
     # 3-letter stems only before a plural "s" (dogs -> dog; water is not wat + -er)
-    suffix = next((s for s in SUFFIXES if rest.endswith(s) and
-                   known(rest[: -len(s)], 3 if s == "s" else 4)), "")  # fmt: skip
+    suffix = next(
+        (s for s in SUFFIXES if rest.endswith(s) and known(rest[: -len(s)], 3 if s == "s" else 4)),
+        "",
+    )
     stem = known(rest[: -len(suffix)], 3) if suffix else rest
     return (
         [f"m:{stem}"] + ([f"m:{prefix}-"] if prefix else []) + ([f"m:-{suffix}"] if suffix else [])

@@ -66,9 +66,12 @@ def render_tasks(data_dir: str | Path | None = None) -> Path | None:
     root = resolve_data_dir(data_dir)
     if root is None:
         return None
-    files = {template.name: template.read_text().replace("${DATA_DIR}", str(root))
-             .replace("${LM_EVAL_TASKS}", str(lm_eval_tasks_dir()))
-             for template in TEMPLATES.glob("*.yaml")}  # fmt: skip
+    files = {
+        template.name: template.read_text()
+        .replace("${DATA_DIR}", str(root))
+        .replace("${LM_EVAL_TASKS}", str(lm_eval_tasks_dir()))
+        for template in TEMPLATES.glob("*.yaml")
+    }
     files["see_tasks.py"] = (TEMPLATES / "see_tasks.py").read_text()
     # content-addressed, so a rendered folder never changes: concurrent runs (two grids, the
     # submitit workers) share it and never delete a folder another one is reading

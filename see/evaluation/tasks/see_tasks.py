@@ -25,14 +25,23 @@ def wikitext_documents(data_file: str, **_metadata) -> datasets.DatasetDict:
 _GLUE = {
     "sst2": ("SST-2", {"sentence": "sentence", "label": "label"}, None),
     "cola": ("CoLA", {"sentence": 3, "label": 1}, None),
-    "mrpc": ("MRPC", {"sentence1": "#1 String", "sentence2": "#2 String",
-                      "label": "Quality"}, None),
-    "qnli": ("QNLI", {"question": "question", "sentence": "sentence", "label": "label"},
-             {"entailment": 0, "not_entailment": 1}),
-    "rte": ("RTE", {"sentence1": "sentence1", "sentence2": "sentence2", "label": "label"},
-            {"entailment": 0, "not_entailment": 1}),
+    "mrpc": (
+        "MRPC",
+        {"sentence1": "#1 String", "sentence2": "#2 String", "label": "Quality"},
+        None,
+    ),
+    "qnli": (
+        "QNLI",
+        {"question": "question", "sentence": "sentence", "label": "label"},
+        {"entailment": 0, "not_entailment": 1},
+    ),
+    "rte": (
+        "RTE",
+        {"sentence1": "sentence1", "sentence2": "sentence2", "label": "label"},
+        {"entailment": 0, "not_entailment": 1},
+    ),
     "wnli": ("WNLI", {"sentence1": "sentence1", "sentence2": "sentence2", "label": "label"}, None),
-}  # fmt: skip
+}
 
 
 def _read_tsv(path: str, header: bool) -> list:
@@ -77,10 +86,12 @@ def squad_documents(data_file: str, **_metadata) -> datasets.DatasetDict:
                 docs["title"].append(article["title"])
                 docs["context"].append(paragraph["context"])
                 docs["question"].append(qa["question"])
-                docs["answers"].append({
-                    "text": [a["text"] for a in qa["answers"]],
-                    "answer_start": [a["answer_start"] for a in qa["answers"]],
-                })  # fmt: skip
+                docs["answers"].append(
+                    {
+                        "text": [a["text"] for a in qa["answers"]],
+                        "answer_start": [a["answer_start"] for a in qa["answers"]],
+                    }
+                )
     return datasets.DatasetDict({"validation": datasets.Dataset.from_dict(docs)})
 
 
@@ -109,7 +120,8 @@ def squad_process_results(doc: dict, results: list) -> dict:
     prediction = results[0].strip()
     golds = doc["answers"]["text"]
     return {
-        "exact_match": max(float(normalize_answer(prediction) == normalize_answer(g))
-                           for g in golds),
+        "exact_match": max(
+            float(normalize_answer(prediction) == normalize_answer(g)) for g in golds
+        ),
         "f1": max(squad_f1(prediction, g) for g in golds),
-    }  # fmt: skip
+    }
