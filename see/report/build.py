@@ -355,7 +355,10 @@ def plot_frontier(rows: pd.DataFrame, out: Path) -> Path | None:
             xlabel="byte ratio (fp32 table bytes / stored bytes)",
             ylabel="WikiText word perplexity (initial)",
         )
+        ticks = sorted({1, 2, 4, 10, 20, 40, 80, 160} | {round(x) for x in sub.target_cr})
+        ax.set_xticks([t for t in ticks if sub.byte_cr.min() * 0.9 <= t <= sub.byte_cr.max() * 1.1])
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     handles, labels = axes[0][-1].get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))
     fig.legend(unique.values(), unique.keys(), fontsize=7, loc="center right")
