@@ -56,7 +56,7 @@ class HealConfig:
     align_layers: tuple[int, ...] = (-1,)
     # stage 1's embedding-row terms, MSE + (1 - cos): on rows minus the original table's mean
     # row ("centred", as the fits measure them), on raw rows ("raw"), or none
-    row_loss: str = "centred"
+    row_loss: str = "none"
     temperature: float = 2.0
     ce_weight: float = 1.0
     train_head_norms: bool = False

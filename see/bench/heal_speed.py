@@ -19,13 +19,20 @@ from pathlib import Path
 
 import torch
 
-VARIANTS = {  # name -> (stage, HealConfig overrides); the first of each stage is the "before"
-    "stage1 last layer, raw rows": ("stage1", {"align_layers": (-1,), "row_loss": "raw"}),
-    "stage1 last layer, centred rows": ("stage1", {"align_layers": (-1,)}),
-    "stage1 layer 2, centred rows": ("stage1", {"align_layers": (2,)}),
-    "stage1 layer 2, centred rows, bf16": ("stage1", {"align_layers": (2,), "autocast": "bf16"}),
-    "stage2 fp32": ("stage2", {}),
-    "stage2 bf16": ("stage2", {"autocast": "bf16"}),
+OLD = {"align_layers": (-1,), "row_loss": "raw"}  # stage 1 before issue 18
+VARIANTS = {  # name -> (stage, HealConfig overrides, teacher cache); first of a stage = before
+    "stage1 last layer, raw rows (old default)": ("stage1", OLD, None),
+    "stage1 last layer, no row terms": ("stage1", {"row_loss": "none"}, None),
+    "stage1 layer 2, no row terms": ("stage1", {"row_loss": "none", "align_layers": (2,)}, None),
+    "stage1 last layer, no row terms, bf16": (
+        "stage1",
+        {"row_loss": "none", "autocast": "bf16"},
+        None,
+    ),
+    "stage2 full teacher, fp32 (old default)": ("stage2", {}, None),
+    "stage2 full teacher, bf16": ("stage2", {"autocast": "bf16"}, None),
+    "stage2 teacher top-64, computed": ("stage2", {"teacher_top_k": 64}, "fill"),
+    "stage2 teacher top-64, from the cache": ("stage2", {"teacher_top_k": 64}, "read"),
 }
 
 
@@ -40,10 +47,12 @@ def heal_speed(
     data_dir: str | None = None,
 ) -> list[dict]:
     """One row per variant (not stored: see `run_heal_speed`)."""
+    import tempfile
+
     from see.config import GridConfig
     from see.evaluation.validation import token_perplexity, validation_ids
     from see.grid import Cell, build_model
-    from see.heal import HealConfig, Healer, training_ids
+    from see.heal import HealConfig, Healer, TeacherCache, training_ids
 
     cfg = GridConfig(
         name="bench-heal",
@@ -58,8 +67,9 @@ def heal_speed(
     compressed = student.get_input_embeddings()
     start = copy.deepcopy(compressed.state_dict())
     check_ids = validation_ids(tok, selection_tokens, data_dir)
-    rows = []
-    for name, (stage, overrides) in VARIANTS.items():
+    initial_ppl = token_perplexity(student, check_ids)
+    rows, cache_dir = [], tempfile.mkdtemp(prefix="see-teacher-")
+    for name, (stage, overrides, cache_mode) in VARIANTS.items():
         budget = {"stage1_steps": 0, "stage2_steps": 0, f"{stage}_steps": steps}
         heal = HealConfig(batch_size=batch_size, seq_len=seq_len, **{**budget, **overrides})
         ids = training_ids(heal, tok, data_dir)
@@ -68,7 +78,8 @@ def heal_speed(
             stage
         )  # warm-up step, untimed
         compressed.load_state_dict(start)
-        summary = Healer(student, *teacher, heal, ids).run(stage)
+        cache = TeacherCache(cache_dir, f"{model}|bench") if cache_mode else None
+        summary = Healer(student, *teacher, heal, ids, cache=cache).run(stage)
         row = {
             "bench": "heal",
             "variant": name,
@@ -79,6 +90,7 @@ def heal_speed(
             "tokens_per_s": summary["heal_tokens"] / summary["heal_wall_s"],
             "heal_last_loss": summary["heal_last_loss"],
             "validation_token_ppl": token_perplexity(student, check_ids),
+            "initial_token_ppl": initial_ppl,
         }
         print(
             f"[bench-heal] {name}: {row['tokens_per_s']:.1f} tokens/s, token ppl "
