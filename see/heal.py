@@ -2,13 +2,12 @@
 
 - Stage 1, alignment: only the compressed module trains. Loss = MSE between hidden states of
   the model run with the new and with the original embedding at `align_layers` (default the
-  last layer), plus MSE + (1 - cos) between the new and the original embedding rows of the
-  batch's tokens (`row_loss`), each MSE divided by the teacher's mean square. Row terms are
-  measured on centred rows (minus the original table's mean row), as the fits measure them:
-  on raw rows, whose shared mean direction alone gives a cosine of about 0.67 on SmolLM2,
-  the cheapest way to raise the cosine is to grow every row's mean component, which erases
-  what tells tokens apart. An early align layer runs the body only up to that layer
-  (`hidden_states_at`), for a fraction of the cost of a full forward and backward.
+  last layer), divided by the teacher's mean square. `row_loss` adds MSE + (1 - cos) between
+  the new and the original embedding rows of the batch's tokens, on raw rows (the earlier
+  default) or centred rows (minus the table's mean row); the default is none: a fitted
+  method's rows were chosen for perplexity, not for row error, and pulling them back towards
+  the original rows undoes that (bench-heal measures it). An early align layer runs the body
+  only up to that layer (`hidden_states_at`): cheaper per token, but it heals less per token.
 - Stage 2, distillation: KL(teacher || student) of the next-token distributions at
   `temperature` (times T**2) plus cross-entropy on the text; the compressed module trains (and
   the head and norms with `train_head_norms`, off by default).
@@ -54,8 +53,8 @@ class HealConfig:
     grad_accum: int = 1
     lr: float = 1e-3
     align_layers: tuple[int, ...] = (-1,)
-    # stage 1's embedding-row terms, MSE + (1 - cos): on rows minus the original table's mean
-    # row ("centred", as the fits measure them), on raw rows ("raw"), or none
+    # stage 1's embedding-row terms, MSE + (1 - cos): none (default), on raw rows ("raw", the
+    # earlier default), or on rows minus the original table's mean row ("centred")
     row_loss: str = "none"
     temperature: float = 2.0
     ce_weight: float = 1.0

@@ -69,6 +69,24 @@ def test_early_alignment_runs_no_layer_past_the_aligned_one(fresh_smollm):
         assert torch.allclose(hidden_states_at(model, ids, (-1,))[len(layers)], full[-1])
 
 
+def test_stage1_defaults_to_hidden_states_only_and_row_terms_are_opt_in(fresh_smollm):
+    healer, _ = healer_for(fresh_smollm)
+    ids = healer.batch("stage1", 0)
+    with torch.no_grad():
+        assert set(healer.loss("stage1", ids)[1]) == {"hidden_mse"}  # old default: + row terms
+        for row_loss in ("raw", "centred"):
+            healer.cfg = dataclasses.replace(healer.cfg, row_loss=row_loss)
+            assert set(healer.loss("stage1", ids)[1]) == {"hidden_mse", "emb_mse", "emb_cos"}
+    raw = dataclasses.replace(healer.cfg, row_loss="raw")
+    centred = dataclasses.replace(healer.cfg, row_loss="centred")
+    with torch.no_grad():
+        healer.cfg = raw
+        raw_cos = healer.loss("stage1", ids)[1]["emb_cos"]
+        healer.cfg = centred
+        centred_cos = healer.loss("stage1", ids)[1]["emb_cos"]
+    assert centred_cos > raw_cos  # the shared mean direction flatters the raw cosine
+
+
 def test_stage2_lowers_the_kl(fresh_smollm):
     healer, _ = healer_for(fresh_smollm)
 

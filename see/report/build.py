@@ -306,6 +306,39 @@ def bench_section(rows: pd.DataFrame, reports_dir: Path) -> list[str]:
     return lines
 
 
+def heal_speed_section(rows: pd.DataFrame) -> list[str]:
+    """`python -m see bench-heal` runs: tokens/s per variant, the speed-up over its stage's
+    first variant (the old default), and token perplexity on the validation slice after it."""
+    if rows.empty:
+        return []
+    table = rows.sort_values("timestamp").copy()
+    first = table.groupby(["run_id", "stage"]).tokens_per_s.transform("first")
+    table["speedup"] = table.tokens_per_s / first
+    cols = [
+        "run_id",
+        "model",
+        "method",
+        "target_cr",
+        "variant",
+        "heal_tokens",
+        "tokens_per_s",
+        "speedup",
+        "initial_token_ppl",
+        "validation_token_ppl",
+    ]
+    cols = [c for c in cols if c in table]
+    return [
+        "## Healing speed (bench-heal, issue 18)",
+        "",
+        "Same machine, same run, same starting module per variant; `validation_token_ppl` "
+        "is on the first 2,048 WikiText-2 validation tokens (the healing text itself) after "
+        "the timed steps; `speedup` is over the stage's first variant (the old default).",
+        "",
+        table[cols].to_markdown(index=False, floatfmt=".4g"),
+        "",
+    ]
+
+
 def plot_pareto(rows: pd.DataFrame, out: Path) -> Path | None:
     """Initial WikiText word perplexity vs embedding-module bytes, every cell of every run."""
     data = rows[
@@ -451,7 +484,8 @@ def build_reports(results_dir: str | Path = "results", reports_dir: str | Path =
     rows = rows.reindex(columns=rows.columns.union(needed, sort=False))
     rows["method_options"] = rows.method_options.fillna("")
     bench_rows = rows[rows.task == "bench"]
-    rows = rows[rows.task != "bench"]
+    heal_speed_rows = rows[rows.task == "bench-heal"]
+    rows = rows[~rows.task.isin(["bench", "bench-heal"])]
     rows = add_recovery(latest(rows)) if len(rows) else rows.assign(recovery=None)
     size_figures = [
         plot_metric_vs_model_size(rows, task, metric, reports_dir / f"{task}_{metric}_vs_size.png")
@@ -525,6 +559,7 @@ def build_reports(results_dir: str | Path = "results", reports_dir: str | Path =
     if pareto:
         lines += ["## Quality vs embedding bytes (all runs)", "", f"![]({pareto.name})", ""]
     lines += bench_section(bench_rows, reports_dir)
+    lines += heal_speed_section(heal_speed_rows)
     for run_id in sorted(rows.run_id.unique()):
         lines += run_section(rows, run_id, reports_dir) if rows.value.notna().any() else []
     out = reports_dir / "README.md"
