@@ -314,15 +314,15 @@ def run_grid(
     """
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; allowed: {EXECUTORS}")
+    from see.models.zoo import check_model
+
+    for model in cfg.models:  # before the run folder exists and before the first cell
+        check_model(model)
     skipped = skipped_tasks(list(cfg.tasks))
     for reason in skipped.values():
         print(f"[see] skipping {reason}")
     runnable = [t for t in cfg.tasks if t not in skipped]
     check_tasks(runnable, min((v for v in cfg.tasks.values() if v), default=None), cfg.data_dir)
-    from see.models.zoo import check_model
-
-    for model in cfg.models:  # before the run folder exists and before the first cell
-        check_model(model)
     store = open_run(results_dir, dataclasses.asdict(cfg), cfg.name, run_id)
     run_id = store.run_dir.name
     done = store.done_keys()

@@ -4,7 +4,14 @@ import pytest
 import torch
 from conftest import needs_data
 
-from see.heal import HealConfig, Healer, TeacherCache, hidden_states_at, training_ids
+from see.heal import (
+    HealConfig,
+    Healer,
+    TeacherCache,
+    check_layers,
+    hidden_states_at,
+    training_ids,
+)
 from see.methods import get_method
 from see.models import compress_model
 from see.models.surgery import input_table
@@ -66,7 +73,7 @@ def test_early_alignment_runs_no_layer_past_the_aligned_one(fresh_smollm):
     with torch.no_grad():
         full = model(input_ids=ids, output_hidden_states=True).hidden_states
         assert torch.allclose(hidden_states_at(model, ids, (2,))[2], full[2])
-        assert torch.allclose(hidden_states_at(model, ids, (-1,))[len(layers)], full[-1])
+        assert torch.allclose(hidden_states_at(model, ids, (len(layers),))[len(layers)], full[-1])
 
 
 def test_stage1_defaults_to_hidden_states_only_and_row_terms_are_opt_in(fresh_smollm):
@@ -99,7 +106,9 @@ def test_stage2_lowers_the_kl(fresh_smollm):
     assert kl() < before
 
 
-def test_cached_teacher_gives_the_live_losses_and_serves_every_method(fresh_smollm, tmp_path):
+def test_cached_teacher_gives_the_live_losses_and_serves_every_method(
+    fresh_smollm, tmp_path, monkeypatch
+):
     healer, model = healer_for(fresh_smollm, teacher_top_k=32)
     ids = healer.batch("stage2", 0)
     with torch.no_grad():
@@ -111,18 +120,25 @@ def test_cached_teacher_gives_the_live_losses_and_serves_every_method(fresh_smol
     assert first == pytest.approx(live, rel=1e-6) and cached == pytest.approx(live, rel=1e-6)
     assert healer.cache.forwards == 1
     teacher_calls = []
-    healer.teacher_head.register_forward_hook(lambda *args: teacher_calls.append(1))
+    live_teacher = Healer.teacher_run
+
+    def counted(self, forward):
+        teacher_calls.append(1)
+        return live_teacher(self, forward)
+
+    monkeypatch.setattr(Healer, "teacher_run", counted)
+    healer.cache = TeacherCache(tmp_path / "grid", "smollm2-135m|test")
     healer.run("stage2")  # 4 steps: 4 teacher forwards, stored
     assert len(teacher_calls) == 4
-    other = get_method("svd").from_table(input_table(model).float(), 20)  # another method
-    compress_model(model, other, "dense")
+    other = get_method("svd").from_table(healer.teacher_input.weight.detach().float(), 20)
+    model.get_input_embeddings().compressed = other  # another method, same model and batches
     again = Healer(
         model,
         healer.teacher_input,
         healer.teacher_head,
         healer.cfg,
         healer.ids,
-        cache=TeacherCache(tmp_path, "smollm2-135m|test"),
+        cache=TeacherCache(tmp_path / "grid", "smollm2-135m|test"),
     )
     again.run("stage2")
     assert len(teacher_calls) == 4 and again.cache.forwards == 0  # every batch from the cache
@@ -179,7 +195,7 @@ def test_bad_healing_configs_give_clear_errors(fresh_smollm):
     with pytest.raises(ValueError, match="unknown align layer 99"):
         healer_for(fresh_smollm, align_layers=(99,))
     with pytest.raises(ValueError, match="unknown align layer 0"):
-        healer_for(fresh_smollm, align_layers=(0,))
+        check_layers((0,), 30)
 
 
 @needs_data

@@ -59,11 +59,6 @@ class RowFit:
 
         need(isinstance(self.steps, int) and self.steps >= 1, "steps", "an int >= 1")
         need(
-            self.schedule != "onecycle" or self.steps >= 4,
-            "steps",
-            "an int >= 4 with the onecycle schedule (its warm-up needs 2 steps)",
-        )
-        need(
             isinstance(self.batch_tokens, int) and self.batch_tokens >= 1,
             "batch_tokens",
             "an int >= 1",
@@ -165,6 +160,12 @@ def reconstruction_report(module: nn.Module, rows: torch.Tensor) -> dict[str, fl
     return report
 
 
+def warmup_share(steps: int) -> float:
+    """OneCycle's warm-up share: 5%, except where 5% is exactly one step (OneCycleLR divides
+    by zero there, e.g. 20 steps)."""
+    return 0.05 if abs(0.05 * steps - 1) > 1e-9 else 0.1
+
+
 def fit_rows(
     module: nn.Module,
     table: torch.Tensor,
@@ -188,7 +189,7 @@ def fit_rows(
     opt = torch.optim.Adam(module.parameters(), lr=fit.lr)
     if fit.schedule == "onecycle":
         sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=fit.lr, total_steps=fit.steps, pct_start=max(0.05, 2 / fit.steps)
+            opt, max_lr=fit.lr, total_steps=fit.steps, pct_start=warmup_share(fit.steps)
         )
     else:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, fit.steps)
