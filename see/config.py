@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import json
 import tomllib
 from dataclasses import dataclass, field
@@ -118,18 +117,15 @@ def validate(cfg: GridConfig) -> None:
 
 
 def check_method_options(grid: str, method: str, options) -> None:
-    """Option names must be keyword parameters of the method's from_table."""
+    """Option names must be keyword parameters of the method's from_table (or, for fitted
+    methods, fields of the row fit): the names `compress.resolved_options` resolves."""
+    from see.compress import resolved_options
     from see.methods import get_method
 
     if not isinstance(options, dict):
         raise ValueError(f"grid {grid!r}: options of {method!r} must be a table, got {options!r}")
-    cls = get_method(method)
-    params = inspect.signature(cls.from_table).parameters
-    allowed = {n for n, p in params.items() if p.kind == p.KEYWORD_ONLY} - HARNESS_OPTIONS
-    if hasattr(cls, "fit_defaults"):  # the common row fit's options (see/methods/rowfit.py)
-        from see.methods.rowfit import FIT_FIELDS
-
-        allowed |= FIT_FIELDS
+    get_method(method)  # an unknown method is named before its options
+    allowed = set(resolved_options(method, {}))  # from_table's keywords and the row fit's
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ValueError(

@@ -331,13 +331,13 @@ class Healer:
             log_q, top = self.cache.get(ids, k, t, compute) if self.cache else compute()
             student = self.model(input_ids=ids, labels=ids)
             kl = top_k_kl(student.logits, log_q, top, t)
-            return {"kl": kl, "ce": student.loss.float() * self.cfg.ce_weight}
-        teacher_logits = self.teacher_run(lambda model: model(input_ids=ids).logits)
-        student = self.model(input_ids=ids, labels=ids)
-        log_p = nn.functional.log_softmax(student.logits.float() / t, dim=-1)
-        log_q = nn.functional.log_softmax(teacher_logits.float() / t, dim=-1)
-        kl = nn.functional.kl_div(log_p, log_q, log_target=True, reduction="batchmean")
-        kl = kl / ids.shape[1] * t * t  # per token
+        else:
+            teacher_logits = self.teacher_run(lambda model: model(input_ids=ids).logits)
+            student = self.model(input_ids=ids, labels=ids)
+            log_p = nn.functional.log_softmax(student.logits.float() / t, dim=-1)
+            log_q = nn.functional.log_softmax(teacher_logits.float() / t, dim=-1)
+            kl = nn.functional.kl_div(log_p, log_q, log_target=True, reduction="batchmean")
+            kl = kl / ids.shape[1] * t * t  # per token
         return {"kl": kl, "ce": student.loss.float() * self.cfg.ce_weight}
 
     def run(self, label: str, checkpoint: Path | None = None) -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -105,7 +106,9 @@ def run_heal_speed(results_dir: str | Path = "results", **settings) -> Path:
     """Measure and store the rows in results/runs/<id>-bench-heal (a new run each time)."""
     from see.results import cell_key, device_name, open_run, provenance
 
-    identity = {"model": "smollm2-135m", "method": "svd", "target_cr": 10.0, **settings}
+    bound = inspect.signature(heal_speed).bind(**settings)
+    bound.apply_defaults()  # every setting, defaults included, goes into the rows
+    identity = {**bound.arguments, "target_cr": float(bound.arguments["ratio"])}
     store = open_run(results_dir, identity, "bench-heal")
     run_id = store.run_dir.name
     device = device_name()
