@@ -61,13 +61,13 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def reproduce(session: nox.Session) -> None:
-    """Run a preset end to end (default: smoke), list it in results/PUBLISHED, rebuild reports."""
+    """Run a preset (default: smoke) into results/local/ with its report, and print whether it
+    reproduced the published run of that preset. `-- --publish` publishes it instead."""
     install(session)
     args = session.posargs or ["--preset", "smoke"]
     if "smoke" not in args:
         session.install("--no-deps", *QWEN_PARTS)
-    session.run("python", "-m", "see", "run", *args, "--publish", env=data_env(session))
-    session.run("python", "-m", "see", "report")
+    session.run("python", "-m", "see", "reproduce", *args, env=data_env(session))
 
 
 @nox.session(name="benchmark-gpu")
@@ -93,5 +93,5 @@ def figures(session: nox.Session) -> None:
         "python",
         "-c",
         "import sys; sys.path.insert(0, '.'); "
-        "from see.report import build_reports; print(build_reports())",
+        "from see.report import build_reports; print(build_reports(readme='README.md'))",
     )

@@ -43,6 +43,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         choices=["local", "submitit-local", "slurm"],
         help="where cells run (submitit: local subprocesses or Slurm jobs)",
     )
+    reproduce = sub.add_parser(
+        "reproduce",
+        help="run a preset into results/local and compare it with its published run",
+    )
+    reproduce.add_argument("--preset", default="smoke", help="preset name or TOML path")
+    reproduce.add_argument("--results-dir", default="results")
+    reproduce.add_argument("--reports-dir", default="reports", help="with --publish")
+    reproduce.add_argument("--data-dir", help="local data folder (default: $SEE_DATA_DIR)")
+    reproduce.add_argument("--models", help="comma list: run only these of the preset's models")
+    reproduce.add_argument(
+        "--publish",
+        action="store_true",
+        help="run into results/runs, list it in results/PUBLISHED and rebuild reports/ "
+        "(default: results/local/, untracked, with its report beside it)",
+    )
     bench = sub.add_parser("bench", help="memory and throughput of a preset's cells")
     bench.add_argument("--preset", default="bench-cpu", help="preset name or TOML path")
     bench.add_argument("--results-dir", default="results")
@@ -61,6 +76,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     heal.add_argument("--steps", type=int, default=8, help="timed steps per variant")
     heal.add_argument("--results-dir", default="results")
     heal.add_argument("--publish", action="store_true", help="list the run in results/PUBLISHED")
+    for command in (run, reproduce, bench, heal):
+        command.add_argument(
+            "--threads",
+            help="torch threads (default: $SEE_THREADS, else every available core); OpenMP "
+            "threads sleep while waiting (OMP_WAIT_POLICY=PASSIVE unless set)",
+        )
+    contention = sub.add_parser(
+        "bench-contention", help="a preset's first cell alone and beside a busy process"
+    )
+    contention.add_argument("--preset", default="smoke")
+    contention.add_argument(
+        "--settings", default="spin,passive,1-thread", help="comma list (see/bench/contention.py)"
+    )
+    contention.add_argument("--results-dir", default="results")
+    contention.add_argument("--publish", action="store_true", help="list it in results/PUBLISHED")
     report = sub.add_parser("report", help="rebuild reports/ from results/PUBLISHED")
     report.add_argument("--results-dir", default="results")
     report.add_argument("--reports-dir", default="reports")
@@ -72,6 +102,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def dispatch(args: argparse.Namespace) -> None:
     from see.results import check_resumable
 
+    if args.command in ("run", "reproduce", "bench", "bench-heal"):
+        from see.runtime import configure
+
+        configure(args.threads)  # before torch is imported: the wait policy is read once
     if args.command == "run":
         from see.config import load_grid
         from see.grid import run_grid
@@ -84,6 +118,8 @@ def dispatch(args: argparse.Namespace) -> None:
         export_csv(store.run_dir)
         if args.publish:
             publish(Path(args.results_dir), store.run_dir)
+    elif args.command == "reproduce":
+        reproduce_preset(args)
     elif args.command == "bench":
         from see.bench.run import run_bench
         from see.config import load_grid
@@ -105,15 +141,55 @@ def dispatch(args: argparse.Namespace) -> None:
         )
         if args.publish:
             publish(Path(args.results_dir), run_dir)
+    elif args.command == "bench-contention":
+        from see.bench.contention import check_settings, run_contention
+
+        settings = check_settings(args.settings.split(","))
+        run_dir = run_contention(args.results_dir, args.preset, settings)
+        if args.publish:
+            publish(Path(args.results_dir), run_dir)
     elif args.command == "report":
         from see.report import build_reports
 
-        print(f"[see] wrote {build_reports(args.results_dir, args.reports_dir)}")
+        readme = Path("README.md") if Path("README.md").is_file() else None
+        print(f"[see] wrote {build_reports(args.results_dir, args.reports_dir, readme=readme)}")
     elif args.command == "targets":
         from see.report.targets import targets_markdown
         from see.results import published_rows
 
         print(targets_markdown(published_rows(Path(args.results_dir))) or "no see-strength rows")
+
+
+def reproduce_preset(args: argparse.Namespace) -> None:
+    """Run the preset, build its report, and print whether it reproduced the published run of
+    the same preset (see/report/verdict.py). Without --publish everything goes under
+    results/local/ (git-ignored): the checkout stays clean."""
+    from see.config import load_grid
+    from see.grid import run_grid
+    from see.report import build_reports
+    from see.report.verdict import compare_run_dirs, published_run, verdict_markdown
+    from see.results import export_csv
+
+    cfg = only_models(load_grid(args.preset, data_dir=args.data_dir), args.models)
+    root = Path(args.results_dir)
+    out = root if args.publish else root / "local"
+    store = run_grid(cfg, out)
+    export_csv(store.run_dir)
+    run = store.run_dir.relative_to(out).as_posix()
+    if args.publish:
+        publish(root, store.run_dir)
+        readme = Path("README.md") if Path("README.md").is_file() else None
+        report = build_reports(root, args.reports_dir, readme=readme)
+    else:
+        report = build_reports(out, store.run_dir / "report", runs=[run])
+    print(f"[see] report: {report}")
+    reference = published_run(root, cfg.name, exclude=store.run_dir)
+    if reference is None:
+        print(f"[see] no published run of preset {cfg.name!r} in {root / 'PUBLISHED'} to compare")
+        return
+    verdict = verdict_markdown(compare_run_dirs(store.run_dir, reference))
+    (store.run_dir / "verdict.md").write_text(verdict + "\n")
+    print(verdict)
 
 
 def only_models(cfg, models: str | None):

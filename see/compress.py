@@ -1,20 +1,20 @@
 """One compression service: (model, tokenizer, method, target CR, options) -> installed module.
 
 The grid, the benchmark (through the grid's build_model) and the `see` lm-eval model type all
-compress through `compress`, so the same spec and seed give the same table everywhere. The
-harness provides what a method's from_table asks for: the seed, the tokenizer, the data
-directory, WikiText-2 *validation* token counts (frequency sampling) and, for methods that
-pick a checkpoint, a scorer (token perplexity on `selection_tokens` validation tokens).
+compress through `compress`, so the same spec and seed give the same table everywhere. Options
+become the method's options dataclass (validated); the harness gives the fit a FitContext: the
+seed, the tokenizer, the data directory, WikiText-2 *validation* token counts (computed only if
+the fit asks) and, for trained methods, a checkpoint scorer (token perplexity on
+`selection_tokens` validation tokens).
 """
 
 from __future__ import annotations
 
 import copy
-import inspect
 
 import torch
 
-from see.methods.base import CompressedEmbedding
+from see.methods.base import CompressedEmbedding, FitContext
 
 
 def checkpoint_scorer(
@@ -47,26 +47,13 @@ def validation_token_counts(tok, vocab: int, data_dir: str | None) -> torch.Tens
 
 
 def resolved_options(method: str, options: dict) -> dict:
-    """Every option the method will use: its from_table defaults and (fitted methods) its row
-    fit's, overridden by `options`. Rows key cells on this, so a changed default is a new cell,
-    never a resumed old one."""
+    """Every option the method will use (its options dataclass, defaults resolved). Rows key
+    cells on this, so a changed default is a new cell, never a resumed old one."""
     import dataclasses
 
-    from see.config import HARNESS_OPTIONS
     from see.methods import get_method
-    from see.methods.rowfit import FIT_FIELDS, row_fit
 
-    cls = get_method(method)
-    params = inspect.signature(cls.from_table).parameters.values()
-    resolved = {
-        p.name: p.default
-        for p in params
-        if p.kind == p.KEYWORD_ONLY and p.name not in HARNESS_OPTIONS
-    }
-    if hasattr(cls, "fit_defaults"):
-        fit_part = {k: v for k, v in options.items() if k in FIT_FIELDS}
-        resolved |= dataclasses.asdict(row_fit(cls.fit_defaults, fit_part))
-    return resolved | options
+    return dataclasses.asdict(get_method(method).make_options(options))
 
 
 def compress(
@@ -88,20 +75,24 @@ def compress(
     from see.models.surgery import input_table
 
     cls = get_method(method)
+    typed = cls.make_options(options)  # bad names and values fail before any work
     table = input_table(model).float()
-    params = inspect.signature(cls.from_table).parameters
-    provided = {
-        "seed": lambda: seed,
-        "tokenizer": lambda: tok,
-        "data_dir": lambda: data_dir,
-        "token_counts": lambda: validation_token_counts(tok, len(table), data_dir),
-        "checkpoint_score": lambda: checkpoint_scorer(
-            model, tok, head_policy, selection_tokens, max_length, data_dir, dtype
-        ),
-    }
-    clash = sorted(set(options) & set(provided))
-    if clash:
-        raise ValueError(f"options {clash} are provided by the harness, not by a config")
-    extra = {name: make() for name, make in provided.items() if name in params}
-    torch.manual_seed(seed)
-    return cls.from_table(table, float(target_cr), **options, **extra).to(dtype)
+    scorer = []  # built on the first checkpoint (it tokenizes validation text)
+
+    def score(candidate) -> float:
+        if not scorer:
+            scorer.append(
+                checkpoint_scorer(
+                    model, tok, head_policy, selection_tokens, max_length, data_dir, dtype
+                )
+            )
+        return scorer[0](candidate)
+
+    ctx = FitContext(
+        seed=seed,
+        tokenizer=tok,
+        data_dir=data_dir,
+        checkpoint_score=score,
+        count_tokens=lambda: validation_token_counts(tok, len(table), data_dir),
+    )
+    return cls.compress_table(table, float(target_cr), typed, ctx).to(dtype)

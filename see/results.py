@@ -19,15 +19,19 @@ import warnings
 from functools import cache
 from pathlib import Path
 
+# The cell key hashes these columns: every one can change a number. Everything else in a row
+# is a measurement or provenance (run, commit, versions, device, threads, wait policy, times).
 IDENTITY = (
     "model",
     "method",
     "method_options",
+    "method_config",
     "target_cr",
     "head_policy",
     "tie_source",
     "sememe_source",
     "heal_stage",
+    "heal_config",
     "task",
 )
 SETTINGS = (
@@ -37,11 +41,12 @@ SETTINGS = (
     "batch_size",
     "bootstrap_iters",
     "dtype",
-    "torch_threads",
     "chat_template",
     "perplexity_definition",
     "weights",
     "seed",
+    "selection_tokens",
+    "bench_settings",
 )
 PACKAGES = ("torch", "transformers", "lm_eval", "datasets", "numpy", "gguf", "see-bench")
 
@@ -99,7 +104,9 @@ def device_name() -> str:
 
 
 def provenance(run_id: str, device: str) -> dict:
-    row = {"run_id": run_id, "git_commit": git_commit(), "device": device}
+    from see.runtime import settings
+
+    row = {"run_id": run_id, "git_commit": git_commit(), "device": device, **settings()}
     row.update({f"versions.{k}": v for k, v in versions().items()})
     row["timestamp"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     return row
@@ -196,18 +203,21 @@ def read_rows(path: str | Path) -> list[dict]:
     return rows
 
 
-def published_rows(results_dir: str | Path = "results"):
-    """All rows of the runs listed in results/PUBLISHED, as a pandas DataFrame."""
+def published_rows(results_dir: str | Path = "results", runs: list[str] | None = None):
+    """All rows of the runs listed in results/PUBLISHED (or of `runs`, paths relative to
+    results_dir), as a pandas DataFrame."""
     import pandas as pd
 
     results_dir = Path(results_dir)
     listing = results_dir / "PUBLISHED"
-    if not listing.is_file():
-        raise FileNotFoundError(f"{listing} lists the runs to report; it does not exist")
+    if runs is None:
+        if not listing.is_file():
+            raise FileNotFoundError(f"{listing} lists the runs to report; it does not exist")
+        runs = [line.strip() for line in listing.read_text().splitlines()]
     rows = []
-    for line in listing.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            rows += read_rows(results_dir / line.strip() / "rows.jsonl")
+    for run in runs:
+        if run and not run.startswith("#"):
+            rows += read_rows(results_dir / run / "rows.jsonl")
     return pd.DataFrame(rows)
 
 

@@ -32,3 +32,14 @@ def sample_ids(smollm):
     _, tok = smollm
     text = "The quick brown fox jumps over the lazy dog. Paris is the capital of France."
     return torch.tensor([tok(text).input_ids])
+
+
+# tests that take one of these fixtures load the real model: the slow tier
+MODEL_FIXTURES = {"smollm", "fresh_smollm", "sample_ids"}
+
+
+def pytest_collection_modifyitems(items):
+    """`-m "not slow"` is the fast tier (no model loads; seconds)."""
+    for item in items:
+        if MODEL_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)

@@ -8,10 +8,17 @@ from see.config import GridConfig
 
 
 def test_time_op_returns_median_and_iqr_over_the_requested_repeats():
+    import time
+
     calls = []
-    timing = time_op(lambda: calls.append(1), repeats=7, warmup=3)
+
+    def op():
+        calls.append(1)
+        time.sleep(0.02 if len(calls) % 2 else 0.01)  # two durations: the IQR sees both
+
+    timing = time_op(op, repeats=7, warmup=3)
     assert len(calls) == 10 and timing["repeats"] == 7
-    assert timing["median_s"] >= 0 and timing["iqr_s"] >= 0
+    assert 0.009 < timing["median_s"] < 0.2 and 0.005 < timing["iqr_s"] < 0.2
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         time_op(lambda: None, repeats=0)
 
@@ -26,6 +33,7 @@ def test_out_of_memory_at_a_grid_point_is_recorded_not_raised():
         measure_point(lambda: int("x"), 1, repeats=1, warmup=0, device=torch.device("cpu"))
 
 
+@pytest.mark.slow
 def test_cpu_benchmark_runs_cells_in_subprocesses(tmp_path):
     from see.bench.run import run_bench
 

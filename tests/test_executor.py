@@ -8,6 +8,7 @@ import sys
 import time
 from collections import Counter
 
+import pytest
 from conftest import needs_data
 
 from see.config import GridConfig
@@ -26,6 +27,7 @@ def read_rows(path):
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+@pytest.mark.slow
 @needs_data
 def test_submitit_local_executor_runs_the_cells(tmp_path):
     cfg = GridConfig(
@@ -44,6 +46,7 @@ def test_submitit_local_executor_runs_the_cells(tmp_path):
     assert list((store.run_dir / "submitit").glob("*_result.pkl"))  # ran as submitit jobs
 
 
+@pytest.mark.slow
 @needs_data
 def test_killed_run_keeps_its_rows_and_resumes_without_duplicates(tmp_path):
     preset = tmp_path / "tiny.toml"

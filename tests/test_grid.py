@@ -1,13 +1,17 @@
 """The grid end to end on the smallest real model: healing stages, unreachable CRs, resume."""
 
 import json
+import re
+from pathlib import Path
 
+import pytest
 from conftest import needs_data
 
 from see.config import GridConfig
 from see.grid import expand, run_grid
 
 
+@pytest.mark.slow
 @needs_data
 def test_grid_heals_records_unreachable_and_resumes(tmp_path):
     cfg = GridConfig(
@@ -32,6 +36,8 @@ def test_grid_heals_records_unreachable_and_resumes(tmp_path):
     healed = [r for r in rows if r["heal_stage"] == "stage1" and r["metric"]]
     assert healed[0]["heal_steps"] == 2 and healed[0]["heal_tokens"] == 64
     assert (store.run_dir / "heal").is_dir()
+    undocumented = undocumented_columns({c for r in rows for c in r})
+    assert not undocumented, f"columns missing from README's column table: {undocumented}"
     # a second run over the same folder finds every cell done and appends nothing
     before = store.path.read_text()
     run_grid(cfg, tmp_path, run_id="r1")
@@ -49,3 +55,13 @@ def test_method_option_variants_expand_to_cells():
     )
     cells = expand(cfg)
     assert [c.options_text() for c in cells] == ["", "loss=direction", "loss=mse"]
+
+
+def undocumented_columns(columns: set[str]) -> list[str]:
+    """Columns not in README's results column table (`versions.*`-style entries: prefixes)."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme.split("| column | meaning |", 1)[1].split("\n\n", 1)[0]
+    cells = [line.split("|")[1] for line in table.splitlines() if line.startswith("|")]
+    names = {name for cell in cells for name in re.findall(r"`([^`]+)`", cell)}
+    prefixes = tuple(n[:-1] for n in names if n.endswith("*"))
+    return sorted(c for c in columns if c not in names and not c.startswith(prefixes))

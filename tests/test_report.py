@@ -1,4 +1,7 @@
+import dataclasses
 import json
+
+import pytest
 
 from see.report import build_reports
 
@@ -50,7 +53,7 @@ def test_reports_regenerate_identically_from_results(tmp_path):
     (results / "PUBLISHED").write_text("runs/r1\n")
     readme = build_reports(results, reports)
     first = readme.read_text()
-    assert (reports / "r1_wikitext_ppl_vs_cr.png").stat().st_size > 1000
+    assert (reports / "r1_wikitext_word_perplexity.png").stat().st_size > 1000
     assert (reports / "wikitext_word_perplexity_vs_size.png").stat().st_size > 1000
     assert "| smollm2-135m | wikitext | word_perplexity | svd" in first.replace("  ", " ")
     assert "0.1" in first  # recovery of svd at CR 5 = 30 / 300
@@ -59,7 +62,7 @@ def test_reports_regenerate_identically_from_results(tmp_path):
 
 
 def test_claims_use_only_variants_that_keep_the_default_decisions():
-    from see.report.build import default_decisions
+    from see.report.claims import default_decisions
 
     assert default_decisions("") and default_decisions("steps=800,batch_tokens=512")
     assert not default_decisions("n=2,steps=800") and not default_decisions("separate=False")
@@ -220,3 +223,144 @@ def test_tokens_to_recover_reads_the_curve_and_says_when_a_factor_is_not_reached
     assert table["tokens_to_2x"] == "16,384" and table["tokens_to_1.5x"] == "65,536"
     assert table["tokens_to_1.1x"] == "not reached within 65,536"
     assert table["initial"] == 9000.0 and table["final"] == 40.0
+
+
+def verdict_rows(values: list[float | None]) -> list[dict]:
+    return [
+        {
+            "cell_key": f"k{i}",
+            "metric": "acc",
+            "metric_filter": "none",
+            "value": v,
+            "timestamp": "t",
+        }
+        for i, v in enumerate(values)
+    ]
+
+
+def test_verdict_matches_rows_by_key_within_tolerance():
+    from see.report.verdict import compare_runs, verdict_markdown
+
+    same = compare_runs(
+        verdict_rows([0.5, 20.0, None]), verdict_rows([0.5, 20.0 * (1 + 1e-6), None])
+    )
+    assert same["reproduced"] and same["matched"] == 3 and same["missing"] == same["new"] == 0
+    assert same["table"].beyond_tolerance.sum() == 0
+    moved = compare_runs(verdict_rows([0.5, 21.0, None]), verdict_rows([0.5, 20.0, None]))
+    assert not moved["reproduced"]
+    assert moved["table"].max_rel_diff.iloc[0] == pytest.approx(0.05)
+    # a cell that lost its value (failed, unreachable) never counts as equal
+    lost = compare_runs(verdict_rows([0.5, None]), verdict_rows([0.5, 20.0]))
+    assert not lost["reproduced"] and lost["table"].beyond_tolerance.iloc[0] == 1
+    partial = compare_runs(verdict_rows([0.5]), verdict_rows([0.5, 20.0]))
+    assert not partial["reproduced"] and partial["missing"] == 1
+    extra = compare_runs(verdict_rows([0.5, 20.0, 3.0]), verdict_rows([0.5, 20.0]))
+    assert extra["reproduced"] and extra["new"] == 1
+    text = verdict_markdown(moved | {"run": "new", "reference": "old"})
+    assert "NOT reproduced" in text and "max_rel_diff" in text
+
+
+def test_published_run_is_the_newest_of_the_preset(tmp_path):
+    import json
+
+    from see.report.verdict import published_run
+
+    for run, name in [
+        ("20260101-000000-smoke", "smoke"),
+        ("20260102-000000-smoke", "smoke"),
+        ("20260103-000000-see", "see"),
+    ]:
+        (tmp_path / "runs" / run).mkdir(parents=True)
+        (tmp_path / "runs" / run / "config.json").write_text(json.dumps({"name": name}))
+    (tmp_path / "PUBLISHED").write_text(
+        "runs/20260102-000000-smoke\nruns/20260101-000000-smoke\nruns/20260103-000000-see\n"
+    )
+    assert published_run(tmp_path, "smoke").name == "20260102-000000-smoke"
+    newest = tmp_path / "runs" / "20260102-000000-smoke"
+    assert published_run(tmp_path, "smoke", exclude=newest).name == "20260101-000000-smoke"
+    assert published_run(tmp_path, "heal") is None
+
+
+def test_claims_compare_default_cells_in_the_right_direction():
+    import pandas as pd
+
+    from see.report.claims import CLAIMS, check_claim
+
+    def row(method, cr, value, options="", metric="word_perplexity", hib=False):
+        return dict(
+            run_id="r",
+            model="m",
+            target_cr=cr,
+            head_policy="dense",
+            seed=0,
+            heal_stage="initial",
+            task="wikitext",
+            metric=metric,
+            method=method,
+            method_options=options,
+            value=value,
+            higher_is_better=hib,
+        )
+
+    rows = pd.DataFrame(
+        [
+            row("autoencoder", 10, 100.0),
+            row("svd", 10, 200.0),
+            row("autoencoder", 20, 300.0),
+            row("svd", 20, 200.0),
+            row("autoencoder", 40, 1.0, options="loss=mse"),  # an ablation: not the claim
+            row("svd", 40, 200.0),
+            row("baseline", 1, 20.0),
+            row("see", 10, 21.0, options="steps=60"),  # a budget only: still the default
+        ]
+    )
+    ae = check_claim(CLAIMS[0], rows)
+    assert ae.set_index("target_cr").holds.to_dict() == {10: True, 20: False}
+    see = check_claim(CLAIMS[1], rows)
+    assert see.holds.tolist() == [True] and see.quality_ratio.iloc[0] == pytest.approx(20 / 21)
+    accuracy = rows.assign(metric="acc", higher_is_better=True, task="wikitext")
+    flipped = check_claim(dataclasses.replace(CLAIMS[0], metric="acc"), accuracy)
+    assert flipped.set_index("target_cr").holds.to_dict() == {10: False, 20: True}
+
+
+def test_headline_table_replaces_only_the_text_between_its_markers(tmp_path):
+    import pandas as pd
+
+    from see.report.headline import BEGIN, END, update_readme
+
+    def row(method, cr, value, run="20260101-000000-frontier", options=""):
+        return dict(
+            run_id=run,
+            model="m",
+            method=method,
+            target_cr=cr,
+            value=value,
+            task="wikitext",
+            metric="word_perplexity",
+            heal_stage="initial",
+            head_policy="dense",
+            method_options=options,
+            seed=0,
+            limit=3,
+            timestamp=run,
+        )
+
+    rows = pd.DataFrame(
+        [
+            row("baseline", 1, 30.0),
+            row("svd", 10, 900.0),
+            row("svd", 10, 800.0, run="20260102-000000-frontier"),  # the newest run wins
+            row("see", 10, 1.0, options="n=2"),  # an ablation: not a default
+            row("see", 20, 2.0, run="20260103-000000-see-levers"),  # not a headline preset
+        ]
+    )
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{BEGIN}\nold table\n{END}\noutro\n")
+    assert update_readme(readme, rows)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith(f"{END}\noutro\n")
+    assert "old table" not in text and "baseline 30" in text and "| svd" in text
+    assert "800" in text and "900" not in text and "| see " not in text
+    plain = tmp_path / "OTHER.md"
+    plain.write_text("no markers")
+    assert not update_readme(plain, rows) and plain.read_text() == "no markers"

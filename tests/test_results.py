@@ -56,3 +56,65 @@ def test_resume_needs_an_existing_run_with_the_same_config(tmp_path):
         open_run(tmp_path, {"models": ["a"], "ratios": [20]}, "tiny", store.run_dir.name)
     again = open_run(tmp_path, {"models": ["a"]}, "tiny")  # a new run: never the same folder
     assert again.run_dir != store.run_dir
+
+
+def test_every_grid_setting_changes_the_key_or_is_declared():
+    """A setting that changes a number must change the cell key (else a resumed run keeps
+    stale rows); the rest is declared here with the reason."""
+    import dataclasses
+
+    from see.bench.run import BenchSettings, bench_identity
+    from see.config import GridConfig
+    from see.grid import expand, identity
+
+    base = dict(
+        name="t",
+        models=["smollm2-135m"],
+        methods=["see"],
+        ratios=[10],
+        tasks={"wikitext": 1},
+        heal={"stage1_steps": 2, "stage2_steps": 0},
+    )
+    changed = {
+        "tasks": {"wikitext": 2},
+        "tie_source": "retied",
+        "method_options": {"see": {"steps": 5}},
+        "max_length": 1024,
+        "batch_size": 2,
+        "bootstrap_iters": 10,
+        "num_fewshot": 1,
+        "dtype": "bfloat16",
+        "selection_tokens": 4096,
+        "heal": {"stage1_steps": 3, "stage2_steps": 0},
+    }
+    not_keyed = {
+        "name": "a label; the run folder and config.json keep it",
+        "data_dir": "where the files are; their contents are sha256-checked",
+        "models": "chooses cells; each cell's model is in its key",
+        "methods": "chooses cells",
+        "ratios": "chooses cells",
+        "head_policies": "chooses cells",
+        "seeds": "chooses cells",
+        "bench": "bench rows: keyed by bench_settings (checked below)",
+    }
+    assert {f.name for f in dataclasses.fields(GridConfig)} == set(changed) | set(not_keyed)
+
+    def keys(cfg: GridConfig) -> set[str]:
+        return {
+            cell_key(identity(cfg, cell, "wikitext", stage))
+            for cell in expand(cfg)
+            for stage in ("initial", "stage1")
+        }
+
+    reference = keys(GridConfig(**base))
+    for name, value in changed.items():
+        assert keys(GridConfig(**{**base, name: value})) != reference, name
+    cfg = GridConfig(**base)
+    cell = expand(cfg)[0]
+    one, two = BenchSettings(), BenchSettings(repeats=BenchSettings().repeats + 1)
+    assert cell_key(bench_identity(cfg, cell, one)) != cell_key(bench_identity(cfg, cell, two))
+
+
+def test_threads_and_wait_policy_are_provenance():
+    cell = {"model": "m", "method": "svd", "target_cr": 10.0}
+    assert cell_key(cell) == cell_key({**cell, "torch_threads": 1, "omp_wait_policy": "ACTIVE"})

@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import subprocess
@@ -31,6 +32,8 @@ def test_saved_svd_model_reloads_with_identical_logits(fresh_smollm, sample_ids,
         assert torch.equal(reloaded(sample_ids).logits, expected)
     assert module.reached_cr == compressed.reached_cr
     assert (tmp_path / "svd10" / "embedding.safetensors").stat().st_size < 4 * 49152 * 576 / 9
+    saved = json.loads((tmp_path / "svd10" / "see_compressed.json").read_text())["options"]
+    assert saved["finetune"] is False and saved["codes_dtype"] == "float32"  # defaults resolved
 
 
 @needs_data
@@ -54,6 +57,7 @@ def test_saved_see_model_reloads_with_identical_logits(fresh_smollm, sample_ids,
         assert torch.equal(reloaded(sample_ids).logits, expected)
 
 
+@pytest.mark.slow
 @needs_data
 def test_see_lm_eval_cli_runs_a_compressed_model(tmp_path):
     script = shutil.which("see-lm-eval")

@@ -8,7 +8,7 @@ import torch
 from conftest import DATA_DIR, needs_data
 
 from see.methods import get_method
-from see.methods.base import UnreachableCR
+from see.methods.base import FitContext, UnreachableCR
 from see.methods.kronecker import KroneckerEmbedding, kron_rows, unit_dim
 from see.methods.rowfit import RowFit
 from see.sememes.units import PAD, build_unit_map, morphemes, normalize_token
@@ -58,7 +58,7 @@ def test_fit_improves_cosine_over_initialisation():
     module = TinyKron(units.int(), 16, 16, 4)
     before = module.reconstruction_report(table)["fit_mean_cos"]
     fit = RowFit(steps=150, batch_tokens=60, checkpoints=2, sampling="uniform", lr=3e-2)
-    fitted = module.fit(table, fit)
+    fitted = module.fit_to(table, fit, FitContext())
     assert fitted.fit_report["fit_mean_cos"] > before + 0.3
     assert [h["step"] for h in fitted.history] == [0, 75, 150]  # the start is a candidate
 

@@ -7,7 +7,7 @@ import torch
 from conftest import needs_data
 
 from see.methods import get_method
-from see.methods.base import UnreachableCR
+from see.methods.base import FitContext, UnreachableCR
 from see.methods.rowfit import RowFit, draw_rows, fit_rows, identification_rate, row_probs
 from see.methods.see import slot_shapes, token_buckets_of, token_texts
 from see.sememes.units import build_unit_map
@@ -85,8 +85,17 @@ def test_see_options_out_of_range_are_rejected():
     see = get_method("see")
     with pytest.raises(ValueError, match="token_buckets must be >= -1"):
         see.from_table(torch.randn(50, 8), 2, tokenizer=object(), token_buckets=-3)
-    with pytest.raises(ValueError, match="unknown fit option"):
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['stepz'\] for method 'see'"):
         see.from_table(torch.randn(50, 8), 2, tokenizer=object(), stepz=3)
+    for bad, match in [
+        ({"n": 1}, "order n must be an int >= 2"),
+        ({"norm": "batchnorm"}, "unknown norm 'batchnorm'"),
+        ({"sememe_source": "cilin"}, "unknown sememe source 'cilin'"),
+        ({"token_slots": "digits", "n": 2}, "needs n >= 3"),
+        ({"lr": 0}, "fit option lr=0"),
+    ]:
+        with pytest.raises(ValueError, match=match):  # at config time, before any fit
+            see.make_options(bad)
     with pytest.raises(ValueError, match="frequency sampling needs token_counts"):
         get_method("word2ketxs").from_table(torch.randn(100, 16), 4, steps=2)
 
@@ -114,8 +123,7 @@ def test_identification_term_lowers_identification_error_on_a_real_table(smollm)
             start,
             table,
             fit,
-            device="cpu",
-            checkpoint_score=lambda m: -identification_rate(m, table),
+            FitContext(device="cpu", checkpoint_score=lambda m: -identification_rate(m, table)),
         )
         rates[weight] = identification_rate(fitted, table)
     assert rates[1.0] > rates[0.0] + 0.1, rates

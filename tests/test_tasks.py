@@ -48,6 +48,7 @@ def test_offline_task_sizes_and_labels(offline_tasks, name):
         assert tuple(sum(d["label"] == k for d in docs) for k in (0, 1)) == labels
 
 
+@pytest.mark.slow
 @needs_data
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_offline_config_renders_like_lm_evals_own(offline_tasks, name):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from functools import cache
 from pathlib import Path
@@ -11,10 +12,46 @@ from see.evaluation.tasks import check_task_data, render_tasks, task_hash
 PERPLEXITY_DEFINITION = "lm-eval loglikelihood_rolling over documents, max_length={max_length}"
 
 
+# lm-eval warnings we know to be harmless here, by logger: they repeat for every cell.
+HARMLESS_WARNINGS = {
+    # our offline task YAMLs (see/evaluation/tasks) replace the stock ones on purpose
+    "lm_eval.tasks._index": ("overrides existing task",),
+    "lm_eval.api.task": (
+        # the stock wikitext metric list leaves these to lm-eval's defaults, which are right
+        "is defined, but aggregation is not",
+        "is defined, but higher_is_better is not",
+        # a note about long-context tasks' max_seq_lengths; wikitext does not use it
+        "Custom kwargs can be passed to `--metadata`",
+    ),
+    # we hand HFLM the in-memory compressed model on purpose (single process, no accelerate)
+    "lm_eval.models.huggingface": (
+        "already-initialized model through `pretrained`",
+        "model kwarg is not of type `str`",
+    ),
+}
+
+
+class DropHarmless(logging.Filter):
+    def __init__(self, fragments: tuple[str, ...]):
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(fragment in message for fragment in self.fragments)
+
+
+@cache
+def quiet_harmless_warnings() -> None:
+    for name, fragments in HARMLESS_WARNINGS.items():
+        logging.getLogger(name).addFilter(DropHarmless(fragments))
+
+
 @cache
 def task_manager(include_path: Path | None):
     from lm_eval.tasks import TaskManager
 
+    quiet_harmless_warnings()
     return TaskManager(include_path=str(include_path) if include_path else None)
 
 
@@ -51,6 +88,7 @@ def evaluate(
     from lm_eval.models.huggingface import HFLM
 
     include_path = check_tasks(tasks, limit, data_dir)
+    quiet_harmless_warnings()
     # HFLM calls model.tie_weights(): a compressed model must not get its head re-tied
     lm = HFLM(pretrained=model, tokenizer=tokenizer, max_length=max_length, batch_size=batch_size)
     start = time.perf_counter()
@@ -87,6 +125,7 @@ def results_to_rows(out: dict, include_path: Path | None, wall_s: float) -> list
                     "metric_filter": metric_filter,
                     "value": float(value),
                     "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
+                    "higher_is_better": out.get("higher_is_better", {}).get(task, {}).get(metric),
                     "n": n,
                     "num_fewshot": out.get("n-shot", {}).get(task),
                     "task_hash": task_hash(task, include_path),

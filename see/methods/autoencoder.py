@@ -30,13 +30,19 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from see.methods.base import CompressedEmbedding, UnreachableCR, check_table, check_target_cr
+from see.methods.base import (
+    CompressedEmbedding,
+    FitContext,
+    UnreachableCR,
+    check_table,
+    check_target_cr,
+)
 from see.methods.quantized import Int8Rows, check_codes_dtype, factor_rows
 from see.methods.registry import register
 from see.methods.rowfit import RowFit, identification_loss, row_probs
@@ -98,6 +104,52 @@ class _AutoEncoder(nn.Module):
         return self.decoder(self.encode(x))
 
 
+@dataclass(frozen=True)
+class AutoencoderOptions:
+    """The paper's training (loss preset, epochs, batch, step schedule) and the row-fit levers
+    SEE gets (rowfit.py): row sampling and the identification term."""
+
+    loss: str = "direction"
+    nonlinear: str = "none"
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 1e-3
+    step_epochs: int = 4
+    gamma: float = 0.5
+    sampling: str = "freq"
+    freq_weight: float = 0.0  # 0: uniform rows (`freq_weight = 1` alone: by frequency)
+    id_weight: float = 0.0
+    id_temperature: float = 2.0
+    id_negatives: int = 1024
+    codes_dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown autoencoder loss preset {self.loss!r}; allowed: {LOSSES}")
+        if self.nonlinear not in NONLINEAR:
+            raise ValueError(f"unknown nonlinear option {self.nonlinear!r}; allowed: {NONLINEAR}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}"
+            )
+        if not (self.lr > 0 and self.step_epochs >= 1 and 0 < self.gamma <= 1):
+            raise ValueError(
+                f"lr must be > 0, step_epochs >= 1, 0 < gamma <= 1; got {self.lr}, "
+                f"{self.step_epochs}, {self.gamma}"
+            )
+        check_codes_dtype("autoencoder", self.codes_dtype)
+        self.levers()  # validates the sampling and identification options
+
+    def levers(self) -> RowFit:
+        return RowFit(
+            sampling=self.sampling,
+            freq_weight=self.freq_weight,
+            id_weight=self.id_weight,
+            id_temperature=self.id_temperature,
+            id_negatives=self.id_negatives,
+        )
+
+
 @register("autoencoder")
 class AutoencoderEmbedding(CompressedEmbedding):
     trained = True
@@ -137,55 +189,29 @@ class AutoencoderEmbedding(CompressedEmbedding):
         codes = factor_rows(self.codes)
         return (hidden @ self.weight) @ codes.T + (hidden @ self.bias)[..., None]
 
+    Options = AutoencoderOptions
+
     @classmethod
-    def from_table(
-        cls,
-        table: torch.Tensor,
-        target_cr: float,
-        *,
-        loss: str = "direction",
-        nonlinear: str = "none",
-        epochs: int = 20,
-        batch_size: int = 32,
-        lr: float = 1e-3,
-        step_epochs: int = 4,
-        gamma: float = 0.5,
-        seed: int = 0,
-        checkpoint_score: Callable[[CompressedEmbedding], float] | None = None,
-        device: str | None = None,
-        sampling: str = "freq",
-        freq_weight: float = 0.0,  # 0: uniform rows (`freq_weight = 1` alone: by frequency)
-        id_weight: float = 0.0,
-        id_temperature: float = 2.0,
-        id_negatives: int = 1024,
-        codes_dtype: str = "float32",
-        token_counts: torch.Tensor | None = None,
+    def fit(
+        cls, table: torch.Tensor, target_cr: float, options: AutoencoderOptions, ctx: FitContext
     ) -> AutoencoderEmbedding:
-        if loss not in LOSSES:
-            raise ValueError(f"unknown autoencoder loss preset {loss!r}; allowed: {LOSSES}")
-        if nonlinear not in NONLINEAR:
-            raise ValueError(f"unknown nonlinear option {nonlinear!r}; allowed: {NONLINEAR}")
-        if epochs < 1 or batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+        o = options
+        loss, lr, codes_dtype, seed, id_weight = o.loss, o.lr, o.codes_dtype, ctx.seed, o.id_weight
+        checkpoint_score = ctx.checkpoint_score
         table = check_table(table).float()
-        k = ae_code_size(*table.shape, target_cr, check_codes_dtype("autoencoder", codes_dtype))
-        # the row-fit levers SEE gets (rowfit.py): row sampling and the identification term
-        levers = RowFit(
-            sampling=sampling,
-            freq_weight=freq_weight,
-            id_weight=id_weight,
-            id_temperature=id_temperature,
-            id_negatives=id_negatives,
-        )
-        weights = row_probs(levers, token_counts, len(table))
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        k = ae_code_size(*table.shape, target_cr, codes_dtype)
+        levers = o.levers()
+        counts = ctx.token_counts if levers.needs_counts else None
+        weights = row_probs(levers, counts, len(table))
+        device = ctx.device or ("cuda" if torch.cuda.is_available() else "cpu")
         generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
-        ae = _AutoEncoder(table.shape[1], k, nonlinear).to(device)
+        ae = _AutoEncoder(table.shape[1], k, o.nonlinear).to(device)
         rows = table.to(device)
         opt = torch.optim.Adam(ae.parameters(), lr=lr)
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step_epochs, gamma=gamma)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=o.step_epochs, gamma=o.gamma)
         history, best, best_score = [], None, math.inf
+        epochs = o.epochs
         for epoch in range(epochs):
             alpha = alpha_at(epoch, epochs)
             if weights is None:
@@ -193,7 +219,7 @@ class AutoencoderEmbedding(CompressedEmbedding):
             else:  # an epoch of V rows drawn in proportion to their weights
                 order = torch.multinomial(weights, len(rows), True, generator=generator).to(device)
             desc = f"autoencoder k={k} epoch {epoch + 1}/{epochs}"
-            bar = tqdm(order.split(batch_size), desc=desc, leave=False, mininterval=2)
+            bar = tqdm(order.split(o.batch_size), desc=desc, leave=False, mininterval=2)
             for step, batch_ids in enumerate(bar):
                 x = rows[batch_ids]
                 x_hat = ae(x)

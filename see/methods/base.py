@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -30,16 +33,48 @@ def check_table(table: torch.Tensor) -> torch.Tensor:
     return table
 
 
+@dataclass(frozen=True)
+class NoOptions:
+    """A method without options."""
+
+
+@dataclass
+class FitContext:
+    """What the harness, not a config, gives a method's fit: the cell's seed, the tokenizer,
+    the data folder, a device, a checkpoint scorer (candidate -> lower is better) and the
+    WikiText-2 validation token counts, computed on first use (most fits never ask)."""
+
+    seed: int = 0
+    tokenizer: Any = None
+    data_dir: str | None = None
+    device: str | None = None
+    checkpoint_score: Callable[[CompressedEmbedding], float] | None = None
+    count_tokens: Callable[[], torch.Tensor] | None = None
+    _counts: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def token_counts(self) -> torch.Tensor | None:
+        if self._counts is None and self.count_tokens is not None:
+            self._counts = self.count_tokens()
+        return self._counts
+
+
+CONTEXT_KEYWORDS = {f.name for f in dataclasses.fields(FitContext)} - {"_counts"}
+
+
 class CompressedEmbedding(nn.Module):
     """Maps token ids to d-vectors with fewer stored numbers than the V x d table.
 
-    Subclasses implement `from_table`, `forward` and, where they can do better than
+    Subclasses set `Options` and implement `fit`, `forward` and, where they can do better than
     materialising the table, `head_logits` (logits of a head that reuses this module).
     """
 
     name: ClassVar[str]
-    # trained methods take `seed` and `checkpoint_score` (candidate -> lower is better) in
-    # from_table; the grid passes the cell's seed and an initial-perplexity scorer
+    # the method's options: a dataclass with defaults, validated in __post_init__; rows and
+    # saved folders record it with every default resolved
+    Options: ClassVar[type] = NoOptions
+    # trained methods use ctx.seed and ctx.checkpoint_score (the grid: an initial-perplexity
+    # scorer on WikiText-2 validation tokens)
     trained: ClassVar[bool] = False
 
     def __init__(self, num_embeddings: int, embedding_dim: int):
@@ -52,17 +87,58 @@ class CompressedEmbedding(nn.Module):
         self._head_table: tuple | None = None
 
     @classmethod
-    def from_table(cls, table: torch.Tensor, target_cr: float, **options) -> CompressedEmbedding:
+    def fit(
+        cls, table: torch.Tensor, target_cr: float, options: Any, ctx: FitContext
+    ) -> CompressedEmbedding:
+        """The method's replacement for `table` at `target_cr` (each method implements it)."""
         raise NotImplementedError
 
     @classmethod
-    def fixed_ratio(cls, options: dict) -> float | None:
+    def make_options(cls, options: dict) -> Any:
+        """The options dataclass from a config table; unknown names and bad values raise."""
+        allowed = sorted(f.name for f in dataclasses.fields(cls.Options))
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {unknown} for method {cls.name!r}; allowed: {allowed}"
+            )
+        return cls.Options(**options)
+
+    @classmethod
+    def compress_table(
+        cls, table: torch.Tensor, target_cr: float, options: Any, ctx: FitContext
+    ) -> CompressedEmbedding:
+        """`fit` with the options recorded on the module (saved folders keep them)."""
+        torch.manual_seed(ctx.seed)
+        module = cls.fit(table, target_cr, options, ctx)
+        module.options = dataclasses.asdict(options)
+        return module
+
+    @classmethod
+    def from_table(
+        cls, table: torch.Tensor, target_cr: float = 1.0, **keywords
+    ) -> CompressedEmbedding:
+        """Scripts' shortcut: options and FitContext fields as keywords (`token_counts` may
+        be a tensor), e.g. `from_table(table, 10, steps=50, seed=1)`."""
+        context = {k: keywords.pop(k) for k in list(keywords) if k in CONTEXT_KEYWORDS}
+        counts = keywords.pop("token_counts", None)
+        if counts is not None:
+            context["count_tokens"] = lambda: counts
+        ctx = FitContext(**context)
+        return cls.compress_table(table, target_cr, cls.make_options(keywords), ctx)
+
+    @classmethod
+    def fixed_ratio(cls, options: Any) -> float | None:
         """The one byte ratio a method with these options reaches whatever the target (int8,
         int4), else None: a grid gives such a method one cell at it, not one per ratio."""
         return None
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def report_columns(self, tokenizer, data_dir: str | None) -> dict[str, Any]:
+        """Extra row columns a method reports about itself (SEE: its mapping's coverage)."""
+        return {}
 
     def init_kwargs(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this module's shapes (tensors may be empty)."""

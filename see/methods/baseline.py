@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from see.methods.base import CompressedEmbedding, check_table
+from see.methods.base import CompressedEmbedding, FitContext, NoOptions, check_table
 from see.methods.registry import register
 
 
@@ -16,11 +16,11 @@ class DenseEmbedding(CompressedEmbedding):
         self.weight = nn.Parameter(table)
 
     @classmethod
-    def from_table(cls, table: torch.Tensor, target_cr: float = 1.0, **options) -> DenseEmbedding:
+    def fit(
+        cls, table: torch.Tensor, target_cr: float, options: NoOptions, ctx: FitContext
+    ) -> DenseEmbedding:
         if target_cr != 1:
             raise ValueError(f"baseline stores the full table (CR 1); got target CR {target_cr}")
-        if options:
-            raise ValueError(f"baseline takes no options, got {sorted(options)}")
         return cls(check_table(table))
 
     def init_kwargs(self) -> dict:

@@ -22,7 +22,7 @@ import math
 import torch
 from torch import nn
 
-from see.methods.base import CompressedEmbedding, UnreachableCR
+from see.methods.base import CompressedEmbedding, FitContext, UnreachableCR
 from see.methods.rowfit import RowFit, fit_rows
 
 NORMS = ("layernorm", "affine", "none")
@@ -61,6 +61,12 @@ def rank_for_budget(budget: float, fixed: int, per_rank: int, what: str) -> int:
     return rank
 
 
+def check_norm(norm: str) -> str:
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; allowed: {list(NORMS)}")
+    return norm
+
+
 def norm_params(norm: str, dim: int) -> int:
     return 2 * dim if norm in ("layernorm", "affine") else 0
 
@@ -96,8 +102,7 @@ class KroneckerEmbedding(CompressedEmbedding):
             raise ValueError(f"order n must be >= 2, got {n}")
         if rank < 1:
             raise ValueError(f"rank R must be >= 1, got {rank}")
-        if norm not in NORMS:
-            raise ValueError(f"unknown norm {norm!r}; allowed: {list(NORMS)}")
+        check_norm(norm)
         self.n, self.rank, self.q = n, rank, unit_dim(dim, n)
         self.norm_kind = norm
         # init so that a sum of R products of n N(0, s) entries has unit variance
@@ -135,7 +140,7 @@ class KroneckerEmbedding(CompressedEmbedding):
             sample = self(torch.arange(min(len(rows), 4096), device=rows.device))
             self.vectors.mul_((rows.std() / sample.std()) ** (1 / self.n))
 
-    def fit(self, table: torch.Tensor, fit: RowFit, **context) -> KroneckerEmbedding:
+    def fit_to(self, table: torch.Tensor, fit: RowFit, ctx: FitContext) -> KroneckerEmbedding:
         """Start at the teacher's scale, then the common row fit (rowfit.py)."""
         self.match_scale(table.float())
-        return fit_rows(self, table, fit, name=f"fit {self.name} R={self.rank}", **context)
+        return fit_rows(self, table, fit, ctx, name=f"fit {self.name} R={self.rank}")

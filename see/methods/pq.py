@@ -16,10 +16,18 @@ default uniform rows, `freq_weight = 0`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from see.methods.base import CompressedEmbedding, UnreachableCR, check_table, check_target_cr
+from see.methods.base import (
+    CompressedEmbedding,
+    FitContext,
+    UnreachableCR,
+    check_table,
+    check_target_cr,
+)
 from see.methods.registry import register
 from see.methods.rowfit import RowFit, row_probs
 
@@ -102,6 +110,30 @@ def nearest(points: torch.Tensor, centroids: torch.Tensor, chunk: int = 2048) ->
     )
 
 
+@dataclass(frozen=True)
+class PQOptions:
+    """Bits per code (2**bits centroids per sub-space), m (0: from the byte target), Lloyd
+    iterations, and the row weights of the other fitted methods (rowfit.py)."""
+
+    bits: int = 8
+    subvectors: int = 0
+    iters: int = 25
+    sampling: str = "freq"
+    freq_weight: float = 0.0
+
+    def __post_init__(self):
+        if not isinstance(self.bits, int) or not 1 <= self.bits <= 12:
+            raise ValueError(f"pq bits={self.bits!r}; allowed: an int from 1 to 12")
+        if not isinstance(self.subvectors, int) or self.subvectors < 0:
+            raise ValueError(f"pq subvectors={self.subvectors!r}; allowed: an int >= 0 (0 auto)")
+        if not isinstance(self.iters, int) or self.iters < 1:
+            raise ValueError(f"pq iters={self.iters!r}; allowed: an int >= 1")
+        self.levers()
+
+    def levers(self) -> RowFit:
+        return RowFit(sampling=self.sampling, freq_weight=self.freq_weight)
+
+
 @register("pq")
 class PQEmbedding(CompressedEmbedding):
     def __init__(self, codes: torch.Tensor, codebooks: torch.Tensor):
@@ -110,35 +142,24 @@ class PQEmbedding(CompressedEmbedding):
         self.register_buffer("codes", codes)  # V x m, uint8 (int16 past 256 centroids)
         self.codebooks = nn.Parameter(codebooks)  # m x 2**bits x d/m
 
+    Options = PQOptions
+
     @classmethod
-    def from_table(
-        cls,
-        table: torch.Tensor,
-        target_cr: float,
-        *,
-        bits: int = 8,
-        subvectors: int = 0,
-        iters: int = 25,
-        sampling: str = "freq",
-        freq_weight: float = 0.0,
-        seed: int = 0,
-        token_counts: torch.Tensor | None = None,
+    def fit(
+        cls, table: torch.Tensor, target_cr: float, options: PQOptions, ctx: FitContext
     ) -> PQEmbedding:
         table = check_table(table).float()
         vocab, dim = table.shape
         check_target_cr(target_cr)
-        if not isinstance(bits, int) or not 1 <= bits <= 12:
-            raise ValueError(f"pq bits={bits!r}; allowed: an int from 1 to 12")
+        bits, subvectors = options.bits, options.subvectors
         if subvectors and dim % subvectors:
             raise ValueError(f"pq subvectors={subvectors} must divide d={dim}")
-        if iters < 1:
-            raise ValueError(f"pq iters={iters}; allowed: an int >= 1")
         m = subvectors or choose_subvectors(vocab, dim, target_cr, bits)
-        levers = RowFit(sampling=sampling, freq_weight=freq_weight)
-        weights = row_probs(levers, token_counts, vocab)
+        levers = options.levers()
+        weights = row_probs(levers, ctx.token_counts if levers.needs_counts else None, vocab)
         points = table.reshape(vocab, m, dim // m).transpose(0, 1).contiguous()
-        generator = torch.Generator().manual_seed(seed)
-        centroids, assign = kmeans(points, 2**bits, iters, weights, generator)
+        generator = torch.Generator().manual_seed(ctx.seed)
+        centroids, assign = kmeans(points, 2**bits, options.iters, weights, generator)
         codes = assign.T.contiguous().to(torch.uint8 if bits <= 8 else torch.int16)
         module = cls(codes, centroids)
         if module.byte_cr < target_cr - 1e-9:

@@ -17,12 +17,19 @@ widen them: what is counted is what is stored.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from see.methods.base import CompressedEmbedding, UnreachableCR, check_table, check_target_cr
+from see.methods.base import (
+    CompressedEmbedding,
+    FitContext,
+    UnreachableCR,
+    check_table,
+    check_target_cr,
+)
 from see.methods.registry import register
 
 CODES_DTYPES = ("float32", "int8")  # storage of SVD's / the autoencoder's V x k factor
@@ -93,6 +100,17 @@ def factor_rows(factor: nn.Parameter | Int8Rows, ids: torch.Tensor | None = None
     return factor if ids is None else nn.functional.embedding(ids, factor)
 
 
+@dataclass(frozen=True)
+class QuantizedOptions:
+    """Values per fp16 scale (each group of `group_size` values shares one)."""
+
+    group_size: int = 32
+
+    def __post_init__(self):
+        if not isinstance(self.group_size, int) or self.group_size < 2:
+            raise ValueError(f"group_size={self.group_size!r}; allowed: an int >= 2 dividing d")
+
+
 class QuantizedEmbedding(CompressedEmbedding):
     bits: ClassVar[int]
 
@@ -102,18 +120,21 @@ class QuantizedEmbedding(CompressedEmbedding):
         self.register_buffer("codes", codes)  # int8 V x d, or uint8 V x d/2 packed (int4)
         self.register_buffer("scale_bits", scale_bits)  # fp16 scales as int16 bits
 
+    Options = QuantizedOptions
+
     @classmethod
-    def from_table(
-        cls, table: torch.Tensor, target_cr: float = 1.5, *, group_size: int = 32
+    def fit(
+        cls, table: torch.Tensor, target_cr: float, options: QuantizedOptions, ctx: FitContext
     ) -> QuantizedEmbedding:
         table = check_table(table)
         vocab, dim = table.shape
-        if not isinstance(group_size, int) or group_size < 2 or dim % group_size:
+        group_size = options.group_size
+        if dim % group_size:
             allowed = [g for g in range(2, dim + 1) if dim % g == 0][:12]
             raise ValueError(
                 f"{cls.name} group_size={group_size!r} must divide d={dim}; allowed e.g. {allowed}"
             )
-        reachable = cls.fixed_ratio({"group_size": group_size})
+        reachable = cls.fixed_ratio(options)
         if check_target_cr(target_cr) > reachable + 1e-9:
             raise UnreachableCR(
                 f"{cls.name} with group_size {group_size} stores {reachable:.3g}x fewer bytes "
@@ -126,9 +147,8 @@ class QuantizedEmbedding(CompressedEmbedding):
         return module
 
     @classmethod
-    def fixed_ratio(cls, options: dict) -> float | None:
-        group = options.get("group_size", 32)  # a bad one: from_table names it
-        return 32 / (cls.bits + 16 / group) if isinstance(group, int) and group >= 2 else None
+    def fixed_ratio(cls, options: QuantizedOptions) -> float:
+        return 32 / (cls.bits + 16 / options.group_size)
 
     def init_kwargs(self) -> dict:
         return {

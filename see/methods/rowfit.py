@@ -24,14 +24,14 @@ original rows `E[ids]` with the same levers (`RowFit`), so a comparison between 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from tqdm import tqdm
+
+from see.methods.base import FitContext
 
 SAMPLINGS = ("uniform", "freq", "mixed")
 SCHEDULES = ("onecycle", "cosine")
@@ -83,17 +83,6 @@ class RowFit:
     @property
     def needs_counts(self) -> bool:
         return self.sampling != "uniform" and self.freq_weight > 0
-
-
-FIT_FIELDS = frozenset(f.name for f in dataclasses.fields(RowFit))
-
-
-def row_fit(defaults: dict, options: dict) -> RowFit:
-    """A method's fit defaults overridden by the cell's options (unknown names rejected)."""
-    unknown = sorted(set(options) - FIT_FIELDS)
-    if unknown:
-        raise ValueError(f"unknown fit option(s) {unknown}; allowed: {sorted(FIT_FIELDS)}")
-    return RowFit(**(defaults | options))
 
 
 def frequency_probs(counts: torch.Tensor | None, freq_weight: float, vocab: int) -> torch.Tensor:
@@ -170,15 +159,15 @@ def fit_rows(
     module: nn.Module,
     table: torch.Tensor,
     fit: RowFit,
-    *,
-    seed: int = 0,
-    token_counts: torch.Tensor | None = None,
-    checkpoint_score: Callable[[nn.Module], float] | None = None,
-    device: str | None = None,
+    ctx: FitContext,
     name: str = "fit",
 ) -> nn.Module:
-    """Fit `module(ids) ~ table[ids]`; returns the chosen checkpoint (on CPU, eval mode)."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    """Fit `module(ids) ~ table[ids]`; returns the chosen checkpoint (on CPU, eval mode).
+    From `ctx`: the seed, the device, token counts (frequency sampling) and the scorer that
+    picks the checkpoint (else the best mean cosine)."""
+    device = ctx.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    seed, checkpoint_score = ctx.seed, ctx.checkpoint_score
+    token_counts = ctx.token_counts if fit.needs_counts else None
     module = module.to(device)
     rows = table.float().to(device)
     vocab = len(rows)

@@ -29,12 +29,20 @@ module without sememes (MorphTE-like): morphemes, characters and form units only
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from see.methods.base import UnreachableCR, check_table, check_target_cr
-from see.methods.kronecker import KroneckerEmbedding, norm_params, rank_for_budget, unit_dim
+from see.methods.base import FitContext, UnreachableCR, check_table, check_target_cr
+from see.methods.kronecker import (
+    KroneckerEmbedding,
+    check_norm,
+    norm_params,
+    rank_for_budget,
+    unit_dim,
+)
 from see.methods.registry import register
-from see.methods.rowfit import row_fit
+from see.methods.rowfit import RowFit
 
 AUTO_RANK = 16  # max_units = 0: a shared inventory that leaves R about this large
 
@@ -96,6 +104,49 @@ def token_buckets_of(shared: torch.Tensor, buckets: int) -> torch.Tensor:
     return out
 
 
+@dataclass(frozen=True)
+class SEEOptions(RowFit):
+    """SEE's open decisions (module doc) and the row fit's levers (rowfit.py)."""
+
+    sememe_source: str = "auto"
+    n: int = 3
+    max_sememes: int | None = None
+    max_units: int = 0
+    hash_buckets: int = 512
+    separate: bool = True
+    token_slots: str = "hash"
+    token_buckets: int = -1
+    rank: int = 0
+    max_rank: int = 512
+    norm: str = "affine"
+    id_weight: float = 1.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        from see.sememes import resolve_source_name
+
+        resolve_source_name(self.sememe_source)  # raises for an unknown source, listing them
+        if not (isinstance(self.n, int) and self.n >= 2):
+            raise ValueError(f"SEE order n must be an int >= 2, got {self.n!r}")
+        if self.token_buckets < -1 or self.rank < 0 or self.max_rank < 1:
+            raise ValueError(
+                f"token_buckets must be >= -1 (-1 auto, 0 none), rank >= 0 (0 auto), max_rank "
+                f">= 1; got {self.token_buckets}, {self.rank}, {self.max_rank}"
+            )
+        if self.max_units < 0 or self.hash_buckets < 1:
+            raise ValueError(
+                f"max_units must be >= 0 (0 auto) and hash_buckets >= 1; got "
+                f"{self.max_units}, {self.hash_buckets}"
+            )
+        if self.max_sememes is not None and self.max_sememes < 1:
+            raise ValueError(f"max_sememes must be >= 1 or unset, got {self.max_sememes}")
+        if self.token_slots not in ("hash", "digits"):
+            raise ValueError(f"token_slots={self.token_slots!r}; allowed: 'hash', 'digits'")
+        if self.token_slots == "digits" and self.n < 3:
+            raise ValueError(f"token_slots='digits' needs n >= 3 (two digit slots), got n={self.n}")
+        check_norm(self.norm)
+
+
 @register("see")
 class SEEEmbedding(KroneckerEmbedding):
     uses_sememes = True
@@ -127,6 +178,18 @@ class SEEEmbedding(KroneckerEmbedding):
             "digit_radix": self.digit_radix,
         }
 
+    @torch.no_grad()
+    def report_columns(self, tokenizer, data_dir: str | None) -> dict:
+        """map_corpus_coverage: share of WikiText-2 validation tokens (first 50k) whose token
+        has a sememe unit."""
+        from see.evaluation.validation import validation_ids
+
+        ids = validation_ids(tokenizer, 50_000, data_dir)
+        has = torch.tensor([name.startswith("s:") for name in self.unit_names])
+        return {
+            "map_corpus_coverage": has[self.token_units[ids].long()].any(-1).float().mean().item()
+        }
+
     def unit_ids(self, ids: torch.Tensor) -> torch.Tensor:
         shared = self.token_units[ids]
         if not self.digit_radix:
@@ -136,67 +199,33 @@ class SEEEmbedding(KroneckerEmbedding):
         digits = torch.stack([first + ids // v, first + v + ids % v], dim=-1)
         return torch.cat([shared, digits.to(shared.dtype)], dim=-1)
 
-    # the row fit's defaults for SEE (rowfit.RowFit; a cell's options override them)
-    fit_defaults = {
-        "steps": 600,
-        "batch_tokens": 2048,
-        "lr": 2e-2,
-        "schedule": "onecycle",
-        "sampling": "mixed",
-        "freq_weight": 1.0,
-        "id_weight": 1.0,
-    }
+    Options = SEEOptions
 
     @classmethod
-    def from_table(
-        cls,
-        table: torch.Tensor,
-        target_cr: float,
-        *,
-        tokenizer=None,
-        sememe_source: str = "auto",
-        n: int = 3,
-        max_sememes: int | None = None,
-        max_units: int = 0,
-        hash_buckets: int = 512,
-        separate: bool = True,
-        token_slots: str = "hash",
-        token_buckets: int = -1,
-        rank: int = 0,
-        max_rank: int = 512,
-        norm: str = "affine",
-        seed: int = 0,
-        checkpoint_score=None,
-        token_counts: torch.Tensor | None = None,
-        data_dir: str | None = None,
-        device: str | None = None,
-        **fit_options,
+    def fit(
+        cls, table: torch.Tensor, target_cr: float, options: SEEOptions, ctx: FitContext
     ) -> SEEEmbedding:
         from see.sememes import get_source
         from see.sememes.units import build_unit_map
 
         check_target_cr(target_cr)
         table = check_table(table)
-        fit = row_fit(cls.fit_defaults, fit_options)
-        if tokenizer is None:
+        if ctx.tokenizer is None:
             raise ValueError(f"{cls.name} needs the model's tokenizer (token texts -> units)")
-        if n < 2:
-            raise ValueError(f"SEE order n must be >= 2, got {n}")
-        if token_buckets < -1 or rank < 0 or max_rank < 1:
-            raise ValueError(
-                f"token_buckets must be >= -1 (-1 auto, 0 none), rank >= 0 (0 auto), max_rank "
-                f">= 1; got {token_buckets}, {rank}, {max_rank}"
-            )
-        if token_slots not in ("hash", "digits"):
-            raise ValueError(f"token_slots={token_slots!r}; allowed: 'hash', 'digits'")
-        if token_slots == "digits" and n < 3:
-            raise ValueError(f"token_slots='digits' needs n >= 3 (two digit slots), got n={n}")
+        n, norm, token_slots, token_buckets = (
+            options.n,
+            options.norm,
+            options.token_slots,
+            options.token_buckets,
+        )
+        max_units, hash_buckets, rank = options.max_units, options.hash_buckets, options.rank
+        sememe_source, max_sememes, seed = options.sememe_source, options.max_sememes, ctx.seed
         digits = token_slots == "digits"
         vocab, dim = table.shape
         source = None
         if cls.uses_sememes:
             randomize = sememe_source == "random"
-            source = get_source("auto" if randomize else sememe_source, data_dir)
+            source = get_source("auto" if randomize else sememe_source, ctx.data_dir)
         shared_slots = n - 2 if digits else n - 1 if token_buckets else n
         q = unit_dim(dim, n)
         if max_units == 0:  # auto: the shared inventory scales with the budget (module doc)
@@ -204,13 +233,13 @@ class SEEEmbedding(KroneckerEmbedding):
             max_units = max(64, int(unit_budget / (2 * AUTO_RANK * q)))
             hash_buckets = min(hash_buckets, max(16, max_units // 16))
         unit_map = build_unit_map(
-            token_texts(tokenizer, vocab),
+            token_texts(ctx.tokenizer, vocab),
             n=shared_slots,
             source=source,
             max_sememes=max(1, shared_slots - 1) if max_sememes is None else max_sememes,
             max_units=max_units,
             hash_buckets=hash_buckets,
-            separate=separate and not token_buckets and not digits,
+            separate=options.separate and not token_buckets and not digits,
             random_sememes=cls.uses_sememes and sememe_source == "random",
             seed=seed,
         )
@@ -226,13 +255,19 @@ class SEEEmbedding(KroneckerEmbedding):
             names += [f"d1:{k}" for k in range(radix)] + [f"d2:{k}" for k in range(radix)]
             per_rank = len(names) * q
             rank = rank or min(
-                rank_for_budget(vocab * dim / target_cr, fixed, per_rank, what), max_rank
+                rank_for_budget(vocab * dim / target_cr, fixed, per_rank, what), options.max_rank
             )
             buckets = 0
             unit_map.report["collision_rate_after"] = 0.0
         elif token_buckets:
             rank, buckets = slot_shapes(
-                vocab * dim / target_cr - fixed, num_units, q, rank, token_buckets, max_rank, what
+                vocab * dim / target_cr - fixed,
+                num_units,
+                q,
+                rank,
+                token_buckets,
+                options.max_rank,
+                what,
             )
             slot = token_buckets_of(units, buckets) + num_units
             units = torch.cat([units, slot[:, None].to(units.dtype)], dim=1)
@@ -253,14 +288,7 @@ class SEEEmbedding(KroneckerEmbedding):
             raise UnreachableCR(f"{what}: {module.num_params()} numbers exceed the budget")
         module.mapping_report = unit_map.report
         module.unit_names = names
-        fitted = module.fit(
-            table,
-            fit,
-            seed=seed,
-            checkpoint_score=checkpoint_score,
-            device=device,
-            token_counts=token_counts,
-        )
+        fitted = module.fit_to(table, options, ctx)
         fitted.fit_report.update({"see_rank": rank, "see_units": len(names)})
         fitted.fit_report.update({f"map_{k}": v for k, v in unit_map.report.items()})
         return fitted

@@ -14,14 +14,21 @@ V*k + 2*V + 4*k*d fit V*d*4 / CR, and `reached_cr` is `byte_cr`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from see.methods.base import CompressedEmbedding, UnreachableCR, check_table, check_target_cr
+from see.methods.base import (
+    CompressedEmbedding,
+    FitContext,
+    UnreachableCR,
+    check_table,
+    check_target_cr,
+)
 from see.methods.quantized import Int8Rows, check_codes_dtype, factor_rows
 from see.methods.registry import register
-from see.methods.rowfit import fit_rows, row_fit, row_probs
+from see.methods.rowfit import RowFit, fit_rows, row_probs
 
 
 def svd_rank(vocab: int, dim: int, target_cr: float, codes_dtype: str = "float32") -> int:
@@ -42,6 +49,24 @@ def svd_rank(vocab: int, dim: int, target_cr: float, codes_dtype: str = "float32
     return rank
 
 
+@dataclass(frozen=True)
+class SVDOptions(RowFit):
+    """Plain truncated SVD unless options say otherwise (freq_weight 0: uniform rows; with
+    `freq_weight = 1` a frequency-weighted SVD); `finetune` runs the common row fit on the
+    factors with these RowFit levers."""
+
+    finetune: bool = False
+    codes_dtype: str = "float32"  # or "int8": A as int8 codes + per-row fp16 scales
+    steps: int = 600
+    lr: float = 1e-3
+    sampling: str = "freq"
+    freq_weight: float = 0.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_codes_dtype("svd", self.codes_dtype)
+
+
 @register("svd")
 class SVDEmbedding(CompressedEmbedding):
     def __init__(
@@ -54,60 +79,32 @@ class SVDEmbedding(CompressedEmbedding):
         )
         self.right = nn.Parameter(right)  # k x d
 
-    # plain truncated SVD unless options say otherwise (freq_weight 0: uniform rows, and
-    # `freq_weight = 1` alone means a frequency-weighted SVD, as in earlier runs); `finetune`
-    # runs the common row fit on the factors
-    fit_defaults = {
-        "steps": 600,
-        "batch_tokens": 2048,
-        "lr": 1e-3,
-        "schedule": "onecycle",
-        "sampling": "freq",
-        "freq_weight": 0.0,
-    }
+    Options = SVDOptions
 
     @classmethod
-    def from_table(
-        cls,
-        table: torch.Tensor,
-        target_cr: float,
-        *,
-        finetune: bool = False,
-        codes_dtype: str = "float32",
-        seed: int = 0,
-        checkpoint_score=None,
-        device: str | None = None,
-        token_counts: torch.Tensor | None = None,
-        **fit_options,
+    def fit(
+        cls, table: torch.Tensor, target_cr: float, options: SVDOptions, ctx: FitContext
     ) -> SVDEmbedding:
         """Rows weighted by the fit's sampling distribution (`sampling` freq or mixed: a
         weighted SVD, FWSVD-style); `finetune`: then the row fit (rowfit.py) on the factors."""
         table = check_table(table)
-        fit = row_fit(cls.fit_defaults, fit_options)
-        rank = svd_rank(*table.shape, target_cr, check_codes_dtype("svd", codes_dtype))
-        weights = row_probs(fit, token_counts, len(table))
+        codes_dtype = options.codes_dtype
+        rank = svd_rank(*table.shape, target_cr, codes_dtype)
+        counts = ctx.token_counts if options.needs_counts else None
+        weights = row_probs(options, counts, len(table))
         scale = weights.sqrt()[:, None] if weights is not None else 1.0
         u, s, vh = torch.linalg.svd(table.double() * scale, full_matrices=False)
         left = (u[:, :rank] * s[:rank] / scale).to(table.dtype).contiguous()
         module = cls(left, vh[:rank].to(table.dtype).contiguous())
-        if finetune:
-            torch.manual_seed(seed)
-            module = fit_rows(
-                module,
-                table,
-                fit,
-                seed=seed,
-                token_counts=token_counts,
-                checkpoint_score=checkpoint_score,
-                device=device,
-                name=f"fit svd k={rank}",
-            )
+        if options.finetune:
+            torch.manual_seed(ctx.seed)
+            module = fit_rows(module, table, options, ctx, name=f"fit svd k={rank}")
         if codes_dtype == "int8":  # quantized after the fit (and after finetuning)
             codes = Int8Rows.quantize(module.left.detach())
             fitted, module = module, cls(codes.codes, module.right.detach(), codes.scale_bits)
             module.history = getattr(fitted, "history", None)
             module.fit_report = {**fitted.fit_report, **module.reconstruction_report(table)}
-        elif not finetune:  # fit_rows reports the chosen checkpoint's reconstruction itself
+        elif not options.finetune:  # fit_rows reports the chosen checkpoint's reconstruction itself
             module.fit_report = module.reconstruction_report(table)
         return module
 

@@ -13,27 +13,39 @@ table (`svd_init`), then the common row fit (rowfit.py) fine-tunes them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from see.methods.base import check_table, check_target_cr
-from see.methods.kronecker import KroneckerEmbedding, norm_params, rank_for_budget, unit_dim
+from see.methods.base import FitContext, check_table, check_target_cr
+from see.methods.kronecker import (
+    KroneckerEmbedding,
+    check_norm,
+    norm_params,
+    rank_for_budget,
+    unit_dim,
+)
 from see.methods.registry import register
-from see.methods.rowfit import row_fit
+from see.methods.rowfit import RowFit
+
+
+@dataclass(frozen=True)
+class Word2KetXSOptions(RowFit):
+    """Order n (>= 2) and the output norm; the row fit's levers as SEE's (a fair comparison)."""
+
+    n: int = 2
+    norm: str = "none"
+    id_weight: float = 1.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not (isinstance(self.n, int) and self.n >= 2):
+            raise ValueError(f"word2ketxs order n must be an int >= 2, got {self.n!r}")
+        check_norm(self.norm)
 
 
 @register("word2ketxs")
 class Word2KetXSEmbedding(KroneckerEmbedding):
-    # the same row fit as SEE (rowfit.py), so the comparison is fair
-    fit_defaults = {
-        "steps": 600,
-        "batch_tokens": 2048,
-        "lr": 2e-2,
-        "schedule": "onecycle",
-        "sampling": "mixed",
-        "freq_weight": 1.0,
-        "id_weight": 1.0,
-    }
-
     def __init__(self, vocab: int, dim: int, n: int, rank: int, norm: str = "layernorm"):
         self.radix = unit_dim(vocab, n)  # v = ceil(V ** (1/n))
         super().__init__(vocab, dim, n, rank, n * self.radix, norm)
@@ -72,39 +84,22 @@ class Word2KetXSEmbedding(KroneckerEmbedding):
         second = (vh[:, : self.rank] * root).reshape(v, q, self.rank).permute(0, 2, 1)
         self.vectors.copy_(torch.cat([first, second]))
 
+    Options = Word2KetXSOptions
+
     @classmethod
-    def from_table(
-        cls,
-        table: torch.Tensor,
-        target_cr: float,
-        *,
-        n: int = 2,
-        norm: str = "none",
-        seed: int = 0,
-        checkpoint_score=None,
-        token_counts: torch.Tensor | None = None,
-        device: str | None = None,
-        **fit_options,
+    def fit(
+        cls, table: torch.Tensor, target_cr: float, options: Word2KetXSOptions, ctx: FitContext
     ) -> Word2KetXSEmbedding:
         check_target_cr(target_cr)
         vocab, dim = check_table(table).shape
-        fit = row_fit(cls.fit_defaults, fit_options)
-        if n < 2:
-            raise ValueError(f"word2ketxs order n must be >= 2, got {n}")
+        n, norm = options.n, options.norm
         per_rank = n * unit_dim(vocab, n) * unit_dim(dim, n)
         fixed = norm_params(norm, dim)
         rank = rank_for_budget(vocab * dim / target_cr, fixed, per_rank, f"word2ketxs (n={n})")
-        torch.manual_seed(seed)
+        torch.manual_seed(ctx.seed)
         module = cls(vocab, dim, n, rank, norm)
         if n == 2:
             module.svd_init(table)
-        fitted = module.fit(
-            table,
-            fit,
-            seed=seed,
-            checkpoint_score=checkpoint_score,
-            device=device,
-            token_counts=token_counts,
-        )
+        fitted = module.fit_to(table, options, ctx)
         fitted.fit_report["see_rank"] = rank
         return fitted

@@ -212,7 +212,9 @@ def load_model(
 ):
     """(model, tokenizer) from a zoo short name, a local HF folder or a hub id; eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a bar per load (twice a cell) says nothing in a grid log
     if tie_source not in TIE_SOURCES:
         raise ValueError(f"unknown tie_source {tie_source!r}; allowed: {TIE_SOURCES}")
     source = str(zoo_folder(name_or_path)) if name_or_path in ZOO else name_or_path

@@ -12,12 +12,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from see.report.bench import compared_to_baseline  # noqa: E402
+from see.report.claims import LOWER_IS_BETTER, claims_markdown, lower_is_better  # noqa: E402
 from see.report.frontier import frontier_cells, frontier_markdown, pareto_front  # noqa: E402
+from see.report.headline import update_readme  # noqa: E402
 from see.report.healing import curve_markdown, curve_points  # noqa: E402
 from see.report.targets import targets_markdown  # noqa: E402
 from see.results import published_rows  # noqa: E402
 
-LOWER_IS_BETTER = ("perplexity", "bits_per_byte")
 QUALITY_COLUMNS = [
     "model",
     "task",
@@ -53,7 +54,7 @@ def add_recovery(rows: pd.DataFrame) -> pd.DataFrame:
     keys = ["run_id", "model", "task", "metric", "metric_filter", "limit", "max_length", "dtype"]
     base = rows[rows.method == "baseline"][[*keys, "value"]].rename(columns={"value": "base"})
     out = rows.merge(base.drop_duplicates(keys), on=keys, how="left")
-    lower = out.metric.str.contains("|".join(LOWER_IS_BETTER))
+    lower = lower_is_better(out)
     out["recovery"] = (out.value / out.base).where(~lower, out.base / out.value)
     return out.drop(columns="base")
 
@@ -78,7 +79,48 @@ def _finish_plot(fig, ax, metric: str, out: Path) -> Path:
     # many lines: the legend goes beside the axes, where it hides no point
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, bbox_inches="tight")  # "tight" keeps the outside legend whole
+    plt.close(fig)
+    return out
+
+
+# the metric a task's figure shows (the first of these the task has, else its first metric)
+PRIMARY_METRICS = ("word_perplexity", "acc", "f1", "mcc", "exact_match")
+
+
+def task_metrics(rows: pd.DataFrame) -> list[tuple[str, str]]:
+    """(task, primary metric) of every task with values in `rows`."""
+    pairs = []
+    for task, sub in rows[rows.value.notna() & rows.metric.notna()].groupby("task", sort=True):
+        metrics = list(dict.fromkeys(sub.metric))
+        preferred = [m for m in PRIMARY_METRICS if m in metrics]
+        pairs.append((task, (preferred or metrics)[0]))
+    return pairs
+
+
+def plot_metric_by_variant(rows: pd.DataFrame, task: str, metric: str, out: Path) -> Path | None:
+    """One CR per method: `metric` per method variant as points, the baseline as a line."""
+    data = rows[(rows.task == task) & (rows.metric == metric) & rows.value.notna()]
+    variants = data[data.method != "baseline"]
+    if variants.empty:
+        return None
+    labels = variants.apply(
+        lambda r: (
+            f"{r.model} {line_label(r.method, r.method_options, r.head_policy)} "
+            f"CR {r.target_cr:g} {r.heal_stage}"
+        ),
+        axis=1,
+    )
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(variants) + 1.5))
+    ax.scatter(variants.value, labels, s=20, zorder=2)
+    for model, value in data[data.method == "baseline"].groupby("model").value.first().items():
+        ax.axvline(value, color="black", linestyle="--", label=f"{model} baseline")
+    ax.set(xlabel=f"{task} {metric}")
+    if any(s in metric for s in LOWER_IS_BETTER):
+        ax.set_xscale("log")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return out
 
@@ -136,19 +178,28 @@ def plot_healing(rows: pd.DataFrame, task: str, metric: str, out: Path) -> Path 
 
 
 def plot_metric_vs_model_size(rows: pd.DataFrame, task: str, metric: str, out: Path):
-    """`metric` vs the baseline model's parameter bytes, a line per method and ratio."""
-    data = rows[(rows.task == task) & (rows.metric == metric) & (rows.heal_stage == "initial")]
+    """`metric` vs the baseline model's parameter bytes: baselines and every method with its
+    default options at CR 10 (dense head), a point per run, a colour per method."""
     if "model_param_bytes" not in rows:
         return None
+    data = rows[
+        (rows.task == task)
+        & (rows.metric == metric)
+        & (rows.heal_stage == "initial")
+        & rows.value.notna()
+        & ((rows.method == "baseline") | ((rows.target_cr == 10) & (rows.method_options == "")))
+        & (rows.head_policy.fillna("dense") == "dense")
+    ]
     sizes = rows[rows.method == "baseline"].groupby("model").model_param_bytes.first()
     data = data[data.model.isin(sizes.index)]
     if data.model.nunique() < 2:
         return None
     fig, ax = plt.subplots(figsize=(9, 4))
-    for (method, cr, policy), line in data.groupby(["method", "target_cr", "head_policy"]):
-        line = line.assign(size=line.model.map(sizes) / 2**20).sort_values("size")
-        label = method if method == "baseline" else f"{method} CR {cr:g} (head {policy})"
-        ax.plot(line["size"], line.value, marker="o", label=label)
+    # points, not lines: runs differ in limits and variants, so joining models would mislead
+    for i, (method, group) in enumerate(data.groupby("method")):
+        color = "black" if method == "baseline" else f"C{i}"
+        label = method if method == "baseline" else f"{method} CR 10"
+        ax.scatter(group.model.map(sizes) / 2**20, group.value, s=18, color=color, label=label)
     for model, size in sizes.items():
         ax.annotate(model, (size / 2**20, data[data.model == model].value.min()), fontsize=7)
     ax.set(xlabel="baseline parameter MiB (fp32)", ylabel=f"{task} {metric}", xscale="log")
@@ -178,11 +229,6 @@ def mapping_table(rows: pd.DataFrame) -> str | None:
     )
 
 
-def default_decisions(options: str) -> bool:
-    """True when a `method_options` text sets only fit budgets (an ablation sets more)."""
-    return all(o.split("=")[0] in ("steps", "batch_tokens") for o in options.split(",") if o)
-
-
 def ppl_pivot(rows: pd.DataFrame) -> str | None:
     """WikiText word perplexity as a variant x CR matrix (the quality table, compact)."""
     ppl = rows[(rows.task == "wikitext") & (rows.metric == "word_perplexity") & rows.value.notna()]
@@ -192,38 +238,6 @@ def ppl_pivot(rows: pd.DataFrame) -> str | None:
     table = ppl.pivot_table(index=index, columns="target_cr", values="value", aggfunc="last")
     table.columns = [f"CR {c:g}" for c in table.columns]
     return table.reset_index().to_markdown(index=False, floatfmt=".4g")
-
-
-def claims(rows: pd.DataFrame) -> list[str]:
-    """The papers' claims next to our measured numbers (WikiText word perplexity, initial)."""
-    ppl = rows[
-        (rows.task == "wikitext")
-        & (rows.metric == "word_perplexity")
-        & (rows.heal_stage == "initial")
-        & rows.value.notna()
-    ]
-    lines = []
-    for (run, model), sub in ppl.groupby(["run_id", "model"]):
-        svd = sub[sub.method == "svd"].set_index("target_cr").value
-        ae = sub[(sub.method == "autoencoder") & sub.method_options.str.contains("loss=direction")]
-        for cr, value in ae.set_index("target_cr").value.items():
-            if cr in svd:
-                verdict = "beats" if value < svd[cr] else "does not beat"
-                lines.append(
-                    f"- Balazy et al., AE beats SVD on initial perplexity: {model}, CR {cr:g}: "
-                    f"AE (direction loss) {value:.4g} vs SVD {svd[cr]:.4g}, so AE **{verdict}** "
-                    f"SVD here (run {run})."
-                )
-        see = sub[(sub.method == "see") & sub.method_options.map(default_decisions)]
-        base = sub[sub.method == "baseline"].value
-        for cr, value in see.set_index("target_cr").value.items():
-            if len(base):
-                lines.append(
-                    f"- Zhang et al., SEE keeps quality at 10-80x: {model}, CR {cr:g}: SEE initial "
-                    f"perplexity {value:.4g} vs baseline {base.iloc[0]:.4g} (recovery "
-                    f"{base.iloc[0] / value:.3g}; run {run})."
-                )
-    return lines
 
 
 def models_table(rows: pd.DataFrame) -> str:
@@ -339,6 +353,24 @@ def heal_speed_section(rows: pd.DataFrame) -> list[str]:
     ]
 
 
+def contention_section(rows: pd.DataFrame) -> list[str]:
+    """`python -m see bench-contention` runs: a cell alone and beside one busy process."""
+    if rows.empty:
+        return []
+    cols = ["run_id", "preset", "setting", "torch_threads", "omp_wait_policy", "cores"]
+    cols += ["alone_s", "beside_busy_s", "slowdown", "device"]
+    return [
+        "## Shared machine: one busy neighbour (bench-contention, issue 19)",
+        "",
+        "The preset's first cell (model load included) alone and beside `python -c "
+        '"while True: pass"`, a fresh process per measurement; `slowdown` = beside / alone, '
+        "same setting (target: at most 2.5x). `passive` is the default (see see/runtime.py).",
+        "",
+        rows.sort_values("timestamp")[cols].to_markdown(index=False, floatfmt=".3g"),
+        "",
+    ]
+
+
 def plot_pareto(rows: pd.DataFrame, out: Path) -> Path | None:
     """Initial WikiText word perplexity vs embedding-module bytes, every cell of every run."""
     data = rows[
@@ -396,7 +428,7 @@ def plot_frontier(rows: pd.DataFrame, out: Path) -> Path | None:
     unique = dict(zip(labels, handles, strict=True))
     fig.legend(unique.values(), unique.keys(), fontsize=7, loc="center right")
     fig.tight_layout(rect=(0, 0, 1 - 1.6 / fig.get_figwidth(), 1))
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return out
 
@@ -427,7 +459,7 @@ def plot_heal_curves(rows: pd.DataFrame, out: Path) -> Path | None:
         )
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return out
 
@@ -447,11 +479,14 @@ def run_section(rows: pd.DataFrame, run_id: str, reports_dir: Path) -> list[str]
         "",
     ]
     # figures named by run, not preset: two runs of one preset keep their own plots
-    vs_cr = plot_metric_vs_cr(
-        sub, "wikitext", "word_perplexity", reports_dir / f"{run_id}_wikitext_ppl_vs_cr.png"
-    )
-    if vs_cr:
-        lines += [f"![WikiText word perplexity vs CR]({vs_cr.name})", ""]
+    initial = sub[sub.heal_stage == "initial"]
+    for task, metric in task_metrics(initial):
+        out = reports_dir / f"{run_id}_{task}_{metric}.png"
+        figure = plot_metric_vs_cr(initial, task, metric, out) or plot_metric_by_variant(
+            initial, task, metric, out
+        )
+        if figure:
+            lines += [f"![{task} {metric}]({figure.name})", ""]
     healing = plot_healing(
         sub, "wikitext", "word_perplexity", reports_dir / f"{run_id}_healing.png"
     )
@@ -469,14 +504,23 @@ def run_section(rows: pd.DataFrame, run_id: str, reports_dir: Path) -> list[str]
     return lines
 
 
-def build_reports(results_dir: str | Path = "results", reports_dir: str | Path = "reports") -> Path:
+def build_reports(
+    results_dir: str | Path = "results",
+    reports_dir: str | Path = "reports",
+    runs: list[str] | None = None,
+    readme: str | Path | None = None,
+) -> Path:
+    """reports_dir/README.md and its figures from the runs in results/PUBLISHED (or `runs`);
+    with `readme`, also the headline table between its markers (see/report/headline.py)."""
     results_dir, reports_dir = Path(results_dir), Path(reports_dir)
     reports_dir.mkdir(parents=True, exist_ok=True)
     for stale in reports_dir.glob("*.png"):  # reports/ is generated: no figure outlives its data
         stale.unlink()
-    rows = published_rows(results_dir)
+    rows = published_rows(results_dir, runs)
     if rows.empty:
-        raise ValueError(f"no rows in the runs listed in {results_dir / 'PUBLISHED'}")
+        raise ValueError(
+            f"no rows in the runs {runs or 'listed in ' + str(results_dir / 'PUBLISHED')}"
+        )
     for column, default in [("heal_stage", "initial"), ("status", None), ("method_options", "")]:
         if column not in rows:
             rows[column] = default
@@ -485,7 +529,8 @@ def build_reports(results_dir: str | Path = "results", reports_dir: str | Path =
     rows["method_options"] = rows.method_options.fillna("")
     bench_rows = rows[rows.task == "bench"]
     heal_speed_rows = rows[rows.task == "bench-heal"]
-    rows = rows[~rows.task.isin(["bench", "bench-heal"])]
+    contention_rows = rows[rows.task == "contention"]
+    rows = rows[~rows.task.isin(["bench", "bench-heal", "contention"])]
     rows = add_recovery(latest(rows)) if len(rows) else rows.assign(recovery=None)
     size_figures = [
         plot_metric_vs_model_size(rows, task, metric, reports_dir / f"{task}_{metric}_vs_size.png")
@@ -508,9 +553,9 @@ def build_reports(results_dir: str | Path = "results", reports_dir: str | Path =
         "after healing (see see/heal.py).",
         "",
     ]
-    claim_lines = claims(rows)
-    if claim_lines:
-        lines += ["## Paper claims checked", "", *claim_lines, ""]
+    claimed = claims_markdown(rows[rows.heal_stage == "initial"])
+    if claimed:
+        lines += ["## Paper claims checked (see/report/claims.py)", "", claimed, ""]
     targets = targets_markdown(rows)
     if targets:
         lines += [
@@ -560,8 +605,11 @@ def build_reports(results_dir: str | Path = "results", reports_dir: str | Path =
         lines += ["## Quality vs embedding bytes (all runs)", "", f"![]({pareto.name})", ""]
     lines += bench_section(bench_rows, reports_dir)
     lines += heal_speed_section(heal_speed_rows)
+    lines += contention_section(contention_rows)
     for run_id in sorted(rows.run_id.unique()):
         lines += run_section(rows, run_id, reports_dir) if rows.value.notna().any() else []
     out = reports_dir / "README.md"
     out.write_text("\n".join(lines))
+    if readme is not None:
+        update_readme(Path(readme), rows)
     return out

@@ -1,0 +1,115 @@
+"""Run a grid: every pending (cell, task) into results/runs/<run_id>, resumable; cells one
+after another here (`local`) or as submitit jobs (local subprocesses or Slurm)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from see.config import GridConfig
+from see.evaluation.lmeval import check_tasks
+from see.evaluation.tasks import skipped_tasks
+from see.grid.cells import Cell, expand
+from see.grid.pipeline import cell_stages, run_cell
+from see.grid.rows import cell_summary, identity, status_row
+from see.results import ResultStore, cell_key, device_name, open_run
+
+EXECUTORS = ("local", "submitit-local", "slurm")
+
+
+def run_grid(
+    cfg: GridConfig,
+    results_dir: str | Path = "results",
+    run_id: str | None = None,
+    executor: str = "local",
+):
+    """Run every pending (cell, task) of the grid into results/runs/<run_id>; resumable.
+
+    `executor`: `local` runs cells one after another in this process; `submitit-local` and
+    `slurm` submit each cell as a submitit job (a local subprocess, or a Slurm job with the
+    SEE_SLURM_* settings) and append each job's rows here as it finishes.
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; allowed: {EXECUTORS}")
+    from see.models.zoo import check_model
+
+    for model in cfg.models:  # before the run folder exists and before the first cell
+        check_model(model)
+    skipped = skipped_tasks(list(cfg.tasks))
+    for reason in skipped.values():
+        print(f"[see] skipping {reason}")
+    runnable = [t for t in cfg.tasks if t not in skipped]
+    check_tasks(runnable, min((v for v in cfg.tasks.values() if v), default=None), cfg.data_dir)
+    store = open_run(results_dir, dataclasses.asdict(cfg), cfg.name, run_id)
+    run_id = store.run_dir.name
+    done = store.done_keys()
+    device = device_name()
+    cells = expand(cfg)
+    start = time.perf_counter()
+    work = []
+    for cell in cells:
+        pending = {
+            stage: [t for t in cfg.tasks if cell_key(identity(cfg, cell, t, stage)) not in done]
+            for stage in cell_stages(cfg, cell)
+        }
+        for stage, tasks in pending.items():
+            for task in [t for t in tasks if t in skipped]:
+                reason = skipped[task]
+                store.append(
+                    [status_row(cfg, cell, task, run_id, device, "skipped", reason, stage)]
+                )
+            pending[stage] = [t for t in tasks if t not in skipped]
+        if any(pending.values()):
+            work.append((cell, pending))
+    if executor == "local":
+        for cell, pending in tqdm(work, desc=f"grid {cfg.name}", unit="cell"):
+            cell_start, cell_rows = time.perf_counter(), []
+            for task_rows in run_cell(cell, cfg, pending, run_id, device, store.run_dir):
+                store.append(task_rows)
+                cell_rows += task_rows
+            tqdm.write(cell_summary(cell, cell_rows, time.perf_counter() - cell_start))
+    else:
+        run_with_submitit(work, cfg, run_id, store, executor)
+    print(
+        f"[see] grid {cfg.name}: {len(cells)} cells ({len(work)} run) in "
+        f"{time.perf_counter() - start:.1f} s -> {store.path}"
+    )
+    return store
+
+
+def cell_job(cell: Cell, cfg: GridConfig, pending: dict, run_id: str, run_dir: str) -> list:
+    """One cell as a pure function of its config (what an executor runs elsewhere)."""
+    from see.runtime import apply_threads
+
+    apply_threads()  # $SEE_THREADS and OMP_WAIT_POLICY come through the environment
+    return list(run_cell(cell, cfg, pending, run_id, device_name(), Path(run_dir)))
+
+
+def run_with_submitit(
+    work: list, cfg: GridConfig, run_id: str, store: ResultStore, executor: str
+) -> None:
+    import os
+
+    import submitit
+
+    folder = store.run_dir / "submitit"
+    cluster = "local" if executor == "submitit-local" else "slurm"
+    pool = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    if cluster == "slurm":
+        pool.update_parameters(
+            slurm_partition=os.environ.get("SEE_SLURM_PARTITION"),
+            gpus_per_node=int(os.environ.get("SEE_SLURM_GPUS", "1")),
+            timeout_min=int(os.environ.get("SEE_SLURM_TIMEOUT_MIN", "240")),
+        )
+    else:
+        pool.update_parameters(timeout_min=int(os.environ.get("SEE_JOB_TIMEOUT_MIN", "240")))
+    jobs = [
+        pool.submit(cell_job, cell, cfg, pending, run_id, str(store.run_dir))
+        for cell, pending in work
+    ]
+    for job in tqdm(jobs, desc=f"grid {cfg.name} ({executor})", unit="cell"):
+        for task_rows in job.result():
+            store.append(task_rows)

@@ -1,0 +1,165 @@
+"""One cell's pipeline: load, compress, heal, evaluate; it yields the rows of each (stage, task).
+`build_model` is the entry point scripts and the held-out check use."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from see.config import GridConfig
+from see.evaluation.lmeval import evaluate
+from see.grid.cells import Cell
+from see.grid.rows import heal_key, identity, status_row
+from see.heal import HealConfig, Healer, TeacherCache, training_ids
+from see.results import cell_key, provenance
+
+
+def build_model(cell: Cell, cfg: GridConfig):
+    """Load the model and install the cell's compressed embedding.
+
+    Returns (model, tok, info, teacher): teacher = the original (input embedding, head) modules,
+    which healing swaps back in to get the uncompressed model's outputs.
+    """
+    from see.compress import compress
+    from see.models import compress_model, count_bytes, load_model
+
+    start = time.perf_counter()
+    model, tok = load_model(cell.model, getattr(torch, cfg.dtype), cfg.tie_source)
+    load_s = time.perf_counter() - start
+    start = time.perf_counter()
+    compressed = None
+    if cell.method != "baseline":
+        compressed = compress(
+            model,
+            tok,
+            cell.method,
+            cell.target_cr,
+            dict(cell.method_options),
+            seed=cell.seed,
+            head_policy=cell.head_policy,
+            data_dir=cfg.data_dir,
+            selection_tokens=cfg.selection_tokens,
+            max_length=cfg.max_length,
+            dtype=getattr(torch, cfg.dtype),
+        )
+    teacher = (model.get_input_embeddings(), model.get_output_embeddings())
+    compress_model(model, compressed, cell.head_policy)
+    info = {"load_s": load_s, "compress_s": time.perf_counter() - start, **count_bytes(model)}
+    info["convert_s"] = zoo_convert_seconds(cell.model)
+    if compressed is not None:
+        info["reached_cr"] = compressed.reached_cr
+        info["byte_cr"] = compressed.byte_cr
+        info.update(compressed.fit_report)
+        if getattr(compressed, "history", None):
+            info["fit_history"] = json.dumps(compressed.history)
+        info.update(compressed.report_columns(tok, cfg.data_dir))
+    else:
+        emb = model.get_input_embeddings()
+        info["reached_cr"] = 1.0
+        info["byte_cr"] = 1.0
+        info["embedding_params"] = emb.weight.numel()
+    return model, tok, info, teacher
+
+
+def zoo_convert_seconds(name: str) -> float | None:
+    """How long the one-time GGUF conversion of a zoo model took (None for other models)."""
+    from see.models.zoo import ZOO, cache_dir
+
+    marker = cache_dir() / "models" / name / "see_zoo.json"
+    if name not in ZOO or not marker.is_file():
+        return None
+    return json.loads(marker.read_text()).get("convert_s")
+
+
+def adds_bos(tok) -> bool:
+    ids = tok("a").input_ids
+    return bool(tok.bos_token_id is not None and ids and ids[0] == tok.bos_token_id)
+
+
+def teacher_cache(cfg: GridConfig, cell: Cell, heal: HealConfig) -> TeacherCache | None:
+    """Stage 2's teacher top-k, shared on disk by every cell healed on the same model."""
+    if heal.teacher_top_k == 0:
+        return None
+    from see.models.zoo import cache_dir
+
+    model_id = f"{cell.model}|{cfg.dtype}|{cfg.tie_source}"
+    return TeacherCache(cache_dir() / "teacher", model_id)
+
+
+def cell_stages(cfg: GridConfig, cell: Cell) -> list[str]:
+    """`initial`, then the healing stages with a budget (none for the baseline)."""
+    if cfg.heal is None or cell.method == "baseline":
+        return ["initial"]
+    return ["initial", *HealConfig(**cfg.heal).stages()]
+
+
+def run_cell(
+    cell: Cell,
+    cfg: GridConfig,
+    pending: dict[str, list[str]],
+    run_id: str,
+    device: str,
+    run_dir: Path | None = None,
+) -> Iterator[list[dict]]:
+    """Compress, heal and evaluate one cell; yields the rows of each (stage, task) when done.
+
+    A target CR the method cannot reach gives one row per task with value None and the reason.
+    Healing checkpoints go to run_dir/heal/<cell>/<stage>.pt, so a killed run resumes there.
+    """
+    from see.methods.base import UnreachableCR
+
+    try:
+        model, tok, info, teacher = build_model(cell, cfg)
+    except UnreachableCR as err:
+        print(f"[see] {cell.model} {cell.method} CR {cell.target_cr:g}: {err}")
+        for stage, tasks in pending.items():
+            for task in tasks:
+                yield [status_row(cfg, cell, task, run_id, device, "unreachable", str(err), stage)]
+        return
+    healer, heal_info = None, {}
+    for stage in cell_stages(cfg, cell):
+        if stage != "initial":
+            if healer is None:
+                heal_cfg = HealConfig(**cfg.heal)
+                ids = training_ids(heal_cfg, tok, cfg.data_dir)
+                healer = Healer(
+                    model,
+                    *teacher,
+                    heal_cfg,
+                    ids,
+                    seed=cell.seed,
+                    cache=teacher_cache(cfg, cell, heal_cfg),
+                )
+            # the points of a curve continue one stage-2 run: one checkpoint for all of them
+            name = stage.partition("@")[0]
+            key = heal_key(cfg, cell, name)
+            checkpoint = run_dir / "heal" / key / f"{name}.pt" if run_dir else None
+            heal_info = healer.run(stage, checkpoint)
+        for task in pending.get(stage, []):
+            metric_rows = evaluate(
+                model,
+                tok,
+                [task],
+                limit=cfg.tasks[task],
+                num_fewshot=cfg.num_fewshot,
+                batch_size=cfg.batch_size,
+                max_length=cfg.max_length,
+                bootstrap_iters=cfg.bootstrap_iters,
+                seed=cell.seed,
+                data_dir=cfg.data_dir,
+            )
+            base = identity(cfg, cell, task, stage)
+            common = {
+                **base,
+                **info,
+                **heal_info,
+                "cell_key": cell_key(base),
+                "config_hash": cfg.config_hash(),
+            }
+            common["add_bos"] = adds_bos(tok)  # a fact of the model's tokenizer, not a setting
+            common.update(provenance(run_id, device))
+            yield [{**common, **row, "task": task} for row in metric_rows]

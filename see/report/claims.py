@@ -1,0 +1,128 @@
+"""The papers' claims as data, checked against published rows.
+
+A claim compares method A with its default decisions (options that set only fit budgets are
+allowed) against method B (the same, or the baseline) on one task and metric, cell by cell:
+same run, model, CR, head policy, seed and healing stage. `better`: A's value is better than
+B's; `within`: A loses at most `factor` of B's quality (ratio of values, inverted where lower
+is better).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+LOWER_IS_BETTER = ("perplexity", "bits_per_byte")  # rows written before `higher_is_better`
+
+
+@dataclass(frozen=True)
+class Claim:
+    paper: str
+    statement: str
+    method: str
+    versus: str
+    relation: str  # "better" or "within"
+    factor: float = 1.0
+    task: str = "wikitext"
+    metric: str = "word_perplexity"
+
+
+CLAIMS = [
+    Claim(
+        "Balazy, Banaei et al. 2021",
+        "the direction-loss autoencoder beats SVD at the same CR (initial quality)",
+        method="autoencoder",
+        versus="svd",
+        relation="better",
+    ),
+    Claim(
+        "Zhang et al. 2024",
+        "SEE keeps the model's quality at 10-80x (within 1.1x of the baseline)",
+        method="see",
+        versus="baseline",
+        relation="within",
+        factor=1.1,
+    ),
+    Claim(
+        "Zhang et al. 2024",
+        "SEE beats word2ketXS, the same Kronecker structure without linguistic units",
+        method="see",
+        versus="word2ketxs",
+        relation="better",
+    ),
+    Claim(
+        "Zhang et al. 2024",
+        "sememes add to morphemes: SEE beats its morpheme-only ablation",
+        method="see",
+        versus="see_morph",
+        relation="better",
+    ),
+]
+
+BUDGET_OPTIONS = ("steps", "batch_tokens", "epochs")
+
+
+def default_decisions(options: str) -> bool:
+    """True when a `method_options` text sets only fit budgets (an ablation sets more)."""
+    return all(o.split("=")[0] in BUDGET_OPTIONS for o in options.split(",") if o)
+
+
+CELL = ["run_id", "model", "target_cr", "head_policy", "seed", "heal_stage"]
+
+
+def lower_is_better(rows: pd.DataFrame) -> pd.Series:
+    """lm-eval's `higher_is_better` stored in the row; older rows: by metric name."""
+    by_name = rows.metric.fillna("").str.contains("|".join(LOWER_IS_BETTER))
+    if "higher_is_better" not in rows:
+        return by_name
+    stored = rows.higher_is_better
+    return (stored == False).where(stored.notna(), by_name).astype(bool)  # noqa: E712
+
+
+def check_claim(claim: Claim, rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per compared cell: A's and B's value, the quality ratio and whether it holds."""
+    data = rows[
+        (rows.task == claim.task)
+        & (rows.metric == claim.metric)
+        & rows.value.notna()
+        & rows.method_options.fillna("").map(default_decisions).astype(bool)
+    ]
+    ours = data[data.method == claim.method]
+    if ours.empty:
+        return pd.DataFrame()
+    theirs = data[data.method == claim.versus]
+    keys = CELL if claim.versus != "baseline" else ["run_id", "model", "seed"]
+    if claim.versus == "baseline":
+        theirs = theirs[theirs.heal_stage == "initial"]
+    pairs = ours.merge(theirs[[*keys, "value"]], on=keys, suffixes=("", "_versus"))
+    if pairs.empty:
+        return pd.DataFrame()
+    lower = lower_is_better(pairs)
+    # quality of A relative to B (1 = equal, < 1 = A is worse)
+    ratio = (pairs.value_versus / pairs.value).where(lower, pairs.value / pairs.value_versus)
+    holds = ratio > 1 if claim.relation == "better" else ratio >= 1 / claim.factor
+    return pairs.assign(quality_ratio=ratio, holds=holds)[
+        [*CELL, "value", "value_versus", "quality_ratio", "holds"]
+    ]
+
+
+def claims_markdown(rows: pd.DataFrame) -> str | None:
+    """Per claim: where it was checked, how often it holds, and the table of cells."""
+    parts = []
+    for claim in CLAIMS:
+        checked = check_claim(claim, rows)
+        if checked.empty:
+            continue
+        held = int(checked.holds.sum())
+        parts += [
+            f"**{claim.paper}: {claim.statement}.** `{claim.method}` vs `{claim.versus}` "
+            f"(default options), {claim.task} {claim.metric}: holds in {held} of "
+            f"{len(checked)} cells.",
+            "",
+            checked.rename(columns={"value_versus": claim.versus, "value": claim.method})
+            .sort_values(CELL)
+            .to_markdown(index=False, floatfmt=".4g"),
+            "",
+        ]
+    return "\n".join(parts) if parts else None

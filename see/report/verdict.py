@@ -1,0 +1,100 @@
+"""Did a run reproduce the published run of its preset? Rows are matched by cell key.
+
+Tolerance: 1e-4 relative. Two runs of one preset on the same CPU, torch and seeds agree to
+about 1e-6 (fp32 sums in the same order); 1e-4 leaves room for another CPU's kernels while a
+real change (another default, another fit) moves numbers by far more. On a GPU, or with other
+package versions, expect differences above it: the table says where and how much.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from see.results import read_rows
+
+TOLERANCE = 1e-4
+KEY = ["cell_key", "metric", "metric_filter"]
+
+
+def published_run(results_dir: str | Path, preset: str, exclude: Path | None = None):
+    """The newest run of `preset` listed in results/PUBLISHED (other than `exclude`), or None."""
+    results_dir = Path(results_dir)
+    listing = results_dir / "PUBLISHED"
+    if not listing.is_file():
+        return None
+    found = None
+    for line in listing.read_text().splitlines():
+        run_dir = results_dir / line.strip()
+        config = run_dir / "config.json"
+        if not line.strip() or line.startswith("#") or not config.is_file():
+            continue
+        if exclude is not None and run_dir.resolve() == Path(exclude).resolve():
+            continue
+        if json.loads(config.read_text()).get("name") == preset:
+            if found is None or run_dir.name > found.name:  # run ids start with the time
+                found = run_dir
+    return found
+
+
+def metric_rows(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    frame = frame.reindex(columns=frame.columns.union([*KEY, "value", "timestamp"], sort=False))
+    frame[["metric", "metric_filter"]] = frame[["metric", "metric_filter"]].fillna("-")
+    return frame.sort_values("timestamp").drop_duplicates(KEY, keep="last")
+
+
+def compare_runs(new: list[dict], reference: list[dict], rtol: float = TOLERANCE) -> dict:
+    """Per metric: rows matched, the largest relative difference, rows beyond `rtol`; plus the
+    keys only one run has. `reproduced` = every reference row is matched within `rtol`."""
+    ours, theirs = metric_rows(new), metric_rows(reference)
+    both = theirs.merge(ours, on=KEY, how="outer", suffixes=("_ref", "_new"), indicator=True)
+    matched = both[both._merge == "both"].copy()
+    ref, val = matched.value_ref.astype(float), matched.value_new.astype(float)
+    scale = ref.abs().where(ref.abs() > 0, 1.0)
+    matched["rel_diff"] = ((val - ref).abs() / scale).where(ref.notna() | val.notna(), 0.0)
+    # a value on one side and none on the other (a failed or unreachable cell) never matches
+    matched["rel_diff"] = matched.rel_diff.where(ref.isna() == val.isna(), float("inf"))
+    table = (
+        matched.groupby("metric")
+        .agg(
+            rows=("rel_diff", "size"),
+            max_rel_diff=("rel_diff", "max"),
+            beyond_tolerance=("rel_diff", lambda d: int((d > rtol).sum())),
+        )
+        .reset_index()
+    )
+    missing = int((both._merge == "left_only").sum())
+    extra = int((both._merge == "right_only").sum())
+    reproduced = missing == 0 and len(matched) > 0 and not (matched.rel_diff > rtol).any()
+    return {
+        "table": table,
+        "missing": missing,
+        "new": extra,
+        "matched": len(matched),
+        "reproduced": bool(reproduced),
+        "rtol": rtol,
+    }
+
+
+def compare_run_dirs(new_dir: Path, reference_dir: Path, rtol: float = TOLERANCE) -> dict:
+    new, reference = read_rows(new_dir / "rows.jsonl"), read_rows(reference_dir / "rows.jsonl")
+    return compare_runs(new, reference, rtol) | {
+        "run": new_dir.name,
+        "reference": reference_dir.name,
+    }
+
+
+def verdict_markdown(result: dict) -> str:
+    word = "REPRODUCED" if result["reproduced"] else "NOT reproduced"
+    lines = [
+        f"Run {result['run']} vs published {result['reference']}: **{word}** "
+        f"(relative tolerance {result['rtol']:g}; {result['matched']} rows matched, "
+        f"{result['missing']} published rows missing here, {result['new']} rows new here).",
+        "",
+    ]
+    if not result["table"].empty:
+        lines.append(result["table"].to_markdown(index=False, floatfmt=".3g"))
+    return "\n".join(lines)
