@@ -13,9 +13,11 @@ The paper's code is not public; its open decisions are options here: `sememe_sou
 wordnet | auto | random: the WordNet/HowNet structure with sememes drawn at random per word,
 same counts, the control for "does the sememe prior help"), `n` (order, default 3),
 `max_sememes` (default: shared slots - 1, at least 1), `max_units` (inventory cap; 0 = auto:
-unit budget / (2 * 16 * q), so that the shared units take about half of the budget at R = 16
+unit budget / (2 * 64 * q), so that the shared units take about half of the budget at R = 64
 and the inventory shrinks with the budget instead of starving R: with a fixed 8,192-unit
-inventory R fell to 3 at CR 40 and 1 at CR 80), `hash_buckets` (buckets for rare units,
+inventory R fell to 3 at CR 40 and 1 at CR 80; R = 64 from run `20261125-070158-see-capacity`:
+at CR 10 fewer shared units for a larger R gave 3,165 (R = 15, the old 2 * 16 * q rule) ->
+1,286 (R = 32) -> 982 (R = 64) initial word perplexity), `hash_buckets` (buckets for rare units,
 auto: at most max_units / 16), `token_slots` (`hash`: one bucket slot, the default; `digits`:
 the id's two base-sqrt(V) digits in the last two slots, word2ketXS-style, nothing stored),
 `rank` (R; 0 = auto), `token_buckets` (H; -1 = auto, 0 = none),
@@ -44,7 +46,7 @@ from see.methods.kronecker import (
 from see.methods.registry import register
 from see.methods.rowfit import RowFit
 
-AUTO_RANK = 16  # max_units = 0: a shared inventory that leaves R about this large
+AUTO_RANK = 64  # max_units = 0: a shared inventory that leaves R about this large
 
 
 def token_texts(tokenizer, vocab: int) -> list[str]:
@@ -63,8 +65,11 @@ def slot_shapes(
     token_buckets: int,
     max_rank: int,
     what: str,
+    largest_group: int = 1,
 ) -> tuple[int, int]:
-    """(R, H) with R * (|U| + H) * q <= unit_budget; 0 / -1 = chosen here (module docstring)."""
+    """(R, H) with R * (|U| + H) * q <= unit_budget; 0 / -1 = chosen here (module docstring):
+    auto R leaves H >= |U| and H >= the largest group of tokens that share every shared unit
+    (each of them needs its own bucket)."""
     if token_buckets > 0 and rank > 0:
         if rank * (shared_units + token_buckets) * q > unit_budget:
             raise UnreachableCR(f"{what}: R={rank} with H={token_buckets} exceeds the budget")
@@ -73,7 +78,8 @@ def slot_shapes(
         per_rank = (shared_units + token_buckets) * q
         return rank_for_budget(unit_budget, 0, per_rank, what), token_buckets
     if rank <= 0:
-        fits = [r for r in range(1, max_rank + 1) if unit_budget // (r * q) >= 2 * shared_units]
+        need = shared_units + max(shared_units, largest_group)
+        fits = [r for r in range(1, max_rank + 1) if unit_budget // (r * q) >= need]
         rank = max(fits, default=1)
     buckets = int(unit_budget // (rank * q)) - shared_units
     if buckets < 2:
@@ -268,6 +274,7 @@ class SEEEmbedding(KroneckerEmbedding):
                 token_buckets,
                 options.max_rank,
                 what,
+                largest_group=int(torch.unique(units, dim=0, return_counts=True)[1].max()),
             )
             slot = token_buckets_of(units, buckets) + num_units
             units = torch.cat([units, slot[:, None].to(units.dtype)], dim=1)
