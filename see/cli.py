@@ -151,8 +151,8 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.command == "report":
         from see.report import build_reports
 
-        readme = Path("README.md") if Path("README.md").is_file() else None
-        print(f"[see] wrote {build_reports(args.results_dir, args.reports_dir, readme=readme)}")
+        report = build_reports(args.results_dir, args.reports_dir, readme="README.md")
+        print(f"[see] wrote {report}")
     elif args.command == "targets":
         from see.report.targets import targets_markdown
         from see.results import published_rows
@@ -178,8 +178,7 @@ def reproduce_preset(args: argparse.Namespace) -> None:
     run = store.run_dir.relative_to(out).as_posix()
     if args.publish:
         publish(root, store.run_dir)
-        readme = Path("README.md") if Path("README.md").is_file() else None
-        report = build_reports(root, args.reports_dir, readme=readme)
+        report = build_reports(root, args.reports_dir, readme="README.md")
     else:
         report = build_reports(out, store.run_dir / "report", runs=[run])
     print(f"[see] report: {report}")

@@ -11,6 +11,7 @@ the fit asks) and, for trained methods, a checkpoint scorer (token perplexity on
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 
@@ -77,16 +78,15 @@ def compress(
     cls = get_method(method)
     typed = cls.make_options(options)  # bad names and values fail before any work
     table = input_table(model).float()
-    scorer = []  # built on the first checkpoint (it tokenizes validation text)
+    # built on the first checkpoint only (it tokenizes validation text)
+    scorer = functools.cache(
+        lambda: checkpoint_scorer(
+            model, tok, head_policy, selection_tokens, max_length, data_dir, dtype
+        )
+    )
 
     def score(candidate) -> float:
-        if not scorer:
-            scorer.append(
-                checkpoint_scorer(
-                    model, tok, head_policy, selection_tokens, max_length, data_dir, dtype
-                )
-            )
-        return scorer[0](candidate)
+        return scorer()(candidate)
 
     ctx = FitContext(
         seed=seed,

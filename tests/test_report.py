@@ -364,3 +364,4 @@ def test_headline_table_replaces_only_the_text_between_its_markers(tmp_path):
     plain = tmp_path / "OTHER.md"
     plain.write_text("no markers")
     assert not update_readme(plain, rows) and plain.read_text() == "no markers"
+    assert not update_readme(tmp_path / "missing.md", rows)  # another working folder

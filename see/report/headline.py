@@ -84,7 +84,9 @@ def headline_markdown(rows: pd.DataFrame) -> str | None:
 
 
 def update_readme(readme: Path, rows: pd.DataFrame) -> bool:
-    """Replace the text between the markers; False when README has no markers."""
+    """Replace the text between the markers; False when there is no such file or no markers."""
+    if not readme.is_file():
+        return False
     text = readme.read_text()
     if BEGIN not in text or END not in text:
         return False
