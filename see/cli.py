@@ -35,6 +35,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="resume this existing run (default: a new run folder)",
     )
     run.add_argument("--data-dir", help="local data folder (default: $SEE_DATA_DIR)")
+    run.add_argument(
+        "--force-config",
+        action="store_true",
+        help="resume even though the config changed (recorded in the run's config-forced.jsonl)",
+    )
     run.add_argument("--publish", action="store_true", help="list the run in results/PUBLISHED")
     run.add_argument("--models", help="comma list: run only these of the preset's models")
     run.add_argument(
@@ -69,6 +74,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="resume this existing run (default: a new run folder)",
     )
     bench.add_argument("--publish", action="store_true", help="list the run in results/PUBLISHED")
+    bench.add_argument(
+        "--force-config",
+        action="store_true",
+        help="resume even though the config changed (recorded in the run's config-forced.jsonl)",
+    )
     heal = sub.add_parser("bench-heal", help="healing tokens/s per stage, before/after levers")
     heal.add_argument("--model", default="smollm2-135m")
     heal.add_argument("--method", default="svd")
@@ -114,7 +124,7 @@ def dispatch(args: argparse.Namespace) -> None:
         cfg = only_models(load_grid(args.preset, data_dir=args.data_dir), args.models)
         if args.run_id:
             check_resumable(args.results_dir, args.run_id)
-        store = run_grid(cfg, args.results_dir, args.run_id, args.executor)
+        store = run_grid(cfg, args.results_dir, args.run_id, args.executor, args.force_config)
         export_csv(store.run_dir)
         if args.publish:
             publish(Path(args.results_dir), store.run_dir)
@@ -126,7 +136,7 @@ def dispatch(args: argparse.Namespace) -> None:
 
         if args.run_id:
             check_resumable(args.results_dir, args.run_id)
-        store = run_bench(load_grid(args.preset), args.results_dir, args.run_id)
+        store = run_bench(load_grid(args.preset), args.results_dir, args.run_id, args.force_config)
         if args.publish:
             publish(Path(args.results_dir), store.run_dir)
     elif args.command == "bench-heal":

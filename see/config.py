@@ -1,4 +1,9 @@
-"""Grid configs: a small dataclass loaded from benchmarks/<preset>.toml and validated once."""
+"""Run configuration: a grid (benchmarks/<preset>.toml), its healing and benchmark tables.
+
+Parsed and validated here without torch or any subsystem, so that a bad preset fails in a
+second and the report can read configs. The method layer checks what only it knows (method
+names and their options dataclasses) when a grid is expanded into cells (see.grid.cells).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 DTYPES = ("float32", "bfloat16", "float16")
+HEAD_POLICIES = ("dense", "shared")  # the LM head: kept dense, or rebuilt from the new table
+TIE_SOURCES = ("as_loaded", "retied")
 
 
 @dataclass(frozen=True)
@@ -34,9 +41,9 @@ class GridConfig:
     # trained methods pick their checkpoint by token perplexity on this many WikiText-2
     # validation tokens (the paper's "initial perplexity" selection; never the test split)
     selection_tokens: int = 2048
-    # healing (see/heal.py HealConfig fields); None = initial quality only
+    # healing (HealConfig fields, below); None = initial quality only
     heal: dict | None = None
-    # memory/throughput benchmark settings (see/bench/run.py BenchSettings fields)
+    # memory/throughput benchmark settings (BenchSettings fields, below)
     bench: dict | None = None
 
     def __post_init__(self):
@@ -48,20 +55,17 @@ class GridConfig:
 
 
 def validate(cfg: GridConfig) -> None:
-    from see.methods import get_method
-    from see.models.surgery import HEAD_POLICIES
-    from see.models.zoo import TIE_SOURCES
-
     for name in ("models", "methods", "ratios", "tasks", "head_policies", "seeds"):
         if not getattr(cfg, name):
             raise ValueError(f"grid {cfg.name!r}: {name} must not be empty")
-    for method in cfg.methods:
-        get_method(method)  # raises for an unknown method, listing the registered ones
     for method, variants in cfg.method_options.items():
         if method not in cfg.methods:
             raise ValueError(f"grid {cfg.name!r}: method_options for {method!r}, not in methods")
         for options in variants if isinstance(variants, list) else [variants]:
-            check_method_options(cfg.name, method, options)
+            if not isinstance(options, dict):
+                raise ValueError(
+                    f"grid {cfg.name!r}: options of {method!r} must be a table, got {options!r}"
+                )
     for ratio in cfg.ratios:
         if not isinstance(ratio, (int, float)) or not ratio > 1:
             raise ValueError(f"grid {cfg.name!r}: compression ratio must be > 1, got {ratio!r}")
@@ -78,15 +82,11 @@ def validate(cfg: GridConfig) -> None:
                 f"grid {cfg.name!r}: limit of task {task!r} must be > 0, got {limit!r}"
             )
     if cfg.heal is not None:
-        from see.heal import HealConfig
-
         try:
             HealConfig(**cfg.heal)
         except TypeError as err:
             raise ValueError(f"grid {cfg.name!r}: bad [heal] table: {err}") from err
     if cfg.bench is not None:
-        from see.bench.run import BenchSettings
-
         try:
             BenchSettings(**cfg.bench)
         except TypeError as err:
@@ -95,29 +95,12 @@ def validate(cfg: GridConfig) -> None:
         raise ValueError(
             f"grid {cfg.name!r}: batch_size must be >= 1 or 'auto', got {cfg.batch_size!r}"
         )
-    if cfg.batch_size == "auto":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError(f"grid {cfg.name!r}: batch_size 'auto' needs a GPU; use an int")
     if cfg.selection_tokens < 16:
         raise ValueError(
             f"grid {cfg.name!r}: selection_tokens must be >= 16, got {cfg.selection_tokens}"
         )
     if cfg.max_length < 16:
         raise ValueError(f"grid {cfg.name!r}: max_length must be >= 16, got {cfg.max_length}")
-
-
-def check_method_options(grid: str, method: str, options) -> None:
-    """Options must build the method's options dataclass: known names, allowed values."""
-    from see.methods import get_method
-
-    if not isinstance(options, dict):
-        raise ValueError(f"grid {grid!r}: options of {method!r} must be a table, got {options!r}")
-    try:
-        get_method(method).make_options(options)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"grid {grid!r}: {err}") from err
 
 
 def load_grid(preset: str | Path, **overrides) -> GridConfig:
@@ -138,3 +121,111 @@ def load_grid(preset: str | Path, **overrides) -> GridConfig:
     if unknown:
         raise ValueError(f"{path}: unknown keys {unknown}; allowed: {sorted(allowed)}")
     return GridConfig(**raw)
+
+
+STAGES = ("stage1", "stage2")
+ROW_LOSSES = ("centred", "raw", "none")
+AUTOCASTS = ("auto", "bf16", "off")
+DEFAULT_TEXT = "wikitext-2-valid"
+TEST_TEXTS = ("wikitext-2-raw/wiki.test.raw", "wikitext-2/test.txt", "wiki.test", "test.txt")
+
+
+@dataclass(frozen=True)
+class HealConfig:
+    stage1_steps: int = 50
+    stage2_steps: int = 50
+    batch_size: int = 4
+    seq_len: int = 256
+    grad_accum: int = 1
+    lr: float = 1e-3
+    align_layers: tuple[int, ...] = (-1,)
+    # stage 1's embedding-row terms, MSE + (1 - cos): none (default), on raw rows ("raw", the
+    # earlier default), or on rows minus the original table's mean row ("centred")
+    row_loss: str = "none"
+    temperature: float = 2.0
+    ce_weight: float = 1.0
+    train_head_norms: bool = False
+    text: str = DEFAULT_TEXT
+    save_every: int = 25
+    # bf16 autocast: "auto" = on a GPU only; "bf16" also on CPU (faster where the CPU has
+    # bf16 instructions: `python -m see bench-heal` measures it); "off" = fp32 everywhere
+    autocast: str = "auto"
+    # stage 2's KL on the teacher's top-k tokens plus one bucket for the rest (0 = the full
+    # distribution, computed live); with k > 0 the teacher's top-k are kept on disk and reused
+    # by every method, ratio and seed healed on the same model and text (TeacherCache). 64:
+    # faster and no worse per token than the full KL in the bench-heal runs
+    teacher_top_k: int = 64
+    # tokens-to-recover curves: total healing tokens (stage 1 + stage 2) at which the cell is
+    # evaluated, increasing; stage 2 then runs to the last one (stage2_steps must be 0)
+    curve_tokens: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if self.stage1_steps < 0 or self.stage2_steps < 0:
+            raise ValueError(f"healing steps must be >= 0: {self.stage1_steps}/{self.stage2_steps}")
+        if self.stage1_steps + self.stage2_steps == 0 and not self.curve_tokens:
+            raise ValueError("healing budget is zero: set stage1_steps and/or stage2_steps > 0")
+        self.check_curve()
+        if min(self.batch_size, self.seq_len, self.grad_accum, self.save_every) < 1:
+            raise ValueError("healing batch_size, seq_len, grad_accum, save_every must be >= 1")
+        if not isinstance(self.teacher_top_k, int) or self.teacher_top_k < 0:
+            raise ValueError(f"teacher_top_k={self.teacher_top_k!r}; allowed: an int >= 0")
+        if self.autocast not in AUTOCASTS:
+            raise ValueError(f"healing autocast={self.autocast!r}; allowed: {AUTOCASTS}")
+        if self.row_loss not in ROW_LOSSES:
+            raise ValueError(f"healing row_loss={self.row_loss!r}; allowed: {ROW_LOSSES}")
+        if self.temperature <= 0 or self.lr <= 0:
+            raise ValueError(f"temperature and lr must be > 0: {self.temperature}, {self.lr}")
+        name = self.text.replace("\\", "/")
+        if any(name.endswith(t) for t in TEST_TEXTS) or name in ("wikitext", "wikitext-2-test"):
+            raise ValueError(
+                f"healing text {self.text!r} is the evaluated test split; train on "
+                f"{DEFAULT_TEXT!r} (WikiText-2 validation) or another text file"
+            )
+
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len * self.grad_accum
+
+    def check_curve(self) -> None:
+        curve, per_step = list(self.curve_tokens), self.tokens_per_step()
+        if not curve:
+            return
+        stage1 = self.stage1_steps * per_step
+        bad = [b for b in curve if not isinstance(b, int) or b <= stage1 or (b - stage1) % per_step]
+        if bad or curve != sorted(set(curve)):
+            raise ValueError(
+                f"curve_tokens {curve} must be increasing token counts, each above stage 1's "
+                f"{stage1} tokens by a multiple of {per_step} tokens per step (bad: {bad})"
+            )
+        if self.stage2_steps:
+            raise ValueError(
+                f"stage2_steps={self.stage2_steps} with curve_tokens: stage 2 runs to the last "
+                f"budget ({curve[-1]} tokens); set stage2_steps = 0"
+            )
+
+    def stages(self) -> list[str]:
+        """The healing stages a cell is evaluated after; `stage2@T` = after T tokens in all."""
+        names = [s for s in STAGES if getattr(self, f"{s}_steps") > 0]
+        return names + [f"stage2@{tokens}" for tokens in self.curve_tokens]
+
+    def stage_steps(self, label: str) -> tuple[str, int]:
+        """`stage1` / `stage2` / `stage2@T` -> (stage, the step it trains to)."""
+        stage, _, tokens = label.partition("@")
+        if tokens:
+            return stage, (int(tokens) - self.stage1_steps * self.tokens_per_step()) // (
+                self.tokens_per_step()
+            )
+        return stage, getattr(self, f"{stage}_steps")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    embedding_shape: tuple[int, int] = (8, 512)
+    prefill: list[tuple[int, int]] = field(default_factory=lambda: [(1, 512), (8, 512), (32, 2048)])
+    decode_batches: list[int] = field(default_factory=lambda: [1, 16])
+    decode_prompt: int = 32
+    new_tokens: int = 128
+    repeats: int = 10
+    warmup: int = 2
+    device: str = "auto"  # cuda when available, else cpu
+    head_cache: bool = True  # a shared head keeps its rebuilt table between calls
+    compile: bool = False  # torch.compile the compressed module's forward (fused gather+kron)

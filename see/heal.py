@@ -28,107 +28,16 @@ import math
 import time
 import zlib
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from see.config import DEFAULT_TEXT, STAGES, HealConfig
 from see.models.surgery import swapped_modules
 
-STAGES = ("stage1", "stage2")
-ROW_LOSSES = ("centred", "raw", "none")
-AUTOCASTS = ("auto", "bf16", "off")
-DEFAULT_TEXT = "wikitext-2-valid"
-TEST_TEXTS = ("wikitext-2-raw/wiki.test.raw", "wikitext-2/test.txt", "wiki.test", "test.txt")
-
-
-@dataclass(frozen=True)
-class HealConfig:
-    stage1_steps: int = 50
-    stage2_steps: int = 50
-    batch_size: int = 4
-    seq_len: int = 256
-    grad_accum: int = 1
-    lr: float = 1e-3
-    align_layers: tuple[int, ...] = (-1,)
-    # stage 1's embedding-row terms, MSE + (1 - cos): none (default), on raw rows ("raw", the
-    # earlier default), or on rows minus the original table's mean row ("centred")
-    row_loss: str = "none"
-    temperature: float = 2.0
-    ce_weight: float = 1.0
-    train_head_norms: bool = False
-    text: str = DEFAULT_TEXT
-    save_every: int = 25
-    # bf16 autocast: "auto" = on a GPU only; "bf16" also on CPU (faster where the CPU has
-    # bf16 instructions: `python -m see bench-heal` measures it); "off" = fp32 everywhere
-    autocast: str = "auto"
-    # stage 2's KL on the teacher's top-k tokens plus one bucket for the rest (0 = the full
-    # distribution, computed live); with k > 0 the teacher's top-k are kept on disk and reused
-    # by every method, ratio and seed healed on the same model and text (TeacherCache). 64:
-    # faster and no worse per token than the full KL in the bench-heal runs
-    teacher_top_k: int = 64
-    # tokens-to-recover curves: total healing tokens (stage 1 + stage 2) at which the cell is
-    # evaluated, increasing; stage 2 then runs to the last one (stage2_steps must be 0)
-    curve_tokens: tuple[int, ...] = ()
-
-    def __post_init__(self):
-        if self.stage1_steps < 0 or self.stage2_steps < 0:
-            raise ValueError(f"healing steps must be >= 0: {self.stage1_steps}/{self.stage2_steps}")
-        if self.stage1_steps + self.stage2_steps == 0 and not self.curve_tokens:
-            raise ValueError("healing budget is zero: set stage1_steps and/or stage2_steps > 0")
-        self.check_curve()
-        if min(self.batch_size, self.seq_len, self.grad_accum, self.save_every) < 1:
-            raise ValueError("healing batch_size, seq_len, grad_accum, save_every must be >= 1")
-        if not isinstance(self.teacher_top_k, int) or self.teacher_top_k < 0:
-            raise ValueError(f"teacher_top_k={self.teacher_top_k!r}; allowed: an int >= 0")
-        if self.autocast not in AUTOCASTS:
-            raise ValueError(f"healing autocast={self.autocast!r}; allowed: {AUTOCASTS}")
-        if self.row_loss not in ROW_LOSSES:
-            raise ValueError(f"healing row_loss={self.row_loss!r}; allowed: {ROW_LOSSES}")
-        if self.temperature <= 0 or self.lr <= 0:
-            raise ValueError(f"temperature and lr must be > 0: {self.temperature}, {self.lr}")
-        name = self.text.replace("\\", "/")
-        if any(name.endswith(t) for t in TEST_TEXTS) or name in ("wikitext", "wikitext-2-test"):
-            raise ValueError(
-                f"healing text {self.text!r} is the evaluated test split; train on "
-                f"{DEFAULT_TEXT!r} (WikiText-2 validation) or another text file"
-            )
-
-    def tokens_per_step(self) -> int:
-        return self.batch_size * self.seq_len * self.grad_accum
-
-    def check_curve(self) -> None:
-        curve, per_step = list(self.curve_tokens), self.tokens_per_step()
-        if not curve:
-            return
-        stage1 = self.stage1_steps * per_step
-        bad = [b for b in curve if not isinstance(b, int) or b <= stage1 or (b - stage1) % per_step]
-        if bad or curve != sorted(set(curve)):
-            raise ValueError(
-                f"curve_tokens {curve} must be increasing token counts, each above stage 1's "
-                f"{stage1} tokens by a multiple of {per_step} tokens per step (bad: {bad})"
-            )
-        if self.stage2_steps:
-            raise ValueError(
-                f"stage2_steps={self.stage2_steps} with curve_tokens: stage 2 runs to the last "
-                f"budget ({curve[-1]} tokens); set stage2_steps = 0"
-            )
-
-    def stages(self) -> list[str]:
-        """The healing stages a cell is evaluated after; `stage2@T` = after T tokens in all."""
-        names = [s for s in STAGES if getattr(self, f"{s}_steps") > 0]
-        return names + [f"stage2@{tokens}" for tokens in self.curve_tokens]
-
-    def stage_steps(self, label: str) -> tuple[str, int]:
-        """`stage1` / `stage2` / `stage2@T` -> (stage, the step it trains to)."""
-        stage, _, tokens = label.partition("@")
-        if tokens:
-            return stage, (int(tokens) - self.stage1_steps * self.tokens_per_step()) // (
-                self.tokens_per_step()
-            )
-        return stage, getattr(self, f"{stage}_steps")
+__all__ = ["HealConfig", "Healer", "TeacherCache", "training_ids"]
 
 
 def training_ids(cfg: HealConfig, tokenizer, data_dir: str | None = None) -> torch.Tensor:

@@ -126,27 +126,45 @@ def check_resumable(results_dir: str | Path, run_id: str) -> None:
         )
 
 
-def open_run(results_dir: str | Path, config: dict, preset: str, run_id: str | None = None):
+def open_run(
+    results_dir: str | Path,
+    config: dict,
+    preset: str,
+    run_id: str | None = None,
+    force_config: bool = False,
+):
     """The run's store: a new folder (never an existing one), or run `run_id`: resumed when
-    it exists (it must have been started with the same config), else created under that name."""
+    it exists (it must have been started with the same config), else created under that name.
+
+    config.json is written once, when the run starts. Resuming with another config is refused,
+    naming the changed fields; `force_config` resumes anyway and appends the change to
+    config-forced.jsonl (later resumes compare with the newest forced config). Rows stay apart:
+    every setting that changes a number is in the cell key."""
     runs = Path(results_dir) / "runs"
     if run_id is None:
         run_id = new_run_id(preset)
         while (runs / run_id).exists():  # two runs started in the same second
             run_id = f"{run_id}-b"
-    saved = runs / run_id / "config.json"
+    saved, forced = runs / run_id / "config.json", runs / run_id / "config-forced.jsonl"
+    new = json.loads(json.dumps(config, default=str))
     if not saved.is_file():
         saved.parent.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps(config, indent=1, default=str))
     else:
-        old = json.loads(saved.read_text())
-        new = json.loads(json.dumps(config, default=str))
+        history = read_rows(forced) if forced.is_file() else []
+        old = history[-1]["config"] if history else json.loads(saved.read_text())
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-        if changed:
+        if changed and not force_config:
             raise ValueError(
                 f"run {run_id!r} was started with another config (differs in "
-                f"{changed}); start a new run instead"
+                f"{changed}); start a new run instead, or resume with --force-config"
             )
+        if changed:
+            stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            record = {"forced_at": stamp, "changed": changed, "config": new}
+            with forced.open("a") as out:
+                out.write(json.dumps(record, sort_keys=True) + "\n")
+            print(f"[see] run {run_id}: config forced (changed {changed}), recorded in {forced}")
     print(f"[see] run {run_id}: {runs / run_id}", flush=True)
     return ResultStore(runs / run_id)
 

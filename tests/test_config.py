@@ -3,6 +3,7 @@ import re
 import pytest
 
 from see.config import BENCHMARKS, load_grid
+from see.grid.cells import check_methods
 
 
 def write(tmp_path, text):
@@ -19,7 +20,8 @@ GOOD = (
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in BENCHMARKS.glob("*.toml")))
 def test_every_preset_loads_and_validates(preset):
-    cfg = load_grid(preset)  # method options are checked against each method's own options
+    cfg = load_grid(preset)
+    check_methods(cfg)  # method options are checked against each method's own options
     assert cfg.models and cfg.methods and "wikitext" in cfg.tasks
 
 
@@ -47,7 +49,42 @@ def test_every_preset_loads_and_validates(preset):
 )
 def test_bad_grid_configs_give_clear_errors(tmp_path, text, message):
     with pytest.raises(ValueError, match=message):
-        load_grid(write(tmp_path, text))
+        check_methods(load_grid(write(tmp_path, text)))
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (GOOD.replace('"svd"', '"svdd"'), "unknown method 'svdd'; registered methods: "),
+        (GOOD + "[method_options]\nsvd = { rank = 3 }\n", "rank"),
+        (GOOD + "[method_options]\nsvd = { freq_weight = -1.0 }\n", "freq_weight"),
+    ],
+)
+def test_method_errors_are_named_before_a_run_folder_exists(tmp_path, text, message):
+    from see.grid import run_grid
+
+    with pytest.raises(ValueError, match=message):
+        run_grid(load_grid(write(tmp_path, text)), tmp_path / "results")
+    assert not (tmp_path / "results").exists()
+
+
+def test_config_parses_and_validates_without_torch():
+    """`see.config` imports no torch and no subsystem: every preset loads, bad tables fail."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from see.config import BENCHMARKS, HealConfig, load_grid\n"
+        "for path in sorted(BENCHMARKS.glob('*.toml')): load_grid(path)\n"
+        "try: HealConfig(row_loss='mean')\n"
+        "except ValueError as err: print('refused:', err)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('see')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "refused: healing row_loss='mean'" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "['see', 'see.config']"
 
 
 def test_unknown_preset_lists_presets():

@@ -365,3 +365,39 @@ def test_headline_table_replaces_only_the_text_between_its_markers(tmp_path):
     plain.write_text("no markers")
     assert not update_readme(plain, rows) and plain.read_text() == "no markers"
     assert not update_readme(tmp_path / "missing.md", rows)  # another working folder
+
+
+def test_no_import_cycles_in_the_package():
+    """Every `see.*` import, lazy ones inside functions included, forms an acyclic graph."""
+    import ast
+    from pathlib import Path
+
+    import see
+
+    root = Path(see.__file__).parent
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("see"):
+                deps |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+        graph[name] = sorted(d for d in deps if d in modules and d != name)
+    state: dict[str, str] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = "open"
+        for dep in graph[name]:
+            assert state.get(dep) != "open", f"import cycle: {' -> '.join([*path, name, dep])}"
+            if dep not in state:
+                visit(dep, [*path, name])
+        state[name] = "done"
+
+    for name in graph:
+        if name not in state:
+            visit(name, [])

@@ -58,6 +58,23 @@ def test_resume_needs_an_existing_run_with_the_same_config(tmp_path):
     assert again.run_dir != store.run_dir
 
 
+def test_force_config_resumes_and_records_the_change(tmp_path):
+    from see.results import open_run
+
+    store = open_run(tmp_path, {"models": ["a"], "ratios": [10]}, "tiny")
+    first = (store.run_dir / "config.json").read_text()
+    run_id = store.run_dir.name
+    open_run(tmp_path, {"models": ["a"], "ratios": [20]}, "tiny", run_id, force_config=True)
+    assert (store.run_dir / "config.json").read_text() == first  # written once
+    forced = [json.loads(line) for line in (store.run_dir / "config-forced.jsonl").open()]
+    assert [f["changed"] for f in forced] == [["ratios"]]
+    assert forced[0]["config"]["ratios"] == [20]
+    # later resumes compare with the newest forced config, not the first one
+    assert open_run(tmp_path, {"models": ["a"], "ratios": [20]}, "tiny", run_id)
+    with pytest.raises(ValueError, match="differs in \\['ratios'\\]"):
+        open_run(tmp_path, {"models": ["a"], "ratios": [10]}, "tiny", run_id)
+
+
 def test_every_grid_setting_changes_the_key_or_is_declared():
     """A setting that changes a number must change the cell key (else a resumed run keeps
     stale rows); the rest is declared here with the reason."""

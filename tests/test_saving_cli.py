@@ -59,7 +59,17 @@ def test_saved_see_model_reloads_with_identical_logits(fresh_smollm, sample_ids,
 
 @pytest.mark.slow
 @needs_data
-def test_see_lm_eval_cli_runs_a_compressed_model(tmp_path):
+def test_see_lm_eval_cli_gives_the_grids_wikitext_number(tmp_path, monkeypatch):
+    """`see-lm-eval` and a grid evaluate the same spec to the same WikiText perplexity."""
+    from see.config import GridConfig
+    from see.grid import run_grid
+
+    monkeypatch.setenv("SEE_DATA_DIR", DATA_DIR)
+    cfg = GridConfig(
+        name="t", models=["smollm2-135m"], methods=["svd"], ratios=[10], tasks={"wikitext": 1}
+    )
+    rows = run_grid(cfg, tmp_path / "results").rows()
+    grid = {r["metric"]: r["value"] for r in rows if r["method"] == "svd"}
     script = shutil.which("see-lm-eval")
     command = [script] if script else [sys.executable, "-m", "see.evaluation.lm_eval_model"]
     command += [
@@ -69,17 +79,18 @@ def test_see_lm_eval_cli_runs_a_compressed_model(tmp_path):
         "--model_args",
         "pretrained=smollm2-135m,method=svd,ratio=10",
         "--tasks",
-        "sst2",
+        "wikitext",
         "--limit",
-        "4",
+        "1",
         "--output_path",
-        str(tmp_path),
+        str(tmp_path / "lm-eval"),
     ]
     out = subprocess.run(command, capture_output=True, text=True, env=os.environ, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "sst2" in out.stdout and "acc" in out.stdout
-    assert "'method': 'svd', 'ratio': 10" in out.stdout
-    assert list(tmp_path.rglob("results_*.json"))  # lm-eval wrote its own results file
+    (written,) = (tmp_path / "lm-eval").rglob("results_*.json")  # lm-eval's own results file
+    cli = json.loads(written.read_text())["results"]["wikitext"]
+    assert cli["word_perplexity,none"] == pytest.approx(grid["word_perplexity"], rel=1e-6)
+    assert grid["word_perplexity"] > 1000  # SVD at CR 10 is far from the baseline's ~34
 
 
 @needs_data

@@ -13,33 +13,19 @@ import dataclasses
 import json
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from see.config import GridConfig
+from see.config import BenchSettings, GridConfig
 from see.report.bench import compared_to_baseline
 from see.results import cell_key, device_name, open_run, provenance
 
 
-@dataclass(frozen=True)
-class BenchSettings:
-    embedding_shape: tuple[int, int] = (8, 512)
-    prefill: list[tuple[int, int]] = field(default_factory=lambda: [(1, 512), (8, 512), (32, 2048)])
-    decode_batches: list[int] = field(default_factory=lambda: [1, 16])
-    decode_prompt: int = 32
-    new_tokens: int = 128
-    repeats: int = 10
-    warmup: int = 2
-    device: str = "auto"  # cuda when available, else cpu
-    head_cache: bool = True  # a shared head keeps its rebuilt table between calls
-    compile: bool = False  # torch.compile the compressed module's forward (fused gather+kron)
-
-    def resolved_device(self) -> str:
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.device
+def resolved_device(bench: BenchSettings) -> str:
+    if bench.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return bench.device
 
 
 def worker(target: str, settings: dict, dtype: str) -> list[dict]:
@@ -57,7 +43,7 @@ def worker(target: str, settings: dict, dtype: str) -> list[dict]:
     from see.models.saving import is_compressed_folder, load_compressed
 
     bench = BenchSettings(**settings)
-    device = torch.device(bench.resolved_device())
+    device = torch.device(resolved_device(bench))
     reset_peak(device)
     torch_dtype = getattr(torch, dtype)
     if is_compressed_folder(target):
@@ -142,14 +128,21 @@ def save_cell(cell, cfg: GridConfig, folder: Path) -> str:
     return str(folder)
 
 
-def run_bench(cfg: GridConfig, results_dir: str | Path = "results", run_id: str | None = None):
+def run_bench(
+    cfg: GridConfig,
+    results_dir: str | Path = "results",
+    run_id: str | None = None,
+    force_config: bool = False,
+):
     """Measure every pending cell of the grid into results/runs/<run_id> (resumable)."""
     from see.grid import expand
+    from see.grid.cells import check_methods
     from see.methods.base import UnreachableCR
     from see.models.zoo import cache_dir
 
+    check_methods(cfg)  # before the run folder exists
     bench = BenchSettings(**(cfg.bench or {}))
-    store = open_run(results_dir, dataclasses.asdict(cfg), cfg.name, run_id)
+    store = open_run(results_dir, dataclasses.asdict(cfg), cfg.name, run_id, force_config)
     run_id = store.run_dir.name
     done, device = store.done_keys(), device_name()
     for cell in expand(cfg):

@@ -24,7 +24,29 @@ class Cell:
         return ",".join(f"{k}={v}" for k, v in self.method_options)
 
 
+def check_methods(cfg: GridConfig) -> None:
+    """What only the method layer knows (the config itself is checked without torch): every
+    method registered, every option set builds its options dataclass, batch_size "auto" only
+    with a GPU. Called before a run folder exists and before any model loads."""
+    from see.methods import get_method
+
+    for method in cfg.methods:
+        get_method(method)  # raises for an unknown method, listing the registered ones
+    for method, variants in cfg.method_options.items():
+        for options in variants if isinstance(variants, list) else [variants]:
+            try:
+                get_method(method).make_options(options)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"grid {cfg.name!r}: {err}") from err
+    if cfg.batch_size == "auto":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"grid {cfg.name!r}: batch_size 'auto' needs a GPU; use an int")
+
+
 def expand(cfg: GridConfig) -> list[Cell]:
+    check_methods(cfg)
     cells = []
     for model in cfg.models:
         for method in cfg.methods:

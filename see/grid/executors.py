@@ -12,7 +12,7 @@ from tqdm import tqdm
 from see.config import GridConfig
 from see.evaluation.lmeval import check_tasks
 from see.evaluation.tasks import skipped_tasks
-from see.grid.cells import Cell, expand
+from see.grid.cells import Cell, check_methods, expand
 from see.grid.pipeline import cell_stages, run_cell
 from see.grid.rows import cell_summary, identity, status_row
 from see.results import ResultStore, cell_key, device_name, open_run
@@ -25,17 +25,20 @@ def run_grid(
     results_dir: str | Path = "results",
     run_id: str | None = None,
     executor: str = "local",
+    force_config: bool = False,
 ):
     """Run every pending (cell, task) of the grid into results/runs/<run_id>; resumable.
 
     `executor`: `local` runs cells one after another in this process; `submitit-local` and
     `slurm` submit each cell as a submitit job (a local subprocess, or a Slurm job with the
-    SEE_SLURM_* settings) and append each job's rows here as it finishes.
+    SEE_SLURM_* settings) and append each job's rows here as it finishes. `force_config`
+    resumes a run whose config changed (see `open_run`).
     """
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; allowed: {EXECUTORS}")
     from see.models.zoo import check_model
 
+    check_methods(cfg)
     for model in cfg.models:  # before the run folder exists and before the first cell
         check_model(model)
     skipped = skipped_tasks(list(cfg.tasks))
@@ -43,7 +46,7 @@ def run_grid(
         print(f"[see] skipping {reason}")
     runnable = [t for t in cfg.tasks if t not in skipped]
     check_tasks(runnable, min((v for v in cfg.tasks.values() if v), default=None), cfg.data_dir)
-    store = open_run(results_dir, dataclasses.asdict(cfg), cfg.name, run_id)
+    store = open_run(results_dir, dataclasses.asdict(cfg), cfg.name, run_id, force_config)
     run_id = store.run_dir.name
     done = store.done_keys()
     device = device_name()

@@ -1,4 +1,6 @@
-"""Method name -> class, filled by the `register` decorator (as lm-eval does for tasks)."""
+"""Method name -> class, filled by the `register` decorator (as lm-eval does for tasks).
+
+Import `get_method` from `see.methods`: importing that package registers every method."""
 
 from __future__ import annotations
 
@@ -22,8 +24,6 @@ def register(name: str):
 
 
 def get_method(name: str) -> type[CompressedEmbedding]:
-    import see.methods  # noqa: F401  (importing the package registers every method)
-
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; registered methods: {sorted(METHODS)}")
     return METHODS[name]

@@ -16,9 +16,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from see.config import HEAD_POLICIES
 from see.methods import CompressedEmbedding
-
-HEAD_POLICIES = ("dense", "shared")
 
 
 class EmbeddingAdapter(nn.Module):

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
+from see.config import TIE_SOURCES
 from see.data import sha256_file
 
 CACHE_ENV = "SEE_CACHE_DIR"
-TIE_SOURCES = ("as_loaded", "retied")
 
 
 @dataclass(frozen=True)
