@@ -86,7 +86,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     heal.add_argument("--steps", type=int, default=8, help="timed steps per variant")
     heal.add_argument("--results-dir", default="results")
     heal.add_argument("--publish", action="store_true", help="list the run in results/PUBLISHED")
-    for command in (run, reproduce, bench, heal):
+    signal = sub.add_parser(
+        "signal", help="baseline vs chance per (model, task) -> benchmarks/tables/signal.toml"
+    )
+    signal.add_argument("--models", default="smollm2-135m", help="comma list")
+    signal.add_argument("--tasks", default="sst2,rte,qnli,wnli,mrpc,cola,squad")
+    signal.add_argument("--docs", type=int, default=200, help="last N documents of each split")
+    signal.add_argument("--fewshot", default="0,5", help="num_fewshot settings to try, in order")
+    signal.add_argument("--results-dir", default="results")
+    signal.add_argument("--data-dir", help="local data folder (default: $SEE_DATA_DIR)")
+    signal.add_argument("--resume", dest="run_id", metavar="RUN_ID", help="resume this run")
+    signal.add_argument("--publish", action="store_true", help="list the run in results/PUBLISHED")
+    for command in (run, reproduce, bench, heal, signal):
         command.add_argument(
             "--threads",
             help="torch threads (default: $SEE_THREADS, else every available core); OpenMP "
@@ -112,7 +123,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def dispatch(args: argparse.Namespace) -> None:
     from see.results import check_resumable
 
-    if args.command in ("run", "reproduce", "bench", "bench-heal"):
+    if args.command in ("run", "reproduce", "bench", "bench-heal", "signal"):
         from see.runtime import configure
 
         configure(args.threads)  # before torch is imported: the wait policy is read once
@@ -156,6 +167,22 @@ def dispatch(args: argparse.Namespace) -> None:
 
         settings = check_settings(args.settings.split(","))
         run_dir = run_contention(args.results_dir, args.preset, settings)
+        if args.publish:
+            publish(Path(args.results_dir), run_dir)
+    elif args.command == "signal":
+        from see.evaluation.signal import run_signal
+
+        if args.run_id:
+            check_resumable(args.results_dir, args.run_id)
+        run_dir = run_signal(
+            args.models.split(","),
+            args.tasks.split(","),
+            args.docs,
+            tuple(int(n) for n in args.fewshot.split(",")),
+            args.results_dir,
+            args.data_dir,
+            args.run_id,
+        )
         if args.publish:
             publish(Path(args.results_dir), run_dir)
     elif args.command == "report":

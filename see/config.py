@@ -35,7 +35,9 @@ class GridConfig:
     max_length: int = 2048
     batch_size: int | str = 1  # an int, or "auto" (lm-eval's search; GPU only, CONTRACTS.md)
     bootstrap_iters: int = 1000
-    num_fewshot: int | None = None
+    # few-shot examples per task: an int for every task, None = each task's own default, or
+    # "signal": per (model, task) from benchmarks/tables/signal.toml (see/evaluation/signal.py)
+    num_fewshot: int | str | None = None
     dtype: str = "float32"
     data_dir: str | None = None
     # trained methods pick their checkpoint by token perplexity on this many WikiText-2
@@ -94,6 +96,14 @@ def validate(cfg: GridConfig) -> None:
     if cfg.batch_size != "auto" and not (isinstance(cfg.batch_size, int) and cfg.batch_size >= 1):
         raise ValueError(
             f"grid {cfg.name!r}: batch_size must be >= 1 or 'auto', got {cfg.batch_size!r}"
+        )
+    if not (
+        cfg.num_fewshot in (None, "signal")
+        or (isinstance(cfg.num_fewshot, int) and cfg.num_fewshot >= 0)
+    ):
+        raise ValueError(
+            f"grid {cfg.name!r}: num_fewshot must be an int >= 0 or 'signal', got "
+            f"{cfg.num_fewshot!r}"
         )
     if cfg.selection_tokens < 16:
         raise ValueError(

@@ -401,3 +401,56 @@ def test_no_import_cycles_in_the_package():
     for name in graph:
         if name not in state:
             visit(name, [])
+
+
+def test_report_marks_tasks_where_the_baseline_is_at_chance(tmp_path):
+    """An RTE the baseline answers like a constant predictor is marked `no`; SST-2 far above
+    chance `yes`; a task the signal run did not measure `unmeasured`."""
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    grid = fixture_rows()
+    for task, value in [("rte", 0.55), ("sst2", 0.85), ("qnli", 0.5)]:
+        for method in ("baseline", "svd"):
+            grid.append(
+                {
+                    **grid[0],
+                    "task": task,
+                    "metric": "acc",
+                    "method": method,
+                    "value": value,
+                    "stderr": 0.035,
+                    "cell_key": f"{task}{method}",
+                }
+            )
+    signal = [
+        {
+            "model": "smollm2-135m",
+            "task": task,
+            "metric": "acc",
+            "method": "baseline",
+            "num_fewshot": 0,
+            "value": value,
+            "stderr": 0.035,
+            "chance": chance,
+            "primary": True,
+            "docs": "last 200",
+            "run_id": "20260101-000000-signal",
+            "device": "cpu:test",
+            "timestamp": "2026-01-01T00:00:00",
+            "cell_key": task,
+        }
+        for task, value, chance in [("rte", 0.56, 0.53), ("sst2", 0.85, 0.51)]
+    ]
+    for run, rows in [("r1", grid), ("20260101-000000-signal", signal)]:
+        (results / "runs" / run).mkdir(parents=True)
+        (results / "runs" / run / "rows.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows)
+        )
+    (results / "PUBLISHED").write_text("runs/r1\nruns/20260101-000000-signal\n")
+    text = build_reports(results, reports).read_text()
+    assert "## Which tasks can rank methods" in text
+    marks = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 14 and cells[1] == "smollm2-135m" and cells[3] == "acc":
+            marks[cells[2]] = cells[13]
+    assert marks == {"rte": "no", "sst2": "yes", "qnli": "unmeasured"}

@@ -95,9 +95,10 @@ def test_see_lm_eval_cli_gives_the_grids_wikitext_number(tmp_path, monkeypatch):
 
 @needs_data
 @pytest.mark.slow
-def test_grid_and_lm_eval_model_compress_through_one_service(monkeypatch):
-    """The same spec and seed give the same table in a grid and in `see-lm-eval` (which once
-    passed no token counts: frequency-weighted SVD failed there)."""
+def test_grid_bench_and_lm_eval_model_compress_through_one_service(monkeypatch, tmp_path):
+    """The same spec and seed give the same table in a grid, in the bench's saved folder and
+    in `see-lm-eval` (which once passed no token counts: frequency-weighted SVD failed there)."""
+    from see.bench.run import save_cell
     from see.config import GridConfig
     from see.evaluation.lm_eval_model import SEELM
     from see.grid import Cell, build_model
@@ -111,3 +112,6 @@ def test_grid_and_lm_eval_model_compress_through_one_service(monkeypatch):
     lm = SEELM("smollm2-135m", method="svd", ratio=10, **dict(options))
     grid_table = grid_model.get_input_embeddings().compressed.materialize()
     assert torch.equal(lm.model.get_input_embeddings().compressed.materialize(), grid_table)
+    cell = Cell("smollm2-135m", "svd", 10.0, "dense", 0, options)
+    _, _, bench_module = load_compressed(save_cell(cell, cfg, tmp_path / "bench"))
+    assert torch.equal(bench_module.materialize(), grid_table)

@@ -76,6 +76,7 @@ def evaluate(
     tasks: list[str],
     *,
     limit: int | float | None = None,
+    samples: dict[str, list[int]] | None = None,
     num_fewshot: int | None = None,
     batch_size: int | str = 1,
     max_length: int = 2048,
@@ -83,7 +84,8 @@ def evaluate(
     seed: int = 0,
     data_dir=None,
 ) -> list[dict]:
-    """Run lm-eval's simple_evaluate on `model`; one dict per (task, metric)."""
+    """Run lm-eval's simple_evaluate on `model`; one dict per (task, metric). `samples`: task
+    -> document indices to evaluate instead of the first `limit` ones."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
@@ -96,6 +98,7 @@ def evaluate(
         model=lm,
         tasks=tasks,
         limit=limit,
+        samples=samples,
         num_fewshot=num_fewshot,
         bootstrap_iters=bootstrap_iters,
         task_manager=task_manager(include_path),

@@ -14,7 +14,7 @@ from see.evaluation.lmeval import check_tasks
 from see.evaluation.tasks import skipped_tasks
 from see.grid.cells import Cell, check_methods, expand
 from see.grid.pipeline import cell_stages, run_cell
-from see.grid.rows import cell_summary, identity, status_row
+from see.grid.rows import cell_summary, fewshot_setting, identity, status_row
 from see.results import ResultStore, cell_key, device_name, open_run
 
 EXECUTORS = ("local", "submitit-local", "slurm")
@@ -41,6 +41,8 @@ def run_grid(
     check_methods(cfg)
     for model in cfg.models:  # before the run folder exists and before the first cell
         check_model(model)
+        for task in cfg.tasks:
+            fewshot_setting(cfg, model, task)  # "signal": the table must have the entry
     skipped = skipped_tasks(list(cfg.tasks))
     for reason in skipped.values():
         print(f"[see] skipping {reason}")

@@ -13,7 +13,7 @@ import torch
 from see.config import GridConfig
 from see.evaluation.lmeval import evaluate
 from see.grid.cells import Cell
-from see.grid.rows import heal_key, identity, status_row
+from see.grid.rows import fewshot_setting, heal_key, identity, status_row
 from see.heal import HealConfig, Healer, TeacherCache, training_ids
 from see.results import cell_key, provenance
 
@@ -26,6 +26,7 @@ def build_model(cell: Cell, cfg: GridConfig):
     """
     from see.compress import compress
     from see.models import compress_model, count_bytes, load_model
+    from see.models.surgery import head_in_use
 
     start = time.perf_counter()
     model, tok = load_model(cell.model, getattr(torch, cfg.dtype), cfg.tie_source)
@@ -49,6 +50,7 @@ def build_model(cell: Cell, cfg: GridConfig):
     teacher = (model.get_input_embeddings(), model.get_output_embeddings())
     compress_model(model, compressed, cell.head_policy)
     info = {"load_s": load_s, "compress_s": time.perf_counter() - start, **count_bytes(model)}
+    info["head_in_use"] = head_in_use(model, cell.head_policy)
     info["convert_s"] = zoo_convert_seconds(cell.model)
     if compressed is not None:
         info["reached_cr"] = compressed.reached_cr
@@ -145,7 +147,7 @@ def run_cell(
                 tok,
                 [task],
                 limit=cfg.tasks[task],
-                num_fewshot=cfg.num_fewshot,
+                num_fewshot=fewshot_setting(cfg, cell.model, task),
                 batch_size=cfg.batch_size,
                 max_length=cfg.max_length,
                 bootstrap_iters=cfg.bootstrap_iters,

@@ -29,7 +29,7 @@ def identity(cfg: GridConfig, cell: Cell, task: str, stage: str = "initial") -> 
         "task": task,
         "limit": limit,
         "max_length": cfg.max_length,
-        "num_fewshot": cfg.num_fewshot,
+        "num_fewshot": fewshot_setting(cfg, cell.model, task),
         "batch_size": cfg.batch_size,
         "bootstrap_iters": cfg.bootstrap_iters,
         "dtype": cfg.dtype,
@@ -41,6 +41,15 @@ def identity(cfg: GridConfig, cell: Cell, task: str, stage: str = "initial") -> 
         "seed": cell.seed,
         "selection_tokens": cfg.selection_tokens if is_trained(cell.method) else None,
     }
+
+
+def fewshot_setting(cfg: GridConfig, model: str, task: str) -> int | None:
+    """The grid's num_fewshot, or with "signal" the signal table's choice for (model, task)."""
+    from see.evaluation.signal import NO_CHANCE_TASKS, fewshot_for
+
+    if cfg.num_fewshot != "signal":
+        return cfg.num_fewshot
+    return None if task in NO_CHANCE_TASKS else fewshot_for(model, task)
 
 
 def heal_key(cfg: GridConfig, cell: Cell, stage: str) -> str:

@@ -87,18 +87,30 @@ def compress_model(model, compressed: CompressedEmbedding | None, head_policy: s
         return model
     old = model.get_input_embeddings()
     head = model.get_output_embeddings()
-    if head is not None and head.weight is old.weight and head_policy == "dense":
+    if head_policy == "shared" and head is None:
+        raise ValueError("head_policy 'shared' needs a model with an LM head")
+    tied = head is not None and head.weight is old.weight
+    if tied and head_policy == "dense":
         head.weight = nn.Parameter(old.weight.detach())  # the head keeps the dense table
     model.set_input_embeddings(EmbeddingAdapter(compressed, getattr(old, "embed_scale", None)))
-    if head_policy == "shared":
-        if head is None:
-            raise ValueError("head_policy 'shared' needs a model with an LM head")
+    # an untied head is a matrix of its own, not the input table: rebuilding it from the
+    # compressed input table would replace the model's head, so it stays dense (`head_in_use`
+    # says so in every row)
+    if head_policy == "shared" and tied:
         model.set_output_embeddings(SharedHead(compressed, getattr(head, "bias", None)))
     # HFLM calls model.tie_weights(): it must not re-tie the head to the new module
     model.config.tie_word_embeddings = False
     if hasattr(model.config, "get_text_config"):
         model.config.get_text_config().tie_word_embeddings = False
     return model
+
+
+def head_in_use(model, head_policy: str) -> str:
+    """What serves as the LM head: "shared" (the compressed table), "dense", or "dense
+    (untied)" where a shared head was asked for but the model's head is its own matrix."""
+    if isinstance(model.get_output_embeddings(), SharedHead):
+        return "shared"
+    return "dense (untied)" if head_policy == "shared" else "dense"
 
 
 def _unique_tensors(module: nn.Module) -> list[torch.Tensor]:

@@ -11,6 +11,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from see.evaluation.signal import (  # noqa: E402
+    NO_CHANCE_TASKS,
+    PRIMARY_METRICS,
+    informative_cells,
+    signal_table,
+)
 from see.report.bench import compared_to_baseline  # noqa: E402
 from see.report.claims import LOWER_IS_BETTER, claims_markdown, lower_is_better  # noqa: E402
 from see.report.frontier import frontier_cells, frontier_markdown, pareto_front  # noqa: E402
@@ -32,6 +38,7 @@ QUALITY_COLUMNS = [
     "value",
     "stderr",
     "recovery",
+    "informative",
     "n",
     "limit",
     "embedding_bytes",
@@ -84,12 +91,8 @@ def _finish_plot(fig, ax, metric: str, out: Path) -> Path:
     return out
 
 
-# the metric a task's figure shows (the first of these the task has, else its first metric)
-PRIMARY_METRICS = ("word_perplexity", "acc", "f1", "mcc", "exact_match")
-
-
 def task_metrics(rows: pd.DataFrame) -> list[tuple[str, str]]:
-    """(task, primary metric) of every task with values in `rows`."""
+    """(task, primary metric: the figure's) of every task with values in `rows`."""
     pairs = []
     for task, sub in rows[rows.value.notna() & rows.metric.notna()].groupby("task", sort=True):
         metrics = list(dict.fromkeys(sub.metric))
@@ -504,6 +507,50 @@ def run_section(rows: pd.DataFrame, run_id: str, reports_dir: Path) -> list[str]
     return lines
 
 
+def signal_of(signal_rows: pd.DataFrame) -> dict:
+    """model -> task -> entry of the signal table, from published `signal` runs' rows."""
+    if signal_rows.empty:
+        return {}
+    measured = signal_rows[signal_rows.value.notna() & (signal_rows.primary == True)]  # noqa: E712
+    records = measured.astype(object).where(measured.notna(), None).to_dict("records")
+    return signal_table(records)
+
+
+def mark_informative(rows: pd.DataFrame, table: dict) -> pd.DataFrame:
+    """`informative` per row: "yes" / "no" (the baseline is within 2 stderr of chance on the
+    model's held-out documents) / "unmeasured"; perplexity tasks are always "yes"."""
+    cells = informative_cells(table)
+
+    def mark(model: str, task: str) -> str:
+        if task in NO_CHANCE_TASKS:
+            return "yes"
+        return {True: "yes", False: "no"}.get(cells.get((model, task)), "unmeasured")
+
+    return rows.assign(informative=[mark(m, t) for m, t in zip(rows.model, rows.task, strict=True)])
+
+
+def signal_section(table: dict) -> list[str]:
+    if not table:
+        return []
+    lines = [
+        {"model": model, "task": task, **item}
+        for model, tasks in table.items()
+        for task, item in tasks.items()
+    ]
+    return [
+        "## Which tasks can rank methods (issue 20)",
+        "",
+        "The baseline on the last documents of each task's evaluation split (reports use the "
+        "first ones) against chance, the best constant answer on the same documents; "
+        "informative = more than 2 stderr above chance, zero-shot where it is, else the first "
+        "few-shot setting that is (see/evaluation/signal.py). Uninformative (model, task) "
+        "cells are marked `informative = no` in every table below and rank nothing.",
+        "",
+        pd.DataFrame(lines).to_markdown(index=False, floatfmt=".4g"),
+        "",
+    ]
+
+
 def build_reports(
     results_dir: str | Path = "results",
     reports_dir: str | Path = "reports",
@@ -530,8 +577,11 @@ def build_reports(
     bench_rows = rows[rows.task == "bench"]
     heal_speed_rows = rows[rows.task == "bench-heal"]
     contention_rows = rows[rows.task == "contention"]
-    rows = rows[~rows.task.isin(["bench", "bench-heal", "contention"])]
+    is_signal = rows.run_id.str.contains("-signal")
+    signal = signal_of(rows[is_signal])
+    rows = rows[~rows.task.isin(["bench", "bench-heal", "contention"]) & ~is_signal]
     rows = add_recovery(latest(rows)) if len(rows) else rows.assign(recovery=None)
+    rows = mark_informative(rows, signal)
     size_figures = [
         plot_metric_vs_model_size(rows, task, metric, reports_dir / f"{task}_{metric}_vs_size.png")
         for task, metric in [("wikitext", "word_perplexity"), ("sst2", "acc")]
@@ -572,6 +622,7 @@ def build_reports(
         lines += ["## Quality vs model size", ""]
         lines += [f"![]({f.name})" for f in size_figures] + [""]
     lines += ["## Models", "", models_table(rows), ""]
+    lines += signal_section(signal)
     curves = curve_markdown(rows)
     if curves:
         figure = plot_heal_curves(rows, reports_dir / "heal_curves.png")
