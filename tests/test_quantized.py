@@ -131,3 +131,33 @@ def test_int8_and_int4_get_one_cell_at_their_own_ratio():
     )
     ratios = {(c.method, c.target_cr) for c in expand(cfg)}
     assert ratios == {("int8", 32 / 8.5), ("int4", 32 / 4.25), ("svd", 4.0), ("svd", 10.0)}
+
+
+@pytest.mark.parametrize("method", ["int8", "int4", "pq"])
+def test_shared_head_of_a_quantizer_never_holds_a_dense_table(method):
+    """The quantized table serves as the head chunk by chunk: the logits equal the dequantized
+    table's, and no V x d table is kept, even with head_cache on (else no bytes are saved)."""
+    torch.manual_seed(0)
+    table = torch.randn(3000, 64)
+    options = {"iters": 2} if method == "pq" else {}
+    module = get_method(method).from_table(table, 2, **options)
+    hidden = torch.randn(2, 5, 64)
+    expected = hidden @ module.materialize().T
+    assert module.head_cache  # the default: only the cheap-to-rebuild methods opt out
+    torch.testing.assert_close(module.head_logits(hidden), expected, rtol=1e-5, atol=1e-4)
+    assert module._head_table is None
+    torch.testing.assert_close(module.chunked_logits(hidden, chunk_size=700), expected)
+
+
+def test_cached_shared_head_is_the_exception_not_the_rule():
+    svd = get_method("svd").from_table(torch.randn(500, 32), 4)
+    see_like = get_method("word2ketxs").from_table(
+        torch.randn(500, 32), 4, steps=2, sampling="uniform"
+    )
+    assert not get_method("int4").caches_head and see_like.caches_head
+    hidden = torch.randn(3, 32)
+    see_like.head_logits(hidden)
+    assert see_like._head_table is not None  # rebuilding costly rows once is worth a table
+    see_like.head_cache = False
+    torch.testing.assert_close(see_like.head_logits(hidden), hidden @ see_like.materialize().T)
+    torch.testing.assert_close(svd.head_logits(hidden), hidden @ svd.materialize().T)

@@ -146,7 +146,7 @@ def test_an_untied_head_stays_dense_under_every_method(smollm):
         num_attention_heads=2,
         tie_word_embeddings=False,
     )
-    cheap = {"steps": 3, "epochs": 1, "sampling": "uniform", "checkpoints": 1, "iterations": 2}
+    cheap = {"steps": 3, "epochs": 1, "sampling": "uniform", "checkpoints": 1, "iters": 2}
     for name, cls in sorted(METHODS.items()):
         torch.manual_seed(0)
         model = LlamaForCausalLM(config).eval()

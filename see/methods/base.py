@@ -76,6 +76,8 @@ class CompressedEmbedding(nn.Module):
     # trained methods use ctx.seed and ctx.checkpoint_score (the grid: an initial-perplexity
     # scorer on WikiText-2 validation tokens)
     trained: ClassVar[bool] = False
+    # a shared head may keep the rebuilt V x d table between calls (see head_logits)
+    caches_head: ClassVar[bool] = True
 
     def __init__(self, num_embeddings: int, embedding_dim: int):
         super().__init__()
@@ -158,15 +160,26 @@ class CompressedEmbedding(nn.Module):
         with `head_cache` on, the table is kept between calls until a parameter changes
         (tensor version counters): decode runs at dense-head speed, at the price of a V x d
         activation that is not stored in the model's files but does count in peak memory.
+        Methods whose rows are cheap to rebuild (`caches_head = False`: the quantizers) and
+        `head_cache = False` compute the logits chunk by chunk of rows instead, so no V x d
+        table ever exists and the model's bytes really drop.
         """
-        if not self.head_cache:
-            return hidden @ self.materialize().to(hidden.dtype).T
+        if not (self.head_cache and self.caches_head):
+            return self.chunked_logits(hidden)
         versions = [(t.data_ptr(), t._version) for t in [*self.parameters(), *self.buffers()]]
         key = (hidden.device, hidden.dtype, *versions)
         if self._head_table is None or self._head_table[0] != key:
             self._head_table = (key, None)  # drop the old table before building a new one
             self._head_table = (key, self.materialize().to(hidden.dtype))
         return hidden @ self._head_table[1].T
+
+    def chunked_logits(self, hidden: torch.Tensor, chunk_size: int = 8192) -> torch.Tensor:
+        """`hidden @ E^T` from `chunk_size` rebuilt rows at a time (no V x d table)."""
+        ids = torch.arange(self.num_embeddings, device=hidden.device)
+        logits = hidden.new_empty(*hidden.shape[:-1], self.num_embeddings)
+        for chunk in ids.split(chunk_size):
+            logits[..., chunk[0] : chunk[-1] + 1] = hidden @ self(chunk).to(hidden.dtype).T
+        return logits
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters()) + sum(b.numel() for b in self.buffers())

@@ -136,6 +136,9 @@ class PQOptions:
 
 @register("pq")
 class PQEmbedding(CompressedEmbedding):
+    # a shared head decodes chunks of rows per call: a cached fp32 table would undo the saving
+    caches_head = False
+
     def __init__(self, codes: torch.Tensor, codebooks: torch.Tensor):
         m, k, sub = codebooks.shape
         super().__init__(codes.shape[0], m * sub)

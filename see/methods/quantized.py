@@ -113,6 +113,9 @@ class QuantizedOptions:
 
 class QuantizedEmbedding(CompressedEmbedding):
     bits: ClassVar[int]
+    # a shared head dequantizes chunks of rows per call: a cached fp32 table would undo the
+    # byte saving, and dequantizing costs little next to the matmul
+    caches_head = False
 
     def __init__(self, codes: torch.Tensor, scale_bits: torch.Tensor, dim: int, group_size: int):
         super().__init__(codes.shape[0], dim)
