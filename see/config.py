@@ -165,6 +165,9 @@ class HealConfig:
     # by every method, ratio and seed healed on the same model and text (TeacherCache). 64:
     # faster and no worse per token than the full KL in the bench-heal runs
     teacher_top_k: int = 64
+    # stage 1: keep the teacher's aligned hidden states on the same disk cache (d floats per
+    # token and aligned layer: 2.4 MB per step of 1,024 SmolLM2 tokens, GBs for GPU budgets)
+    cache_hidden: bool = False
     # tokens-to-recover curves: total healing tokens (stage 1 + stage 2) at which the cell is
     # evaluated, increasing; stage 2 then runs to the last one (stage2_steps must be 0)
     curve_tokens: tuple[int, ...] = ()

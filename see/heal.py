@@ -91,7 +91,9 @@ def top_k_kl(
 
 
 class TeacherCache:
-    """Stage 2's teacher top-k on disk, content-addressed by (model, token ids, k, T).
+    """The teacher's outputs on disk, content-addressed by (model, token ids, what is kept):
+    stage 2's top-k log-probs (`top64|T=2.0`) and stage 1's aligned hidden states
+    (`hidden|layers=(30,)`).
 
     The teacher's outputs depend only on the model and the text, never on the method, ratio or
     seed, so one teacher forward serves every cell of a grid that heals on the same batches
@@ -100,19 +102,18 @@ class TeacherCache:
     def __init__(self, folder: str | Path, model_id: str):
         self.folder, self.model_id, self.forwards = Path(folder), model_id, 0
 
-    def get(self, ids: torch.Tensor, k: int, temperature: float, compute):
-        blob = ids.cpu().numpy().tobytes() + f"{self.model_id}|{k}|{temperature}".encode()
+    def get(self, ids: torch.Tensor, kept: str, compute) -> tuple[torch.Tensor, ...]:
+        blob = ids.cpu().numpy().tobytes() + f"{self.model_id}|{kept}".encode()
         path = self.folder / f"{hashlib.sha256(blob).hexdigest()[:32]}.pt"
         if path.is_file():
-            values, top = torch.load(path)
-            return values.to(ids.device), top.to(ids.device)
+            return tuple(t.to(ids.device) for t in torch.load(path))
         self.forwards += 1
-        values, top = compute()
+        tensors = tuple(compute())
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{time.monotonic_ns()}.tmp")  # another process may write too
-        torch.save((values.cpu(), top.cpu()), tmp)
+        torch.save(tuple(t.cpu() for t in tensors), tmp)
         tmp.replace(path)
-        return values, top
+        return tensors
 
 
 class _StopForward(Exception):
@@ -209,8 +210,20 @@ class Healer:
         parts = self.stage1_parts(ids) if stage == "stage1" else self.stage2_parts(ids)
         return sum(parts.values()), {k: v.item() for k, v in parts.items()}
 
+    @staticmethod
+    def kept(ids: torch.Tensor, what: str) -> str:
+        """The cache tag of a teacher output: what is kept, and whether bf16 computed it."""
+        return f"{what}|bf16={torch.is_autocast_enabled(ids.device.type)}"
+
     def stage1_parts(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        teacher = self.teacher_run(lambda model: hidden_states_at(model, ids, self.layers))
+        def compute() -> tuple[torch.Tensor, ...]:
+            states = self.teacher_run(lambda model: hidden_states_at(model, ids, self.layers))
+            return tuple(states[i].float() for i in self.layers)
+
+        kept = self.kept(ids, f"hidden|layers={self.layers}")
+        cached = self.cache is not None and self.cfg.cache_hidden
+        states = self.cache.get(ids, kept, compute) if cached else compute()
+        teacher = dict(zip(self.layers, states, strict=True))
         student = hidden_states_at(self.model, ids, self.layers)
         parts = {
             "hidden_mse": sum(
@@ -237,7 +250,8 @@ class Healer:
                 logits = self.teacher_run(lambda model: model(input_ids=ids).logits)
                 return top_k_teacher(logits, k, t)
 
-            log_q, top = self.cache.get(ids, k, t, compute) if self.cache else compute()
+            kept = self.kept(ids, f"top{k}|T={t}")
+            log_q, top = self.cache.get(ids, kept, compute) if self.cache else compute()
             student = self.model(input_ids=ids, labels=ids)
             kl = top_k_kl(student.logits, log_q, top, t)
         else:

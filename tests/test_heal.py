@@ -220,3 +220,17 @@ def test_heal_speed_summary_compares_each_stage_with_its_first_variant():
     ]
     lines = summary(rows).splitlines()
     assert "x1.00" in lines[0] and "x4.50" in lines[1] and "x1.50" in lines[3]
+
+
+def test_cached_teacher_hidden_states_give_the_live_stage1_loss(fresh_smollm, tmp_path):
+    """Stage 1 with `cache_hidden`: the teacher's aligned hidden states from disk give the
+    live loss, and a second pass runs no teacher forward."""
+    healer, _ = healer_for(fresh_smollm, cache_hidden=True)
+    ids = healer.batch("stage1", 0)
+    with torch.no_grad():
+        live = healer.loss("stage1", ids)[1]
+        healer.cache = TeacherCache(tmp_path, "smollm2-135m|test")
+        first = healer.loss("stage1", ids)[1]
+        cached = healer.loss("stage1", ids)[1]
+    assert first == pytest.approx(live, rel=1e-6) and cached == pytest.approx(live, rel=1e-6)
+    assert healer.cache.forwards == 1

@@ -30,6 +30,16 @@ VARIANTS = {  # name -> (stage, HealConfig overrides, teacher cache); first of a
         {"row_loss": "none", "autocast": "bf16"},
         None,
     ),
+    "stage1 last layer, no row terms, teacher computed": (
+        "stage1",
+        {"row_loss": "none", "cache_hidden": True},
+        "fill",
+    ),
+    "stage1 last layer, no row terms, teacher from the cache": (
+        "stage1",
+        {"row_loss": "none", "cache_hidden": True},
+        "read",
+    ),
     "stage2 full teacher, fp32 (old default)": ("stage2", {}, None),
     "stage2 full teacher, bf16": ("stage2", {"autocast": "bf16"}, None),
     "stage2 teacher top-64, computed": ("stage2", {"teacher_top_k": 64}, "fill"),

@@ -83,8 +83,9 @@ def adds_bos(tok) -> bool:
 
 
 def teacher_cache(cfg: GridConfig, cell: Cell, heal: HealConfig) -> TeacherCache | None:
-    """Stage 2's teacher top-k, shared on disk by every cell healed on the same model."""
-    if heal.teacher_top_k == 0:
+    """The teacher's outputs (stage 2's top-k, stage 1's hidden states with `cache_hidden`),
+    shared on disk by every cell healed on the same model."""
+    if heal.teacher_top_k == 0 and not heal.cache_hidden:
         return None
     from see.models.zoo import cache_dir
 
