@@ -454,3 +454,39 @@ def test_report_marks_tasks_where_the_baseline_is_at_chance(tmp_path):
         if len(cells) > 14 and cells[1] == "smollm2-135m" and cells[3] == "acc":
             marks[cells[2]] = cells[13]
     assert marks == {"rte": "no", "sst2": "yes", "qnli": "unmeasured"}
+
+
+def test_stage_choice_compares_runs_with_and_without_stage1_at_equal_tokens():
+    import pandas as pd
+
+    from see.report.healing import curve_points, stage_choice
+
+    def row(run, stage, tokens, value):
+        return {
+            "run_id": f"20260101-00000{run}-heal-curve",
+            "model": "m",
+            "method": "svd",
+            "method_options": "",
+            "target_cr": 10.0,
+            "heal_stage": stage,
+            "heal_total_tokens": tokens,
+            "task": "wikitext",
+            "metric": "word_perplexity",
+            "value": value,
+        }
+
+    rows = pd.DataFrame(
+        [
+            row(1, "initial", None, 9000.0),
+            row(1, "stage1", 2048, 5000.0),
+            row(1, "stage2@8192", 8192, 900.0),
+            row(2, "initial", None, 9000.0),
+            row(2, "stage2@2048", 2048, 6000.0),
+            row(2, "stage2@8192", 8192, 700.0),
+            row(2, "stage2@32768", 32768, 300.0),  # no stage-1 point to compare with
+        ]
+    )
+    table = stage_choice(curve_points(rows))
+    assert table.tokens.tolist() == [2048.0, 8192.0]
+    assert table.better.tolist() == ["stage 1 + 2", "stage 2 alone"]
+    assert table.stage2_alone.tolist() == [6000.0, 700.0]

@@ -21,7 +21,11 @@ from see.report.bench import compared_to_baseline  # noqa: E402
 from see.report.claims import LOWER_IS_BETTER, claims_markdown, lower_is_better  # noqa: E402
 from see.report.frontier import frontier_cells, frontier_markdown, pareto_front  # noqa: E402
 from see.report.headline import update_readme  # noqa: E402
-from see.report.healing import curve_markdown, curve_points  # noqa: E402
+from see.report.healing import (  # noqa: E402
+    curve_markdown,
+    curve_points,
+    stage_choice_markdown,
+)
 from see.report.targets import targets_markdown  # noqa: E402
 from see.results import published_rows  # noqa: E402
 
@@ -637,6 +641,17 @@ def build_reports(
             curves,
             "",
         ]
+        choice = stage_choice_markdown(rows)
+        if choice:
+            lines += [
+                "### Is stage 1 worth its tokens?",
+                "",
+                "WikiText word perplexity at equal total healing tokens: curve runs with a "
+                "stage 1 (its tokens counted) against runs of stage 2 alone.",
+                "",
+                choice,
+                "",
+            ]
     frontier = frontier_markdown(rows)
     if frontier:
         figure = plot_frontier(rows, reports_dir / "frontier_ppl_vs_byte_ratio.png")

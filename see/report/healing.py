@@ -63,6 +63,34 @@ def tokens_to_recover(points: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(lines)
 
 
+def stage_choice(points: pd.DataFrame) -> pd.DataFrame:
+    """Issue 18's stage choice: at equal total tokens, the curve runs with a stage 1 against
+    those without one (stage 2 alone), per (model, method, options, CR)."""
+    if points.empty:
+        return pd.DataFrame()
+    with_stage1 = set(points[points.heal_stage == "stage1"].run_id)
+    healed = points[points.tokens > 0].assign(stage1=points.run_id.isin(with_stage1))
+    keys = ["model", "method", "method_options", "target_cr", "tokens"]
+    both = healed[healed.stage1].merge(healed[~healed.stage1], on=keys, suffixes=("_s1", "_s2"))
+    if both.empty:
+        return pd.DataFrame()
+    table = both[keys].assign(
+        stage1_then_stage2=both.value_s1,
+        stage2_alone=both.value_s2,
+        better=[
+            "stage 2 alone" if b < a else "stage 1 + 2"
+            for a, b in zip(both.value_s1, both.value_s2, strict=True)
+        ],
+        runs=both.run_id_s1 + " / " + both.run_id_s2,
+    )
+    return table.sort_values(keys).reset_index(drop=True)
+
+
+def stage_choice_markdown(rows: pd.DataFrame) -> str | None:
+    table = stage_choice(curve_points(rows))
+    return table.to_markdown(index=False, floatfmt=".4g") if len(table) else None
+
+
 def curve_markdown(rows: pd.DataFrame) -> str | None:
     points = curve_points(rows)
     if points.empty:
