@@ -450,14 +450,18 @@ def plot_heal_curves(rows: pd.DataFrame, out: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models) + 2, 4.5), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
         sub = points[points.model == model]
-        for (method, options, cr), curve in sub[sub.method != "baseline"].groupby(
-            ["method", "method_options", "target_cr"]
+        with_stage1 = set(sub[sub.heal_stage == "stage1"].run_id)
+        for (method, options, cr, run), curve in sub[sub.method != "baseline"].groupby(
+            ["method", "method_options", "target_cr", "run_id"]
         ):
-            label = f"{method}{f' [{options}]' if options else ''} CR {cr:g}"
-            ax.plot(curve.tokens, curve.value, marker="o", ms=3, label=label)
+            stages = "stage 1 + 2" if run in with_stage1 else "stage 2 alone"
+            label = f"{method}{f' [{options}]' if options else ''} CR {cr:g}, {stages}"
+            style = "-" if run in with_stage1 else ":"
+            ax.plot(curve.tokens, curve.value, style, marker="o", ms=3, label=label)
         for value in sub[sub.method == "baseline"].value.unique():
             ax.axhline(value, color="black", ls="--", lw=1, label="baseline")
         ax.set_xscale("symlog", linthresh=1024)
+        ax.set_xlim(left=0)
         ax.set(
             title=model,
             yscale="log",
