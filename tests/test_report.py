@@ -490,3 +490,57 @@ def test_stage_choice_compares_runs_with_and_without_stage1_at_equal_tokens():
     assert table.tokens.tolist() == [2048.0, 8192.0]
     assert table.better.tolist() == ["stage 1 + 2", "stage 2 alone"]
     assert table.stage2_alone.tolist() == [6000.0, 700.0]
+
+
+def test_scaling_reads_one_run_per_task_and_says_whether_the_largest_model_loses_less():
+    import pandas as pd
+
+    from see.report.build import add_recovery
+    from see.report.scaling import scaling_markdown, scaling_points
+
+    def row(run, model, size, method, cr, task, value, stderr=None, informative="yes"):
+        return {
+            "run_id": run,
+            "model": model,
+            "model_param_bytes": 4 * size,
+            "method": method,
+            "method_options": "",
+            "head_policy": "dense",
+            "target_cr": cr,
+            "heal_stage": "initial",
+            "task": task,
+            "metric": "acc" if task == "sst2" else "word_perplexity",
+            "metric_filter": "none",
+            "limit": 200,
+            "max_length": None,
+            "dtype": "float32",
+            "value": value,
+            "stderr": stderr,
+            "informative": informative,
+        }
+
+    sizes = {"small": 100, "large": 1000}
+    run, other = "20260101-000000-sizes", "20260101-000000-smoke"
+    rows = [
+        row(run, "small", 100, "baseline", 1.0, "wikitext", 30.0),
+        row(run, "small", 100, "svd", 10.0, "wikitext", 300.0),  # recovery 0.1
+        row(run, "large", 1000, "baseline", 1.0, "wikitext", 20.0),
+        row(run, "large", 1000, "svd", 10.0, "wikitext", 40.0),  # 0.5: loses less
+        row(other, "small", 100, "baseline", 1.0, "wikitext", 30.0),  # one model: not used
+        row(other, "small", 100, "svd", 10.0, "wikitext", 3.0e4),
+        row(run, "small", 100, "baseline", 1.0, "sst2", 0.80, 0.03),
+        row(run, "small", 100, "svd", 10.0, "sst2", 0.60, 0.03),  # 0.75
+        row(run, "large", 1000, "baseline", 1.0, "sst2", 0.90, 0.03),
+        row(run, "large", 1000, "svd", 10.0, "sst2", 0.72, 0.03),  # 0.8: within noise
+        row(run, "huge", 10**4, "baseline", 1.0, "sst2", 0.50, 0.03, "no"),  # at chance
+        row(run, "huge", 10**4, "svd", 10.0, "sst2", 0.50, 0.03, "no"),
+    ]
+    frame = add_recovery(pd.DataFrame(rows))
+    points = scaling_points(frame, "wikitext", "word_perplexity")
+    assert list(points.model) == list(sizes) and list(points.params) == list(sizes.values())
+    assert points.recovery.round(6).tolist() == [0.1, 0.5]
+    assert "the largest loses less" in scaling_markdown(frame, "wikitext", "word_perplexity")
+    sst2 = scaling_points(frame, "sst2", "acc")
+    assert list(sst2.model) == ["small", "large"]  # the uninformative size is left out
+    assert sst2.recovery_stderr.notna().all()
+    assert "no difference beyond 2 stderr" in scaling_markdown(frame, "sst2", "acc")

@@ -26,6 +26,7 @@ from see.report.healing import (  # noqa: E402
     curve_points,
     stage_choice_markdown,
 )
+from see.report.scaling import scaling_markdown, scaling_points  # noqa: E402
 from see.report.targets import targets_markdown  # noqa: E402
 from see.results import published_rows  # noqa: E402
 
@@ -211,6 +212,52 @@ def plot_metric_vs_model_size(rows: pd.DataFrame, task: str, metric: str, out: P
         ax.annotate(model, (size / 2**20, data[data.model == model].value.min()), fontsize=7)
     ax.set(xlabel="baseline parameter MiB (fp32)", ylabel=f"{task} {metric}", xscale="log")
     return _finish_plot(fig, ax, metric, out)
+
+
+def plot_recovery_vs_size(rows: pd.DataFrame, task: str, metric: str, out: Path) -> Path | None:
+    """Recovery vs model parameters, a line per (method, ratio) over the models of one run."""
+    points = scaling_points(rows, task, metric)
+    if points.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for (method, ratio), group in points.groupby(["method", "ratio"], sort=True):
+        ax.errorbar(
+            group.params,
+            group.recovery,
+            yerr=group.recovery_stderr.fillna(0),
+            marker="o",
+            capsize=3,
+            label=f"{method} {ratio:g}x",
+        )
+    ax.axhline(1.0, color="black", lw=1, label="no loss")
+    ax.set(xlabel="model parameters", ylabel=f"{task} {metric} recovery", xscale="log")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def scaling_section(rows: pd.DataFrame, reports_dir: Path) -> list[str]:
+    """'Do larger models lose less?': a figure and a table per task with two or more sizes."""
+    lines = []
+    for task, metric in task_metrics(rows):
+        table = scaling_markdown(rows, task, metric)
+        if table is None:
+            continue
+        figure = plot_recovery_vs_size(
+            rows, task, metric, reports_dir / f"{task}_recovery_vs_size.png"
+        )
+        lines += [f"### {task} {metric}", "", f"![]({figure.name})", "", table, ""]
+    if not lines:
+        return []
+    intro = (
+        "Recovery (compressed / baseline, inverted for perplexities) at each model size, "
+        "methods with their default options, initial quality, informative tasks only, from "
+        "the run with the most models per task; see see/report/scaling.py."
+    )
+    return ["## Do larger models lose less? (issue 20)", "", intro, "", *lines]
 
 
 def status_table(rows: pd.DataFrame) -> str | None:
@@ -629,6 +676,7 @@ def build_reports(
     if size_figures:
         lines += ["## Quality vs model size", ""]
         lines += [f"![]({f.name})" for f in size_figures] + [""]
+    lines += scaling_section(rows, reports_dir)
     lines += ["## Models", "", models_table(rows), ""]
     lines += signal_section(signal)
     curves = curve_markdown(rows)
