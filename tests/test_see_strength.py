@@ -113,7 +113,7 @@ def test_identification_term_lowers_identification_error_on_a_real_table(smollm)
             lr=1e-2,
             sampling="uniform",
             id_weight=weight,
-            id_temperature=0.1,  # a raw temperature of about 1 on SmolLM2
+            id_temperature=1.0,
             id_negatives=1024,
             checkpoints=2,
         )

@@ -45,7 +45,7 @@ from see.methods.base import (
 )
 from see.methods.quantized import Int8Rows, check_codes_dtype, factor_rows
 from see.methods.registry import register
-from see.methods.rowfit import RowFit, identification_loss, row_probs, row_scale
+from see.methods.rowfit import RowFit, identification_loss, row_probs
 
 LOSSES = ("direction", "revisited", "mse")
 NONLINEAR = ("none", "elu")
@@ -119,7 +119,7 @@ class AutoencoderOptions:
     sampling: str = "freq"
     freq_weight: float = 0.0  # 0: uniform rows (`freq_weight = 1` alone: by frequency)
     id_weight: float = 0.0
-    id_temperature: float = 0.2
+    id_temperature: float = 2.0
     id_negatives: int = 1024
     codes_dtype: str = "float32"
 
@@ -208,7 +208,6 @@ class AutoencoderEmbedding(CompressedEmbedding):
         torch.manual_seed(seed)
         ae = _AutoEncoder(table.shape[1], k, o.nonlinear).to(device)
         rows = table.to(device)
-        scale = row_scale(rows)
         opt = torch.optim.Adam(ae.parameters(), lr=lr)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=o.step_epochs, gamma=o.gamma)
         history, best, best_score = [], None, math.inf
@@ -227,7 +226,7 @@ class AutoencoderEmbedding(CompressedEmbedding):
                 value = ae_loss(x_hat, x, loss, alpha)
                 if id_weight > 0:
                     value = value + id_weight * identification_loss(
-                        x_hat, batch_ids, rows, levers, generator, scale
+                        x_hat, batch_ids, rows, levers, generator
                     )
                 if not torch.isfinite(value):
                     raise FloatingPointError(

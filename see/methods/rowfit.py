@@ -10,16 +10,16 @@ original rows `E[ids]` with the same levers (`RowFit`), so a comparison between 
 - objective: mean(1 - cos) + MSE / mean(x**2), both on rows minus the table's mean row (the
   shared mean direction alone gives a cosine of ~0.66 on SmolLM2, and a loss on raw rows
   stalls there), plus `id_weight` x a token-identification term: cross-entropy of
-  `e_hat(t) @ E_c^T / (id_temperature * mean |E_t|^2)` with target t, over the batch's
-  distinct tokens and `id_negatives` random rows (sampled softmax; a full softmax over
-  49k-262k rows per step costs seconds on CPU). It asks that the model's own (tied) head
-  still recognises every rebuilt row: what breaks compressed models is similar tokens that
-  become indistinguishable, not the average angle (METHODS.md, "What to expect"). The
-  temperature is in units of the table's mean squared row norm, so that it means the same on
-  every model: SmolLM2's rows have mean |e|^2 = 10.6, Gemma 3's 1.06 (Gemma scales its
-  embedding by sqrt(d) in the forward instead), and a raw temperature of 2 that suits SmolLM2
-  leaves Gemma's logits within +-0.3 of each other, a softmax that is nearly uniform: the term
-  did almost nothing there (run `20261125-052602-see-strength-gemma`: identification rate 1%).
+  `e_hat(t) @ E_c^T / id_temperature` with target t, over the batch's distinct tokens and
+  `id_negatives` random rows (sampled softmax; a full softmax over 49k-262k rows per step costs
+  seconds on CPU). It asks that the model's own (tied) head still recognises every rebuilt
+  row: what breaks compressed models is similar tokens that become indistinguishable, not the
+  average angle (METHODS.md, "What to expect"). The temperature is raw, not in units of the
+  table's scale, although Gemma 3's rows have a mean |e|^2 of 1.06 and SmolLM2's 10.6: a
+  temperature relative to that scale (0.2, a raw 2.1 on SmolLM2) was measured and left SmolLM2
+  alone (1,199 vs 1,182 for SEE at CR 10) but made Gemma worse (3,739 vs 2,154; runs
+  `20261201-133016-see-id-scale`, `20261201-134332-see-gemma-id`): a sharper term is not
+  what Gemma needs.
 - schedule: Adam with `onecycle` (5% warm-up to `lr`, then cosine down) or `cosine` decay.
 - checkpoint choice: `checkpoints` evenly spaced states (and the start) are scored by the
   harness's `checkpoint_score` (initial perplexity on a validation slice; lower is better),
@@ -53,7 +53,7 @@ class RowFit:
     sampling: str = "mixed"
     freq_weight: float = 1.0
     id_weight: float = 0.0
-    id_temperature: float = 0.2
+    id_temperature: float = 2.0
     id_negatives: int = 1024
     checkpoints: int = 4
 
@@ -122,26 +122,15 @@ def draw_rows(fit: RowFit, probs: torch.Tensor | None, vocab: int, generator) ->
     return torch.cat([uniform, torch.multinomial(freq, n // 2, True, generator=generator)])
 
 
-def row_scale(rows: torch.Tensor) -> float:
-    """The table's mean squared row norm: the identification temperature's unit."""
-    return rows.float().pow(2).sum(1).mean().item()
-
-
 def identification_loss(
-    out: torch.Tensor,
-    ids: torch.Tensor,
-    rows: torch.Tensor,
-    fit: RowFit,
-    generator,
-    scale: float,
+    out: torch.Tensor, ids: torch.Tensor, rows: torch.Tensor, fit: RowFit, generator
 ) -> torch.Tensor:
-    """Sampled-softmax cross-entropy of out @ E_c^T / (T * scale) with target = each row's own
-    token; `scale` = row_scale(rows)."""
+    """Sampled-softmax cross-entropy of out @ E_c^T / T with target = each row's own token."""
     unique, target = torch.unique(ids, return_inverse=True)
     negatives = torch.randint(len(rows), (fit.id_negatives,), generator=generator).to(ids.device)
     negatives = negatives[~torch.isin(negatives, unique)]
     candidates = rows[torch.cat([unique, negatives])]
-    logits = out @ candidates.T / (fit.id_temperature * scale)
+    logits = out @ candidates.T / fit.id_temperature
     return nn.functional.cross_entropy(logits, target)
 
 
@@ -189,7 +178,6 @@ def fit_rows(
     vocab = len(rows)
     center = rows.mean(0)
     mean_sq = (rows - center).pow(2).mean()
-    scale = row_scale(rows)
     probs = row_probs(fit, token_counts, vocab)
     generator = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(module.parameters(), lr=fit.lr)
@@ -224,7 +212,7 @@ def fit_rows(
         cos = nn.functional.cosine_similarity(out - center, x - center, dim=1).mean()
         loss = (1 - cos) + (out - x).pow(2).mean() / mean_sq
         if fit.id_weight > 0:
-            loss = loss + fit.id_weight * identification_loss(out, ids, rows, fit, generator, scale)
+            loss = loss + fit.id_weight * identification_loss(out, ids, rows, fit, generator)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{name} loss is {loss.item()} at step {step}")
         opt.zero_grad(set_to_none=True)
