@@ -9,7 +9,7 @@ from conftest import needs_data
 from see.methods import get_method
 from see.methods.base import FitContext, UnreachableCR
 from see.methods.rowfit import RowFit, draw_rows, fit_rows, identification_rate, row_probs
-from see.methods.see import slot_shapes, token_buckets_of, token_texts
+from see.methods.see import SEEOptions, slot_shapes, token_buckets_of, token_texts
 from see.sememes.units import build_unit_map
 
 
@@ -146,3 +146,14 @@ def test_random_sememe_control_keeps_the_number_of_sememes_per_token(smollm):
     changed = sum(a != b for a, b in zip(sememes(real), sememes(shuffled), strict=True) if a)
     assert changed > 0.9 * sum(1 for r in sememes(real) if r)
     assert shuffled.report["sememe_source"].startswith("random")
+
+
+def test_frequency_ordered_buckets_give_the_most_frequent_tokens_a_bucket_each():
+    shared = torch.tensor([[0], [0], [0], [1], [1], [0], [1], [1]])  # two groups of four
+    counts = torch.tensor([0, 50, 3, 40, 0, 7, 0, 0])
+    buckets = token_buckets_of(shared, 4, counts)
+    assert [buckets[t].item() for t in (1, 3, 5, 2)] == [0, 1, 2, 3]  # by frequency
+    full = set(map(tuple, torch.cat([shared, buckets[:, None]], dim=1).tolist()))
+    assert len(full) == len(shared)  # still no two tokens with all units equal
+    with pytest.raises(ValueError, match="token_slots='freq'"):
+        SEEOptions(token_slots="freq", token_buckets=0)

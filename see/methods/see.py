@@ -18,8 +18,10 @@ and the inventory shrinks with the budget instead of starving R: with a fixed 8,
 inventory R fell to 3 at CR 40 and 1 at CR 80; R = 64 from run `20261125-070158-see-capacity`:
 at CR 10 fewer shared units for a larger R gave 3,165 (R = 15, the old 2 * 16 * q rule) ->
 1,286 (R = 32) -> 982 (R = 64) initial word perplexity), `hash_buckets` (buckets for rare units,
-auto: at most max_units / 16), `token_slots` (`hash`: one bucket slot, the default; `digits`:
-the id's two base-sqrt(V) digits in the last two slots, word2ketXS-style, nothing stored),
+auto: at most max_units / 16), `token_slots` (`hash`: one bucket slot, the token's id
+hashed, the default; `freq`: one bucket slot, the H most frequent tokens of WikiText-2
+validation get a bucket each, in order, and only the rest are hashed; `digits`: the id's two
+base-sqrt(V) digits in the last two slots, word2ketXS-style, nothing stored),
 `rank` (R; 0 = auto), `token_buckets` (H; -1 = auto, 0 = none),
 `norm` (affine | layernorm | none) and the row fit (rowfit.py: sampling, objective, schedule).
 
@@ -46,6 +48,7 @@ from see.methods.kronecker import (
 from see.methods.registry import register
 from see.methods.rowfit import RowFit
 
+TOKEN_SLOTS = ("hash", "freq", "digits")
 AUTO_RANK = 64  # max_units = 0: a shared inventory that leaves R about this large
 
 
@@ -91,17 +94,29 @@ def slot_shapes(
     return rank, buckets
 
 
-def token_buckets_of(shared: torch.Tensor, buckets: int) -> torch.Tensor:
+def token_buckets_of(
+    shared: torch.Tensor, buckets: int, counts: torch.Tensor | None = None
+) -> torch.Tensor:
     """Hash each token id into one of `buckets`; tokens sharing every shared unit get distinct
-    buckets (linear probing within the group), so no two tokens share all n units."""
+    buckets (linear probing within the group), so no two tokens share all n units. With
+    `counts` (token_slots = "freq") the `buckets` most frequent tokens get a bucket each, in
+    order of frequency, and only the rest are hashed: a token text uses often then has a unit
+    of its own, never one it shares with tokens text hardly uses."""
     ids = torch.arange(len(shared), dtype=torch.int64)
     start = (ids * 2654435761 + 97) % (2**32) % buckets  # Knuth's multiplicative hash
+    order = ids
+    if counts is not None:
+        order = torch.sort(counts.double(), descending=True, stable=True).indices
+        start[order[:buckets]] = torch.arange(min(buckets, len(order)))
     taken: dict[tuple, set[int]] = {}
     out = start.clone()
-    for token_id, key in enumerate(map(tuple, shared.tolist())):
-        used = taken.setdefault(key, set())
+    keys = list(map(tuple, shared.tolist()))
+    for token_id in order.tolist():
+        used = taken.setdefault(keys[token_id], set())
         if len(used) >= buckets:
-            raise UnreachableCR(f"{len(used) + 1} tokens share units {key}: more than H={buckets}")
+            raise UnreachableCR(
+                f"{len(used) + 1} tokens share units {keys[token_id]}: more than H={buckets}"
+            )
         bucket = int(start[token_id])
         while bucket in used:
             bucket = (bucket + 1) % buckets
@@ -146,8 +161,12 @@ class SEEOptions(RowFit):
             )
         if self.max_sememes is not None and self.max_sememes < 1:
             raise ValueError(f"max_sememes must be >= 1 or unset, got {self.max_sememes}")
-        if self.token_slots not in ("hash", "digits"):
-            raise ValueError(f"token_slots={self.token_slots!r}; allowed: 'hash', 'digits'")
+        if self.token_slots not in TOKEN_SLOTS:
+            raise ValueError(f"token_slots={self.token_slots!r}; allowed: {TOKEN_SLOTS}")
+        if self.token_slots == "freq" and self.token_buckets == 0:
+            raise ValueError(
+                "token_slots='freq' orders the token buckets: needs token_buckets != 0"
+            )
         if self.token_slots == "digits" and self.n < 3:
             raise ValueError(f"token_slots='digits' needs n >= 3 (two digit slots), got n={self.n}")
         check_norm(self.norm)
@@ -276,7 +295,13 @@ class SEEEmbedding(KroneckerEmbedding):
                 what,
                 largest_group=int(torch.unique(units, dim=0, return_counts=True)[1].max()),
             )
-            slot = token_buckets_of(units, buckets) + num_units
+            counts = ctx.token_counts if token_slots == "freq" else None
+            if token_slots == "freq" and (counts is None or len(counts) != vocab):
+                raise ValueError(
+                    f"token_slots='freq' needs token_counts of length {vocab}; the grid "
+                    "counts WikiText-2 validation"
+                )
+            slot = token_buckets_of(units, buckets, counts) + num_units
             units = torch.cat([units, slot[:, None].to(units.dtype)], dim=1)
             names += [f"t:{k}" for k in range(buckets)]
             unit_map.report["collision_rate_after"] = 0.0  # token_buckets_of guarantees it
