@@ -46,6 +46,7 @@ def test_saved_see_model_reloads_with_identical_logits(fresh_smollm, sample_ids,
         steps=2,
         sememe_source="wordnet",
         sampling="uniform",
+        token_slots="hash",
     )
     compress_model(model, compressed, "dense")
     with torch.no_grad():

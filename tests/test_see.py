@@ -209,7 +209,9 @@ def test_see_from_table_on_real_tokens(smollm):
     assert module.reached_cr >= 4
     assert module.fit_report["map_collision_rate_after"] == 0
     assert module.num_params() == sum(t.numel() for t in [*module.parameters(), *module.buffers()])
-    morph = get_method("see_morph").from_table(table, 4, tokenizer=tok, steps=3, sampling="uniform")
+    morph = get_method("see_morph").from_table(
+        table, 4, tokenizer=tok, steps=3, sampling="uniform", token_slots="hash"
+    )
     assert morph.fit_report["map_tokens_with_sememes"] == 0
     with pytest.raises(ValueError, match="needs the model's tokenizer"):
         get_method("see").from_table(table, 4)

@@ -155,5 +155,5 @@ def test_frequency_ordered_buckets_give_the_most_frequent_tokens_a_bucket_each()
     assert [buckets[t].item() for t in (1, 3, 5, 2)] == [0, 1, 2, 3]  # by frequency
     full = set(map(tuple, torch.cat([shared, buckets[:, None]], dim=1).tolist()))
     assert len(full) == len(shared)  # still no two tokens with all units equal
-    with pytest.raises(ValueError, match="token_slots='freq'"):
-        SEEOptions(token_slots="freq", token_buckets=0)
+    with pytest.raises(ValueError, match="token_slots='bogus'"):
+        SEEOptions(token_slots="bogus")

@@ -18,9 +18,10 @@ and the inventory shrinks with the budget instead of starving R: with a fixed 8,
 inventory R fell to 3 at CR 40 and 1 at CR 80; R = 64 from run `20261125-070158-see-capacity`:
 at CR 10 fewer shared units for a larger R gave 3,165 (R = 15, the old 2 * 16 * q rule) ->
 1,286 (R = 32) -> 982 (R = 64) initial word perplexity), `hash_buckets` (buckets for rare units,
-auto: at most max_units / 16), `token_slots` (`hash`: one bucket slot, the token's id
-hashed, the default; `freq`: one bucket slot, the H most frequent tokens of WikiText-2
-validation get a bucket each, in order, and only the rest are hashed; `digits`: the id's two
+auto: at most max_units / 16), `token_slots` (`freq`, the default: one bucket slot,
+the H most frequent tokens of WikiText-2 validation get a bucket each, in order, and only the
+rest are hashed (with `token_buckets = 0` there is no bucket slot to order); `hash`: one
+bucket slot, the token's id hashed; `digits`: the id's two
 base-sqrt(V) digits in the last two slots, word2ketXS-style, nothing stored),
 `rank` (R; 0 = auto), `token_buckets` (H; -1 = auto, 0 = none),
 `norm` (affine | layernorm | none) and the row fit (rowfit.py: sampling, objective, schedule).
@@ -129,13 +130,14 @@ def token_buckets_of(
 class SEEOptions(RowFit):
     """SEE's open decisions (module doc) and the row fit's levers (rowfit.py)."""
 
+    sampling: str = "freq"  # rows by (count + 1): runs `see-gemma-levers`, `see-token-slots`
     sememe_source: str = "auto"
     n: int = 3
     max_sememes: int | None = None
     max_units: int = 0
     hash_buckets: int = 512
     separate: bool = True
-    token_slots: str = "hash"
+    token_slots: str = "freq"
     token_buckets: int = -1
     rank: int = 0
     max_rank: int = 512
@@ -163,10 +165,6 @@ class SEEOptions(RowFit):
             raise ValueError(f"max_sememes must be >= 1 or unset, got {self.max_sememes}")
         if self.token_slots not in TOKEN_SLOTS:
             raise ValueError(f"token_slots={self.token_slots!r}; allowed: {TOKEN_SLOTS}")
-        if self.token_slots == "freq" and self.token_buckets == 0:
-            raise ValueError(
-                "token_slots='freq' orders the token buckets: needs token_buckets != 0"
-            )
         if self.token_slots == "digits" and self.n < 3:
             raise ValueError(f"token_slots='digits' needs n >= 3 (two digit slots), got n={self.n}")
         check_norm(self.norm)
