@@ -326,7 +326,7 @@ def test_claims_compare_default_cells_in_the_right_direction():
 def test_headline_table_replaces_only_the_text_between_its_markers(tmp_path):
     import pandas as pd
 
-    from see.report.headline import BEGIN, END, update_readme
+    from see.report.headline import BEGIN, DEFAULTS_CHANGED, END, headline_cells, update_readme
 
     def row(method, cr, value, run="20260101-000000-frontier", options=""):
         return dict(
@@ -361,6 +361,23 @@ def test_headline_table_replaces_only_the_text_between_its_markers(tmp_path):
     assert text.startswith("intro\n") and text.endswith(f"{END}\noutro\n")
     assert "old table" not in text and "baseline 30" in text and "| svd" in text
     assert "800" in text and "900" not in text and "| see " not in text
+    # SEE's defaults changed: rows from older runs drop out, rows that spelled out the new
+    # defaults count (DEFAULTS_CHANGED)
+    since, spelled = DEFAULTS_CHANGED["see"]
+    before, after = "20261125-000000-see-defaults", f"{since[:8]}-235959-see-defaults"
+    changed = pd.DataFrame(
+        [
+            row("baseline", 1, 30.0),
+            row("see", 10, 5.0, run=before),
+            row("see", 40, 6.0, run=before),
+            row("see", 10, 3.0, run=after, options=spelled),
+            row("see", 20, 4.0, run=after, options="steps=60"),  # a budget only
+            row("see", 80, 7.0, run=after, options="n=2"),  # an ablation
+        ]
+    )
+    cells = headline_cells(changed)
+    shown = dict(zip(cells.target_cr, cells.value, strict=True))
+    assert shown == {1: 30.0, 10: 3.0, 20: 4.0}  # the old defaults' 5.0 and 6.0 are gone
     plain = tmp_path / "OTHER.md"
     plain.write_text("no markers")
     assert not update_readme(plain, rows) and plain.read_text() == "no markers"
