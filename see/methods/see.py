@@ -18,11 +18,11 @@ and the inventory shrinks with the budget instead of starving R: with a fixed 8,
 inventory R fell to 3 at CR 40 and 1 at CR 80; R = 64 from run `20261125-070158-see-capacity`:
 at CR 10 fewer shared units for a larger R gave 3,165 (R = 15, the old 2 * 16 * q rule) ->
 1,286 (R = 32) -> 982 (R = 64) initial word perplexity), `hash_buckets` (buckets for rare units,
-auto: at most max_units / 16), `token_slots` (`freq`, the default: one bucket slot,
-the H most frequent tokens of WikiText-2 validation get a bucket each, in order, and only the
-rest are hashed (with `token_buckets = 0` there is no bucket slot to order); `hash`: one
-bucket slot, the token's id hashed; `digits`: the id's two
-base-sqrt(V) digits in the last two slots, word2ketXS-style, nothing stored),
+auto: at most max_units / 16), `token_slots` (`freq`, the default: one bucket slot, the H
+most frequent tokens of WikiText-2 validation get a bucket each, in order, and only the rest
+are hashed (with `token_buckets = 0` there is no bucket slot to order); `hash`: one bucket
+slot, the token's id hashed; `digits`: the id's two base-sqrt(V) digits in the last two
+slots, word2ketXS-style, nothing stored),
 `rank` (R; 0 = auto), `token_buckets` (H; -1 = auto, 0 = none),
 `norm` (affine | layernorm | none) and the row fit (rowfit.py: sampling, objective, schedule).
 

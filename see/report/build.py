@@ -232,11 +232,7 @@ def plot_recovery_vs_size(rows: pd.DataFrame, task: str, metric: str, out: Path)
     ax.axhline(1.0, color="black", lw=1, label="no loss")
     ax.set(xlabel="model parameters", ylabel=f"{task} {metric} recovery", xscale="log")
     ax.set_yscale("log")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(out, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return _finish_plot(fig, ax, metric, out)
 
 
 def scaling_section(rows: pd.DataFrame, reports_dir: Path) -> list[str]:

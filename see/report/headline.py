@@ -55,9 +55,9 @@ def current_defaults(rows: pd.DataFrame) -> pd.Series:
     options = rows.method_options.fillna("")
     keep = options.map(default_decisions).astype(bool)
     for method, (since, spelled) in DEFAULTS_CHANGED.items():
-        mine = rows.method == method
-        keep &= ~mine | (rows.run_id >= since)
-        keep |= mine & (rows.run_id >= since) & (options == spelled)
+        mine, newer = rows.method == method, rows.run_id >= since
+        keep &= ~mine | newer
+        keep |= mine & newer & (options == spelled)
     return keep
 
 
