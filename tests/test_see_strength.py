@@ -8,7 +8,14 @@ from conftest import needs_data
 
 from see.methods import get_method
 from see.methods.base import FitContext, UnreachableCR
-from see.methods.rowfit import RowFit, draw_rows, fit_rows, identification_rate, row_probs
+from see.methods.rowfit import (
+    RowFit,
+    draw_rows,
+    fit_rows,
+    identification_loss,
+    identification_rate,
+    row_probs,
+)
 from see.methods.see import SEEOptions, slot_shapes, token_buckets_of, token_texts
 from see.sememes.units import build_unit_map
 
@@ -23,6 +30,23 @@ def test_token_slot_gives_every_token_of_the_real_vocabulary_its_own_unit_tuple(
     full = torch.cat([shared, buckets[:, None].int()], dim=1)
     assert len(set(map(tuple, full.tolist()))) == len(texts)
     assert 1000 < len(set(buckets.tolist())) <= 2000  # hashed over the buckets, not one bucket
+
+
+def test_identification_loss_on_distinct_rows_weighted_by_repeats_is_the_batch_mean():
+    torch.manual_seed(0)
+    rows, rebuilt = torch.randn(300, 16), torch.randn(300, 16)
+    ids = torch.cat([torch.randint(300, (200,)), torch.full((56,), 7)])  # row 7 repeated
+    fit = RowFit(id_negatives=64)
+    batch = identification_loss(rebuilt[ids], ids, rows, fit, torch.Generator().manual_seed(1))
+    unique, repeats = torch.unique(ids, return_counts=True)
+    distinct = identification_loss(
+        rebuilt[unique], unique, rows, fit, torch.Generator().manual_seed(1), repeats.float()
+    )
+    unweighted = identification_loss(
+        rebuilt[unique], unique, rows, fit, torch.Generator().manual_seed(1)
+    )
+    torch.testing.assert_close(distinct, batch)
+    assert abs(unweighted - batch) > 1e-3  # the weights matter: row 7 counts 57 times
 
 
 def test_token_buckets_follow_the_budget():

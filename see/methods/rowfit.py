@@ -123,15 +123,25 @@ def draw_rows(fit: RowFit, probs: torch.Tensor | None, vocab: int, generator) ->
 
 
 def identification_loss(
-    out: torch.Tensor, ids: torch.Tensor, rows: torch.Tensor, fit: RowFit, generator
+    out: torch.Tensor,
+    ids: torch.Tensor,
+    rows: torch.Tensor,
+    fit: RowFit,
+    generator,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Sampled-softmax cross-entropy of out @ E_c^T / T with target = each row's own token."""
+    """Sampled-softmax cross-entropy of out @ E_c^T / T with target = each row's own token.
+    `weights`: how often each row stands in the batch (rows given once each, as fit_rows
+    does), which is the same mean as over the repeated rows at a fraction of the matmul."""
     unique, target = torch.unique(ids, return_inverse=True)
     negatives = torch.randint(len(rows), (fit.id_negatives,), generator=generator).to(ids.device)
     negatives = negatives[~torch.isin(negatives, unique)]
     candidates = rows[torch.cat([unique, negatives])]
     logits = out @ candidates.T / fit.id_temperature
-    return nn.functional.cross_entropy(logits, target)
+    if weights is None:
+        return nn.functional.cross_entropy(logits, target)
+    losses = nn.functional.cross_entropy(logits, target, reduction="none")
+    return (losses * weights).sum() / weights.sum()
 
 
 @torch.no_grad()
@@ -208,11 +218,17 @@ def fit_rows(
     bar = tqdm(range(1, fit.steps + 1), desc=name, mininterval=2)
     for step in bar:
         ids = draw_rows(fit, probs, vocab, generator).to(device)
-        out, x = module(ids), rows[ids]
+        # each distinct row is built once (frequency sampling repeats the frequent rows):
+        # the same loss and gradient as building every drawn row, at a fraction of the cost
+        unique, inverse, repeats = torch.unique(ids, return_inverse=True, return_counts=True)
+        built = module(unique)
+        out, x = built[inverse], rows[ids]
         cos = nn.functional.cosine_similarity(out - center, x - center, dim=1).mean()
         loss = (1 - cos) + (out - x).pow(2).mean() / mean_sq
         if fit.id_weight > 0:
-            loss = loss + fit.id_weight * identification_loss(out, ids, rows, fit, generator)
+            loss = loss + fit.id_weight * identification_loss(
+                built, unique, rows, fit, generator, weights=repeats.float()
+            )
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{name} loss is {loss.item()} at step {step}")
         opt.zero_grad(set_to_none=True)

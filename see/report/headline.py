@@ -28,6 +28,7 @@ HEADLINE_PRESETS = (
     "see-token-slots",
     "see-token-slots-gemma",
     "see-defaults-ratios",
+    "word2ketxs-freq",
 )
 METHOD_ORDER = [
     "baseline",
@@ -45,8 +46,9 @@ METHOD_ORDER = [
 # When a method's defaults changed: its rows from runs before then are not headline rows, and
 # rows whose options spell out the new defaults are (see/methods/see.py, RESULTS.md).
 DEFAULTS_CHANGED = {
-    "see": ("20261201-143635", "sampling=freq,token_slots=freq"),
-    "see_morph": ("20261201-143635", "sampling=freq,token_slots=freq"),
+    "see": ("20261201-164111", "n=2"),
+    "see_morph": ("20261201-164111", "n=2"),
+    "word2ketxs": ("20261201-154100", "sampling=freq"),
 }
 
 
