@@ -90,14 +90,22 @@ class RowFit:
         return self.sampling != "uniform" and self.freq_weight > 0
 
 
-def frequency_probs(counts: torch.Tensor | None, freq_weight: float, vocab: int) -> torch.Tensor:
-    """P(row) ~ (count + 1) ** freq_weight, counts from validation text."""
+def check_counts(
+    counts: torch.Tensor | None, vocab: int, what: str, instead: str = ""
+) -> torch.Tensor:
+    """The validation token counts `what` needs, one per row, or a clear error."""
     if counts is None or len(counts) != vocab:
         got = None if counts is None else len(counts)
         raise ValueError(
-            f"frequency sampling needs token_counts of length {vocab} (got {got}); the grid "
-            "counts WikiText-2 validation, or set sampling='uniform'"
+            f"{what} needs token_counts of length {vocab} (got {got}); the grid counts "
+            f"WikiText-2 validation{instead}"
         )
+    return counts
+
+
+def frequency_probs(counts: torch.Tensor | None, freq_weight: float, vocab: int) -> torch.Tensor:
+    """P(row) ~ (count + 1) ** freq_weight, counts from validation text."""
+    counts = check_counts(counts, vocab, "frequency sampling", ", or set sampling='uniform'")
     weights = (counts.double() + 1) ** freq_weight
     return weights / weights.sum()
 

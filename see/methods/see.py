@@ -48,7 +48,7 @@ from see.methods.kronecker import (
     unit_dim,
 )
 from see.methods.registry import register
-from see.methods.rowfit import RowFit
+from see.methods.rowfit import RowFit, check_counts
 
 TOKEN_SLOTS = ("hash", "freq", "digits")
 AUTO_RANK = 64  # max_units = 0: a shared inventory that leaves R about this large
@@ -294,12 +294,9 @@ class SEEEmbedding(KroneckerEmbedding):
                 what,
                 largest_group=int(torch.unique(units, dim=0, return_counts=True)[1].max()),
             )
-            counts = ctx.token_counts if token_slots == "freq" else None
-            if token_slots == "freq" and (counts is None or len(counts) != vocab):
-                raise ValueError(
-                    f"token_slots='freq' needs token_counts of length {vocab}; the grid "
-                    "counts WikiText-2 validation"
-                )
+            counts = None
+            if token_slots == "freq":
+                counts = check_counts(ctx.token_counts, vocab, "token_slots='freq'")
             slot = token_buckets_of(units, buckets, counts) + num_units
             units = torch.cat([units, slot[:, None].to(units.dtype)], dim=1)
             names += [f"t:{k}" for k in range(buckets)]
