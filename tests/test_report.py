@@ -378,6 +378,18 @@ def test_headline_table_replaces_only_the_text_between_its_markers(tmp_path):
     cells = headline_cells(changed)
     shown = dict(zip(cells.target_cr, cells.value, strict=True))
     assert shown == {1: 30.0, 10: 3.0, 20: 4.0}  # the old defaults' 5.0 and 6.0 are gone
+    # a run made while SEE's default was briefly different: its plain rows are not defaults,
+    # the rows spelling the current default out are (INTERIM_DEFAULTS)
+    interim = "20261201-173512-see-strength"
+    mixed = pd.DataFrame(
+        [
+            row("see", 10, 8.0, run=interim),  # ran with n = 2
+            row("see", 10, 9.0, run=interim, options="n=3"),
+            row("see", 20, 10.0, run=interim),
+        ]
+    )
+    cells = headline_cells(mixed)
+    assert dict(zip(cells.target_cr, cells.value, strict=True)) == {10: 9.0}
     plain = tmp_path / "OTHER.md"
     plain.write_text("no markers")
     assert not update_readme(plain, rows) and plain.read_text() == "no markers"

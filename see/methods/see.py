@@ -11,8 +11,10 @@ unit only for tokens whose tuples collide (`separate`).
 
 The paper's code is not public; its open decisions are options here: `sememe_source` (hownet |
 wordnet | auto | random: the WordNet/HowNet structure with sememes drawn at random per word,
-same counts, the control for "does the sememe prior help"), `n` (order, default 2:
-one shared slot and the token slot, q = 24; run `see-fit-levers`: 440.7 vs 550.7 with n = 3),
+same counts, the control for "does the sememe prior help"), `n` (order, default 3;
+n = 2 is better at CR 10 only: 440.7 vs 550.7, but its one shared slot makes thousands of tokens
+share every shared unit, they need as many token buckets, and R falls to 13 / 6 / 2 at CR 20 /
+40 / 80: 1,327 / 19,690 / 119,500; runs `see-fit-levers`, `see-strength` 20261201-173512),
 `max_sememes` (default: shared slots - 1, at least 1), `max_units` (inventory cap; 0 = auto:
 unit budget / (2 * 64 * q), so that the shared units take about half of the budget at R = 64
 and the inventory shrinks with the budget instead of starving R: with a fixed 8,192-unit
@@ -133,7 +135,7 @@ class SEEOptions(RowFit):
 
     sampling: str = "freq"  # rows by (count + 1): runs `see-gemma-levers`, `see-token-slots`
     sememe_source: str = "auto"
-    n: int = 2  # run `see-fit-levers` at CR 10: 440.7 (n = 3: 550.7), and a faster fit
+    n: int = 3  # n = 2 wins at CR 10 only (module doc)
     max_sememes: int | None = None
     max_units: int = 0
     hash_buckets: int = 512

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from see.report.headline import INTERIM_DEFAULTS
+
 FACTORISATIONS = ("svd", "autoencoder", "word2ketxs", "see", "see_morph")
 RATIO_TARGETS = {10.0: 40.0, 20.0: 10.0}  # CR -> SVD / SEE must be at least this
 FIT_SECONDS = 180.0
@@ -28,9 +30,10 @@ def see_targets(rows: pd.DataFrame) -> pd.DataFrame:
     ]
     lines = []
     for (run, model, cr), sub in ppl.groupby(["run_id", "model", "target_cr"]):
-        plain = sub.method_options.fillna("") == ""
-        svd = sub[(sub.method == "svd") & plain].value
-        see_rows = sub[(sub.method == "see") & plain]
+        options = sub.method_options.fillna("")
+        svd = sub[(sub.method == "svd") & (options == "")].value
+        defaults = INTERIM_DEFAULTS.get(run, {}).get("see", "")  # the run's own defaults else
+        see_rows = sub[(sub.method == "see") & (options == defaults)]
         see = see_rows.value
         fact = sub[sub.method.isin(FACTORISATIONS)]
         if svd.empty or see.empty or fact.empty:
