@@ -14,7 +14,7 @@ wordnet | auto | random: the WordNet/HowNet structure with sememes drawn at rand
 same counts, the control for "does the sememe prior help"), `n` (order, default 3;
 n = 2 is better at CR 10 only: 440.7 vs 550.7, but its one shared slot makes thousands of tokens
 share every shared unit, they need as many token buckets, and R falls to 13 / 6 / 2 at CR 20 /
-40 / 80: 1,327 / 19,690 / 119,500; runs `see-fit-levers`, `see-strength` 20261201-173512),
+40 / 80: 1,327 / 19,687 / 119,543; runs `see-fit-levers`, `see-strength` 20261201-173512),
 `max_sememes` (default: shared slots - 1, at least 1), `max_units` (inventory cap; 0 = auto:
 unit budget / (2 * 64 * q), so that the shared units take about half of the budget at R = 64
 and the inventory shrinks with the budget instead of starving R: with a fixed 8,192-unit
