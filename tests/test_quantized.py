@@ -66,7 +66,12 @@ def test_impossible_targets_are_unreachable_with_the_reason():
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "method, ratio, options",
-    [("int4", 6, {}), ("pq", 20, {"iters": 2}), ("svd", 10, {"codes_dtype": "int8"})],
+    [
+        ("int4", 6, {}),
+        ("pq", 20, {"iters": 2}),
+        ("svd", 10, {"codes_dtype": "int8"}),
+        ("word2ketxs", 20, {"steps": 2, "sampling": "uniform", "row_order": "pca"}),
+    ],
 )
 def test_saved_quantized_model_reloads_with_identical_logits(
     method, ratio, options, fresh_smollm, sample_ids, tmp_path

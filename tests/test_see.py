@@ -118,6 +118,35 @@ def test_word2ketxs_svd_start_is_exact_at_full_rank():
     torch.testing.assert_close(module.materialize(), table, atol=1e-4, rtol=1e-4)
 
 
+def test_word2ketxs_pca_row_order_places_every_row_and_starts_exact_at_full_rank():
+    from see.methods.word2ket import pca_places
+
+    torch.manual_seed(0)
+    table = torch.randn(90, 16)  # v = 10: 90 rows on a 100-place grid
+    table[:, 3] *= 20  # the first principal component is (about) dimension 3
+    places = pca_places(table, 2, 10)
+    assert sorted(places.tolist()) == list(range(90))  # distinct places, each on the grid
+    first_digit = places // 10
+    blocks = [table[first_digit == k, 3] for k in range(9)]
+    ascending = all(a.max() < b.min() for a, b in zip(blocks, blocks[1:]))
+    descending = all(a.min() > b.max() for a, b in zip(blocks, blocks[1:]))
+    assert ascending or descending  # the first digit splits the rows along that component
+    module = get_method("word2ketxs")(90, 16, 2, 40, norm="none", places=places)
+    module.svd_init(table)  # the grid of svd_init and the digits of unit_ids agree
+    torch.testing.assert_close(module.materialize(), table, atol=1e-4, rtol=1e-4)
+    fitted = get_method("word2ketxs").from_table(
+        torch.randn(1000, 64), 10, steps=2, sampling="uniform", row_order="pca"
+    )
+    id_order = get_method("word2ketxs").from_table(
+        torch.randn(1000, 64), 10, steps=2, sampling="uniform"
+    )
+    assert fitted.places is not None and id_order.places is None
+    assert fitted.num_params() <= 1000 * 64 / 10  # the 1,000 stored places are counted
+    assert fitted.fit_report["see_rank"] < id_order.fit_report["see_rank"]
+    with pytest.raises(ValueError, match=r"row_order='ids'; allowed: \('id', 'pca'\)"):
+        get_method("word2ketxs").from_table(torch.randn(100, 16), 4, row_order="ids")
+
+
 def test_word2ketxs_digits_and_parameter_count():
     module = get_method("word2ketxs")(1000, 64, 3, 2)  # n=3, R=2
     assert module.radix == 10

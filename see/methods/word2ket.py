@@ -9,6 +9,12 @@ computed from the id, so nothing per token is stored: P = R * n * v * q (+ 2d wi
 Default order n = 2 (the paper uses 2 and 4): with n = 3 a CR of 10 needs R in the thousands
 and the fit is slow on CPU. For n = 2 the factors start from a truncated SVD of the reshaped
 table (`svd_init`), then the common row fit (rowfit.py) fine-tunes them.
+
+`row_order` decides which tokens share a digit, i.e. a factor: `id` (the paper's: the token
+id's digits, nothing stored) or `pca` (each token's place on the v**n grid from the table's
+principal components: rows sorted by the first component fill the first digit's v blocks,
+within a block sorted by the second, and so on; the V places are stored, int32, and counted),
+so that tokens sharing a factor have similar rows and the low-rank start fits them better.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from see.methods.kronecker import (
 from see.methods.registry import register
 from see.methods.rowfit import RowFit
 
+ROW_ORDERS = ("id", "pca")
+
 
 @dataclass(frozen=True)
 class Word2KetXSOptions(RowFit):
@@ -37,19 +45,51 @@ class Word2KetXSOptions(RowFit):
     n: int = 2
     norm: str = "none"
     id_weight: float = 1.0
+    row_order: str = "id"
 
     def __post_init__(self):
         super().__post_init__()
         if not (isinstance(self.n, int) and self.n >= 2):
             raise ValueError(f"word2ketxs order n must be an int >= 2, got {self.n!r}")
+        if self.row_order not in ROW_ORDERS:
+            raise ValueError(f"row_order={self.row_order!r}; allowed: {ROW_ORDERS}")
         check_norm(self.norm)
+
+
+@torch.no_grad()
+def pca_places(table: torch.Tensor, n: int, radix: int) -> torch.Tensor:
+    """Each row's place on the radix**n grid (module doc): digit j splits the rows of one
+    block of the digit before by their (j+1)-th principal component."""
+    rows = table.float() - table.float().mean(0)
+    _, _, components = torch.pca_lowrank(rows, q=min(n + 4, *rows.shape), center=False, niter=4)
+    scores = rows @ components[:, :n]
+    vocab = len(rows)
+    order = torch.argsort(scores[:, 0], stable=True)  # order[p]: the row at place p
+    for level in range(1, n):
+        block = torch.arange(vocab) // radix ** (n - level)
+        inner = torch.argsort(scores[order, level], stable=True)
+        inner = inner[torch.argsort(block[inner], stable=True)]
+        order = order[inner]
+    places = torch.empty(vocab, dtype=torch.int32)
+    places[order] = torch.arange(vocab, dtype=torch.int32)
+    return places
 
 
 @register("word2ketxs")
 class Word2KetXSEmbedding(KroneckerEmbedding):
-    def __init__(self, vocab: int, dim: int, n: int, rank: int, norm: str = "layernorm"):
+    def __init__(
+        self,
+        vocab: int,
+        dim: int,
+        n: int,
+        rank: int,
+        norm: str = "layernorm",
+        places: torch.Tensor | None = None,
+    ):
         self.radix = unit_dim(vocab, n)  # v = ceil(V ** (1/n))
         super().__init__(vocab, dim, n, rank, n * self.radix, norm)
+        # row_order="pca": token id -> place on the grid (stored); None: the id is the place
+        self.register_buffer("places", None if places is None else places.to(torch.int32))
 
     def init_kwargs(self) -> dict:
         return {
@@ -58,11 +98,12 @@ class Word2KetXSEmbedding(KroneckerEmbedding):
             "n": self.n,
             "rank": self.rank,
             "norm": self.norm_kind,
+            "places": self.places,
         }
 
     def unit_ids(self, ids: torch.Tensor) -> torch.Tensor:
         digits = []
-        rest = ids
+        rest = ids if self.places is None else self.places[ids].long()
         for _ in range(self.n):
             digits.append(rest % self.radix)
             rest = rest // self.radix
@@ -77,7 +118,8 @@ class Word2KetXSEmbedding(KroneckerEmbedding):
         v, q, vocab, dim = self.radix, self.q, self.num_embeddings, self.embedding_dim
         rows = table.float() - (table.float().mean(0) if self.norm_kind == "layernorm" else 0)
         padded = torch.zeros(v * v, q * q)
-        padded[:vocab, :dim] = rows
+        places = torch.arange(vocab) if self.places is None else self.places.long()
+        padded[places, :dim] = rows
         matrix = padded.reshape(v, v, q, q).permute(0, 2, 1, 3).reshape(v * q, v * q)
         u, s, vh = torch.svd_lowrank(matrix, q=min(self.rank + 10, v * q), niter=4)
         root = s[: self.rank].sqrt()
@@ -95,10 +137,14 @@ class Word2KetXSEmbedding(KroneckerEmbedding):
         vocab, dim = check_table(table).shape
         n, norm = options.n, options.norm
         per_rank = n * unit_dim(vocab, n) * unit_dim(dim, n)
-        fixed = norm_params(norm, dim)
-        rank = rank_for_budget(vocab * dim / target_cr, fixed, per_rank, f"word2ketxs (n={n})")
+        places = None
+        if options.row_order == "pca":
+            places = pca_places(table, n, unit_dim(vocab, n))
+        fixed = norm_params(norm, dim) + (0 if places is None else vocab)
+        what = f"word2ketxs (n={n}, row_order={options.row_order})"
+        rank = rank_for_budget(vocab * dim / target_cr, fixed, per_rank, what)
         torch.manual_seed(ctx.seed)
-        module = cls(vocab, dim, n, rank, norm)
+        module = cls(vocab, dim, n, rank, norm, places)
         if n == 2:
             module.svd_init(table)
         fitted = module.fit_to(table, options, ctx)
