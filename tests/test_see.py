@@ -128,8 +128,8 @@ def test_word2ketxs_pca_row_order_places_every_row_and_starts_exact_at_full_rank
     assert sorted(places.tolist()) == list(range(90))  # distinct places, each on the grid
     first_digit = places // 10
     blocks = [table[first_digit == k, 3] for k in range(9)]
-    ascending = all(a.max() < b.min() for a, b in zip(blocks, blocks[1:]))
-    descending = all(a.min() > b.max() for a, b in zip(blocks, blocks[1:]))
+    ascending = all(a.max() < b.min() for a, b in zip(blocks[:-1], blocks[1:], strict=True))
+    descending = all(a.min() > b.max() for a, b in zip(blocks[:-1], blocks[1:], strict=True))
     assert ascending or descending  # the first digit splits the rows along that component
     module = get_method("word2ketxs")(90, 16, 2, 40, norm="none", places=places)
     module.svd_init(table)  # the grid of svd_init and the digits of unit_ids agree
