@@ -246,6 +246,26 @@ def test_see_from_table_on_real_tokens(smollm):
         get_method("see").from_table(table, 4)
 
 
+@needs_data
+def test_auto_order_is_two_while_its_rank_reaches_half_its_unit_dimension(smollm):
+    from see.methods.base import FitContext
+
+    model, tok = smollm
+    table = model.get_input_embeddings().weight.detach()[:2000]  # d = 576: q = 24 at order 2
+    morph = get_method("see_morph")
+    options = morph.make_options({"n": 0, "steps": 2, "sampling": "uniform", "token_slots": "hash"})
+    ranks = {
+        cr: morph.layout(table, cr, options, FitContext(tokenizer=tok), 2).rank for cr in (8, 32)
+    }
+    assert 2 * ranks[8] >= 24 > 2 * ranks[32]  # the budget leaves order 2 rank at 8, not at 32
+    for cr, order in ((8, 2), (32, 3)):
+        fitted = morph.from_table(
+            table, cr, tokenizer=tok, n=0, steps=2, sampling="uniform", token_slots="hash"
+        )
+        assert fitted.fit_report["see_order"] == fitted.n == order
+        assert fitted.reached_cr >= cr
+
+
 def test_large_groups_of_look_alike_tokens_are_separated():
     # Gemma has 6,243 `<unusedN>` tokens whose character units are identical
     texts = [f"<unused{i}>" for i in range(3000)]

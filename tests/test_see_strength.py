@@ -112,7 +112,7 @@ def test_see_options_out_of_range_are_rejected():
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['stepz'\] for method 'see'"):
         see.from_table(torch.randn(50, 8), 2, tokenizer=object(), stepz=3)
     for bad, match in [
-        ({"n": 1}, "order n must be an int >= 2"),
+        ({"n": 1}, r"order n must be an int >= 2 or 0 \(auto\), got 1"),
         ({"norm": "batchnorm"}, "unknown norm 'batchnorm'"),
         ({"sememe_source": "cilin"}, "unknown sememe source 'cilin'"),
         ({"token_slots": "digits", "n": 2}, "needs n >= 3"),

@@ -12,9 +12,13 @@ unit only for tokens whose tuples collide (`separate`).
 The paper's code is not public; its open decisions are options here: `sememe_source` (hownet |
 wordnet | auto | random: the WordNet/HowNet structure with sememes drawn at random per word,
 same counts, the control for "does the sememe prior help"), `n` (order, default 3;
-n = 2 is better at CR 10 only: 440.7 vs 550.7, but its one shared slot makes thousands of tokens
-share every shared unit, they need as many token buckets, and R falls to 13 / 6 / 2 at CR 20 /
-40 / 80: 1,327 / 19,687 / 119,543; runs `see-fit-levers`, `see-strength` 20261201-173512),
+0 = auto: order 2 where its auto R reaches half its unit dimension q = ceil(sqrt(d)), else 3.
+Order 2 gives each token a q x q rank-R product, richer than order 3's q = ceil(d ** (1/3)),
+but its one shared slot makes thousands of tokens share every shared unit, they need as many
+token buckets, and R falls with the budget. SmolLM2 (q = 24), order 2 against 3 at CR 10 / 20 /
+40 / 80 (R = 24 / 13 / 6 / 2 at order 2): SEE 440.7 / 1,327 / 19,687 / 119,543 against 550.7 /
+1,286 / 2,987 / 9,107; see_morph 606.0 / 975.9 / 12,918 / 118,427 against 611.7 / 1,483 /
+4,176 / 31,180; runs `see-fit-levers`, `see-strength` 20261201-173512, `see-morph-ratios`),
 `max_sememes` (default: shared slots - 1, at least 1), `max_units` (inventory cap; 0 = auto:
 unit budget / (2 * 64 * q), so that the shared units take about half of the budget at R = 64
 and the inventory shrinks with the budget instead of starving R: with a fixed 8,192-unit
@@ -38,6 +42,7 @@ module without sememes (MorphTE-like): morphemes, characters and form units only
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -129,13 +134,24 @@ def token_buckets_of(
     return out
 
 
+class Layout(NamedTuple):
+    """Which units each token has at order n, and the R that fills the budget with them."""
+
+    n: int
+    units: torch.Tensor  # V x (stored slots) unit ids
+    names: list[str]  # unit id -> name
+    rank: int
+    radix: int  # token_slots = "digits": the digits' base, else 0
+    report: dict  # the unit map's report (coverage, counts, token_buckets)
+
+
 @dataclass(frozen=True)
 class SEEOptions(RowFit):
     """SEE's open decisions (module doc) and the row fit's levers (rowfit.py)."""
 
     sampling: str = "freq"  # rows by (count + 1): runs `see-gemma-levers`, `see-token-slots`
     sememe_source: str = "auto"
-    n: int = 3  # n = 2 wins at CR 10 only (module doc)
+    n: int = 3  # 0 = auto; order 2 wins while the budget leaves it rank (module doc)
     max_sememes: int | None = None
     max_units: int = 0
     hash_buckets: int = 512
@@ -152,8 +168,8 @@ class SEEOptions(RowFit):
         from see.sememes import resolve_source_name
 
         resolve_source_name(self.sememe_source)  # raises for an unknown source, listing them
-        if not (isinstance(self.n, int) and self.n >= 2):
-            raise ValueError(f"SEE order n must be an int >= 2, got {self.n!r}")
+        if not (isinstance(self.n, int) and (self.n >= 2 or self.n == 0)):
+            raise ValueError(f"SEE order n must be an int >= 2 or 0 (auto), got {self.n!r}")
         if self.token_buckets < -1 or self.rank < 0 or self.max_rank < 1:
             raise ValueError(
                 f"token_buckets must be >= -1 (-1 auto, 0 none), rank >= 0 (0 auto), max_rank "
@@ -168,7 +184,7 @@ class SEEOptions(RowFit):
             raise ValueError(f"max_sememes must be >= 1 or unset, got {self.max_sememes}")
         if self.token_slots not in TOKEN_SLOTS:
             raise ValueError(f"token_slots={self.token_slots!r}; allowed: {TOKEN_SLOTS}")
-        if self.token_slots == "digits" and self.n < 3:
+        if self.token_slots == "digits" and self.n == 2:
             raise ValueError(f"token_slots='digits' needs n >= 3 (two digit slots), got n={self.n}")
         check_norm(self.norm)
 
@@ -228,24 +244,17 @@ class SEEEmbedding(KroneckerEmbedding):
     Options = SEEOptions
 
     @classmethod
-    def fit(
-        cls, table: torch.Tensor, target_cr: float, options: SEEOptions, ctx: FitContext
-    ) -> SEEEmbedding:
+    def layout(
+        cls, table: torch.Tensor, target_cr: float, options: SEEOptions, ctx: FitContext, n: int
+    ) -> Layout:
+        """Order-n units of every token (shared slots, then the token slot or the id's digits)
+        and the R and H that fill the budget (module doc)."""
         from see.sememes import get_source
         from see.sememes.units import build_unit_map
 
-        check_target_cr(target_cr)
-        table = check_table(table)
-        if ctx.tokenizer is None:
-            raise ValueError(f"{cls.name} needs the model's tokenizer (token texts -> units)")
-        n, norm, token_slots, token_buckets = (
-            options.n,
-            options.norm,
-            options.token_slots,
-            options.token_buckets,
-        )
+        norm, token_slots, token_buckets = options.norm, options.token_slots, options.token_buckets
         max_units, hash_buckets, rank = options.max_units, options.hash_buckets, options.rank
-        sememe_source, max_sememes, seed = options.sememe_source, options.max_sememes, ctx.seed
+        sememe_source, max_sememes = options.sememe_source, options.max_sememes
         digits = token_slots == "digits"
         vocab, dim = table.shape
         source = None
@@ -267,7 +276,7 @@ class SEEEmbedding(KroneckerEmbedding):
             hash_buckets=hash_buckets,
             separate=options.separate and not token_buckets and not digits,
             random_sememes=cls.uses_sememes and sememe_source == "random",
-            seed=seed,
+            seed=ctx.seed,
         )
         num_units = len(unit_map.units)
         fixed = vocab * shared_slots + norm_params(norm, dim)
@@ -307,21 +316,53 @@ class SEEEmbedding(KroneckerEmbedding):
             rank = rank or rank_for_budget(vocab * dim / target_cr, fixed, num_units * q, what)
             buckets = 0
         unit_map.report["token_buckets"] = buckets
-        shown = (
-            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in unit_map.report.items()
-        )
+        return Layout(n, units, names, rank, radix, unit_map.report)
+
+    @classmethod
+    def fit(
+        cls, table: torch.Tensor, target_cr: float, options: SEEOptions, ctx: FitContext
+    ) -> SEEEmbedding:
+        check_target_cr(target_cr)
+        table = check_table(table)
+        if ctx.tokenizer is None:
+            raise ValueError(f"{cls.name} needs the model's tokenizer (token texts -> units)")
+        vocab, dim = table.shape
+        if options.n:
+            layout = cls.layout(table, target_cr, options, ctx, options.n)
+        else:
+            layout = cls.auto_order_layout(table, target_cr, options, ctx)
+        rank, report = layout.rank, layout.report
+        shown = (f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.items())
         print(f"[{cls.name}] unit map: " + ", ".join(shown) + f", R={rank}")
-        torch.manual_seed(seed)
-        module = cls(units, len(names), dim, rank, norm, digit_radix=radix)
+        torch.manual_seed(ctx.seed)
+        module = cls(layout.units, len(layout.names), dim, rank, options.norm, layout.radix)
         if module.num_params() > vocab * dim / target_cr:
-            raise UnreachableCR(f"{what}: {module.num_params()} numbers exceed the budget")
-        module.mapping_report = unit_map.report
-        module.unit_names = names
+            raise UnreachableCR(
+                f"{cls.name} (n={layout.n}): {module.num_params()} numbers exceed the budget"
+            )
+        module.mapping_report = report
+        module.unit_names = layout.names
         fitted = module.fit_to(table, options, ctx)
-        fitted.fit_report.update({"see_rank": rank, "see_units": len(names)})
-        fitted.fit_report.update({f"map_{k}": v for k, v in unit_map.report.items()})
+        fitted.fit_report.update(
+            {"see_rank": rank, "see_units": len(layout.names), "see_order": layout.n}
+        )
+        fitted.fit_report.update({f"map_{k}": v for k, v in report.items()})
         return fitted
+
+    @classmethod
+    def auto_order_layout(
+        cls, table: torch.Tensor, target_cr: float, options: SEEOptions, ctx: FitContext
+    ) -> Layout:
+        """n = 0: order 2 where its rank reaches half its unit dimension (R >= q / 2), else 3
+        (module doc: order 2 wins while the budget leaves it rank, and collapses after)."""
+        if options.token_slots != "digits":
+            try:
+                two = cls.layout(table, target_cr, options, ctx, 2)
+                if 2 * two.rank >= unit_dim(table.shape[1], 2):
+                    return two
+            except UnreachableCR:
+                pass
+        return cls.layout(table, target_cr, options, ctx, 3)
 
 
 @register("see_morph")
