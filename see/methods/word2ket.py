@@ -14,7 +14,10 @@ table (`svd_init`), then the common row fit (rowfit.py) fine-tunes them.
 id's digits, nothing stored) or `pca` (each token's place on the v**n grid from the table's
 principal components: rows sorted by the first component fill the first digit's v blocks,
 within a block sorted by the second, and so on; the V places are stored, int32, and counted),
-so that tokens sharing a factor have similar rows and the low-rank start fits them better.
+so that tokens sharing a factor have similar rows. On SmolLM2 `pca` gives the worse fitted model
+at every CR: 346.5 / 799.1 / 2,110 / 5,168 against 334.5 / 699.3 / 1,752 / 3,915 initial word
+perplexity at CR 10 / 20 / 40 / 80 (run `20261201-211822-word2ketxs-row-order`; the places
+cost R, 265 -> 261 at CR 10): `id` stays the default.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ class Word2KetXSOptions(RowFit):
     n: int = 2
     norm: str = "none"
     id_weight: float = 1.0
-    row_order: str = "id"
+    row_order: str = "id"  # pca lost at every CR (module doc)
 
     def __post_init__(self):
         super().__post_init__()
