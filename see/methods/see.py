@@ -11,14 +11,17 @@ unit only for tokens whose tuples collide (`separate`).
 
 The paper's code is not public; its open decisions are options here: `sememe_source` (hownet |
 wordnet | auto | random: the WordNet/HowNet structure with sememes drawn at random per word,
-same counts, the control for "does the sememe prior help"), `n` (order, default 3;
-0 = auto: order 2 where its auto R reaches half its unit dimension q = ceil(sqrt(d)), else 3.
+same counts, the control for "does the sememe prior help"), `n` (order; default 0 = auto:
+order 2 where its auto R reaches half its unit dimension q = ceil(sqrt(d)), else 3.
 Order 2 gives each token a q x q rank-R product, richer than order 3's q = ceil(d ** (1/3)),
 but its one shared slot makes thousands of tokens share every shared unit, they need as many
 token buckets, and R falls with the budget. SmolLM2 (q = 24), order 2 against 3 at CR 10 / 20 /
 40 / 80 (R = 24 / 13 / 6 / 2 at order 2): SEE 440.7 / 1,327 / 19,687 / 119,543 against 550.7 /
 1,286 / 2,987 / 9,107; see_morph 606.0 / 975.9 / 12,918 / 118,427 against 611.7 / 1,483 /
-4,176 / 31,180; runs `see-fit-levers`, `see-strength` 20261201-173512, `see-morph-ratios`),
+4,176 / 31,180; runs `see-fit-levers`, `see-strength` 20261201-173512, `see-morph-ratios`.
+Gemma 3 (q = 26), SEE at CR 10 / 40: order 2 (R = 52 / 17) 681.9 / 3,787 against order 3's
+948.1 / 4,311, run `20261201-205628-see-strength-gemma`. The rule picks the better order at
+every measured point but SEE on SmolLM2 at CR 20, where the two are within 3%),
 `max_sememes` (default: shared slots - 1, at least 1), `max_units` (inventory cap; 0 = auto:
 unit budget / (2 * 64 * q), so that the shared units take about half of the budget at R = 64
 and the inventory shrinks with the budget instead of starving R: with a fixed 8,192-unit
@@ -151,7 +154,7 @@ class SEEOptions(RowFit):
 
     sampling: str = "freq"  # rows by (count + 1): runs `see-gemma-levers`, `see-token-slots`
     sememe_source: str = "auto"
-    n: int = 3  # 0 = auto; order 2 wins while the budget leaves it rank (module doc)
+    n: int = 0  # auto: order 2 while the budget leaves it rank, else 3 (module doc)
     max_sememes: int | None = None
     max_units: int = 0
     hash_buckets: int = 512
