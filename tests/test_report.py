@@ -378,18 +378,21 @@ def test_headline_table_replaces_only_the_text_between_its_markers(tmp_path):
     cells = headline_cells(changed)
     shown = dict(zip(cells.target_cr, cells.value, strict=True))
     assert shown == {1: 30.0, 10: 3.0, 20: 4.0}  # the old defaults' 5.0 and 6.0 are gone
-    # a run made while SEE's default was briefly different: its plain rows are not defaults,
-    # the rows spelling the current default out are (INTERIM_DEFAULTS)
+    # a run from before a default change: per CR, the rows spelling out what the current
+    # default runs are its defaults, its other rows are not (INTERIM_DEFAULTS: SEE's auto
+    # order is 2 at CR 10 and 20 on SmolLM2, 3 at CR 40)
     interim = "20261201-173512-see-strength"
     mixed = pd.DataFrame(
         [
             row("see", 10, 8.0, run=interim),  # ran with n = 2
             row("see", 10, 9.0, run=interim, options="n=3"),
             row("see", 20, 10.0, run=interim),
+            row("see", 40, 11.0, run=interim),  # order 2: not what the default runs at CR 40
+            row("see", 40, 12.0, run=interim, options="n=3"),
         ]
     )
     cells = headline_cells(mixed)
-    assert dict(zip(cells.target_cr, cells.value, strict=True)) == {10: 9.0}
+    assert dict(zip(cells.target_cr, cells.value, strict=True)) == {10: 8.0, 20: 10.0, 40: 12.0}
     plain = tmp_path / "OTHER.md"
     plain.write_text("no markers")
     assert not update_readme(plain, rows) and plain.read_text() == "no markers"

@@ -46,16 +46,30 @@ METHOD_ORDER = [
 # When a method's defaults changed: its rows from runs before then are not headline rows, and
 # rows whose options spell out the new defaults are (see/methods/see.py, RESULTS.md).
 DEFAULTS_CHANGED = {
-    "see": ("20261201-143635", "sampling=freq,token_slots=freq"),
-    "see_morph": ("20261201-143635", "sampling=freq,token_slots=freq"),
+    "see": ("20261201-222235", "n=0"),
+    "see_morph": ("20261201-222235", "n=0"),
     "word2ketxs": ("20261201-154100", "sampling=freq"),
 }
-# Runs that ran while a default was briefly different: there a method's unspelled rows are not
-# its current defaults, and the rows spelling the current one out are (SEE's order was 2
-# during run 20261201-173512-see-strength; RESULTS.md).
-INTERIM_DEFAULTS = {
-    "20261201-173512-see-strength": {"see": "n=3", "see_morph": "n=3"},
+# Runs from before a default change whose rows spelling an option out are what the current
+# default runs, per CR where it differs ({cr: options}); a method's other rows there are not
+# its defaults. SEE's order is now chosen by the budget (n = 0: order 2 where its rank reaches
+# q / 2): on SmolLM2 that is order 2 at CR 10 and 20 (run 20261201-173512's plain rows: its
+# default was briefly 2) and 3 at CR 40 and 80; on Gemma 3 order 2 at CR 10 and 40, which only
+# SEE measured at order 2 in run 20261201-205628 (RESULTS.md).
+INTERIM_DEFAULTS: dict[str, dict[str, str | dict[float, str]]] = {
+    "20261201-173512-see-strength": {
+        "see": {10.0: "", 20.0: "", 40.0: "n=3", 80.0: "n=3"},
+        "see_morph": {10.0: "", 20.0: "", 40.0: "n=3", 80.0: "n=3"},
+    },
+    "20261201-205628-see-strength-gemma": {"see": "n=2", "see_morph": "n=2"},
 }
+
+
+def interim_default(run: str, method: str, cr: float) -> str:
+    """The options that stand for `method`'s current defaults in `run` at `cr` ("": the plain
+    rows, as in any run INTERIM_DEFAULTS does not list)."""
+    spelled = INTERIM_DEFAULTS.get(run, {}).get(method, "")
+    return spelled.get(cr, "") if isinstance(spelled, dict) else spelled
 
 
 def current_defaults(rows: pd.DataFrame) -> pd.Series:
@@ -67,9 +81,10 @@ def current_defaults(rows: pd.DataFrame) -> pd.Series:
         keep &= ~mine | newer
         keep |= mine & newer & (options == spelled)
     for run, methods in INTERIM_DEFAULTS.items():
-        for method, spelled in methods.items():
+        for method in methods:
             mine = (rows.run_id == run) & (rows.method == method)
-            keep = keep.mask(mine, options == spelled)
+            wanted = rows.target_cr.map(lambda cr, m=method, r=run: interim_default(r, m, cr))
+            keep = keep.mask(mine, options == wanted)
     return keep
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from see.report.headline import INTERIM_DEFAULTS
+from see.report.headline import interim_default
 
 FACTORISATIONS = ("svd", "autoencoder", "word2ketxs", "see", "see_morph")
 RATIO_TARGETS = {10.0: 40.0, 20.0: 10.0}  # CR -> SVD / SEE must be at least this
@@ -32,7 +32,7 @@ def see_targets(rows: pd.DataFrame) -> pd.DataFrame:
     for (run, model, cr), sub in ppl.groupby(["run_id", "model", "target_cr"]):
         options = sub.method_options.fillna("")
         svd = sub[(sub.method == "svd") & (options == "")].value
-        defaults = INTERIM_DEFAULTS.get(run, {}).get("see", "")  # the run's own defaults else
+        defaults = interim_default(run, "see", cr)  # "": the run's plain rows
         see_rows = sub[(sub.method == "see") & (options == defaults)]
         see = see_rows.value
         fact = sub[sub.method.isin(FACTORISATIONS)]
