@@ -93,6 +93,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     signal.add_argument("--tasks", default="sst2,rte,qnli,wnli,mrpc,cola,squad")
     signal.add_argument("--docs", type=int, default=200, help="last N documents of each split")
     signal.add_argument("--fewshot", default="0,5", help="num_fewshot settings to try, in order")
+    signal.add_argument(
+        "--every-fewshot",
+        action="store_true",
+        help="measure every --fewshot setting (default: stop at the first informative one)",
+    )
     signal.add_argument("--results-dir", default="results")
     signal.add_argument("--data-dir", help="local data folder (default: $SEE_DATA_DIR)")
     signal.add_argument("--resume", dest="run_id", metavar="RUN_ID", help="resume this run")
@@ -182,6 +187,7 @@ def dispatch(args: argparse.Namespace) -> None:
             args.results_dir,
             args.data_dir,
             args.run_id,
+            every_fewshot=args.every_fewshot,
         )
         if args.publish:
             publish(Path(args.results_dir), run_dir)

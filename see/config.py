@@ -38,6 +38,9 @@ class GridConfig:
     # few-shot examples per task: an int for every task, None = each task's own default, or
     # "signal": per (model, task) from benchmarks/tables/signal.toml (see/evaluation/signal.py)
     num_fewshot: int | str | None = None
+    # with num_fewshot "signal": (model, task) pairs the table calls uninformative get a
+    # `skipped` row naming the signal numbers instead of an evaluation (hours on large models)
+    skip_uninformative: bool = False
     dtype: str = "float32"
     data_dir: str | None = None
     # trained methods pick their checkpoint by token perplexity on this many WikiText-2
@@ -54,6 +57,15 @@ class GridConfig:
     def config_hash(self) -> str:
         blob = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def grid_defaults() -> dict:
+    """GridConfig's default settings (a run started before a setting existed ran with it)."""
+    return {
+        f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        for f in dataclasses.fields(GridConfig)
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    }
 
 
 def validate(cfg: GridConfig) -> None:
@@ -104,6 +116,11 @@ def validate(cfg: GridConfig) -> None:
         raise ValueError(
             f"grid {cfg.name!r}: num_fewshot must be an int >= 0 or 'signal', got "
             f"{cfg.num_fewshot!r}"
+        )
+    if cfg.skip_uninformative and cfg.num_fewshot != "signal":
+        raise ValueError(
+            f"grid {cfg.name!r}: skip_uninformative needs num_fewshot = 'signal' (the table "
+            f"that says which tasks are informative), got num_fewshot {cfg.num_fewshot!r}"
         )
     if cfg.selection_tokens < 16:
         raise ValueError(

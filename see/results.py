@@ -132,9 +132,12 @@ def open_run(
     preset: str,
     run_id: str | None = None,
     force_config: bool = False,
+    defaults: dict | None = None,
 ):
     """The run's store: a new folder (never an existing one), or run `run_id`: resumed when
     it exists (it must have been started with the same config), else created under that name.
+    A setting the saved config lacks (added to the code later) is no change where its value
+    is its default in `defaults`.
 
     config.json is written once, when the run starts. Resuming with another config is refused,
     naming the changed fields; `force_config` resumes anyway and appends the change to
@@ -153,7 +156,12 @@ def open_run(
     else:
         history = read_rows(forced) if forced.is_file() else []
         old = history[-1]["config"] if history else json.loads(saved.read_text())
-        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        defaults = json.loads(json.dumps(defaults or {}, default=str))
+        changed = sorted(
+            k
+            for k in old.keys() | new.keys()
+            if old.get(k) != new.get(k) and not (k not in old and new[k] == defaults.get(k, ...))
+        )
         if changed and not force_config:
             raise ValueError(
                 f"run {run_id!r} was started with another config (differs in "

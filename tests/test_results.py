@@ -58,6 +58,23 @@ def test_resume_needs_an_existing_run_with_the_same_config(tmp_path):
     assert again.run_dir != store.run_dir
 
 
+def test_a_setting_added_later_at_its_default_is_no_config_change(tmp_path):
+    """A run started before a GridConfig field existed resumes where the field has its
+    default; set to anything else it is a change like any other."""
+    from see.config import grid_defaults
+    from see.results import open_run
+
+    store = open_run(tmp_path, {"models": ["a"]}, "tiny")
+    run_id, defaults = store.run_dir.name, grid_defaults()
+    assert defaults["skip_uninformative"] is False and defaults["seeds"] == [0]
+    new = {"models": ["a"], "skip_uninformative": False, "seeds": [0]}
+    assert open_run(tmp_path, new, "tiny", run_id, defaults=defaults)
+    with pytest.raises(ValueError, match="differs in \\['skip_uninformative'\\]"):
+        open_run(tmp_path, new | {"skip_uninformative": True}, "tiny", run_id, defaults=defaults)
+    with pytest.raises(ValueError, match="differs in \\['seeds', 'skip_uninformative'\\]"):
+        open_run(tmp_path, new, "tiny", run_id)  # without defaults: every new key is a change
+
+
 def test_force_config_resumes_and_records_the_change(tmp_path):
     from see.results import open_run
 
@@ -113,6 +130,7 @@ def test_every_grid_setting_changes_the_key_or_is_declared():
         "head_policies": "chooses cells",
         "seeds": "chooses cells",
         "bench": "bench rows: keyed by bench_settings (checked below)",
+        "skip_uninformative": "chooses tasks: a skipped (cell, task) has a status row",
     }
     assert {f.name for f in dataclasses.fields(GridConfig)} == set(changed) | set(not_keyed)
 

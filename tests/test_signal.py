@@ -113,18 +113,28 @@ def test_fewshot_from_the_signal_table_reaches_lm_eval(tmp_path, monkeypatch):
     from see.evaluation import signal
     from see.grid import run_grid
 
-    table = {"smollm2-135m": {"sst2": {"num_fewshot": 2, "informative": True}}}
+    rte = {"num_fewshot": 0, "informative": False, "value": 0.5, "chance": 0.53, "stderr": 0.04}
+    table = {"smollm2-135m": {"sst2": {"num_fewshot": 2, "informative": True}, "rte": rte}}
     monkeypatch.setattr(signal, "SIGNAL_TABLE", write_table(table, tmp_path / "signal.toml"))
     cfg = GridConfig(
         name="t",
         models=["smollm2-135m"],
         methods=["baseline"],
         ratios=[10],
-        tasks={"sst2": 2},
+        tasks={"sst2": 2, "rte": 2},
         num_fewshot="signal",
+        skip_uninformative=True,
     )
     rows = run_grid(cfg, tmp_path / "results").rows()
-    assert rows and {r["num_fewshot"] for r in rows} == {2}  # lm-eval's own n-shot
+    sst2 = [r for r in rows if r["task"] == "sst2"]
+    assert sst2 and {r["num_fewshot"] for r in sst2} == {2}  # lm-eval's own n-shot
+    (skipped,) = [r for r in rows if r["task"] == "rte"]  # not evaluated: uninformative
+    assert (
+        skipped["status"] == "skipped"
+        and "rte is uninformative for smollm2-135m" in (skipped["note"])
+    )
+    with pytest.raises(ValueError, match="skip_uninformative needs num_fewshot = 'signal'"):
+        dataclasses.replace(cfg, num_fewshot=0)
 
 
 @needs_data
@@ -183,3 +193,35 @@ def test_signal_run_measures_held_out_documents_and_writes_the_table(tmp_path):
     assert entry["informative"] == is_informative(
         primary["value"], primary["stderr"], primary["chance"]
     )
+
+
+@needs_data
+def test_signal_stops_at_the_first_informative_fewshot_setting(tmp_path, monkeypatch):
+    """Zero-shot informative: five-shot is not measured (it cannot change the choice);
+    zero-shot at chance: five-shot is; `every_fewshot` measures both anyway."""
+    import see.evaluation.lmeval
+    import see.models
+    import see.models.zoo
+    from see.evaluation.signal import run_signal
+
+    scores = {("sst2", 0): 0.9, ("sst2", 5): 0.5, ("rte", 0): 0.5, ("rte", 5): 0.9}
+    calls = []
+
+    def fake_evaluate(model, tok, tasks, *, num_fewshot, **_):
+        calls.append((tasks[0], num_fewshot))
+        value = scores[(tasks[0], num_fewshot)]
+        return [{"task": tasks[0], "metric": "acc", "value": value, "stderr": 0.02, "n": 4}]
+
+    monkeypatch.setattr(see.evaluation.lmeval, "evaluate", fake_evaluate)
+    monkeypatch.setattr(see.models, "load_model", lambda name, dtype: (None, None))
+    monkeypatch.setattr(see.models.zoo, "check_model", lambda name: None)
+    table_path = tmp_path / "signal.toml"
+    run_signal(["m"], ["sst2", "rte"], 4, (0, 5), tmp_path / "a", table_path=table_path)
+    assert calls == [("sst2", 0), ("rte", 0), ("rte", 5)]
+    table = load_table(table_path)["m"]
+    assert table["sst2"]["num_fewshot"] == 0 and table["rte"]["num_fewshot"] == 5
+    calls.clear()
+    run_signal(
+        ["m"], ["sst2"], 4, (0, 5), tmp_path / "b", table_path=table_path, every_fewshot=True
+    )
+    assert calls == [("sst2", 0), ("sst2", 5)]

@@ -40,10 +40,30 @@ VARIANTS = {  # name -> (stage, HealConfig overrides, teacher cache); first of a
         {"row_loss": "none", "cache_hidden": True},
         "read",
     ),
+    "stage1 last layer, no row terms, bf16, teacher computed": (
+        "stage1",
+        {"row_loss": "none", "autocast": "bf16", "cache_hidden": True},
+        "fill",
+    ),
+    "stage1 last layer, no row terms, bf16, teacher from the cache": (
+        "stage1",
+        {"row_loss": "none", "autocast": "bf16", "cache_hidden": True},
+        "read",
+    ),
     "stage2 full teacher, fp32 (old default)": ("stage2", {}, None),
     "stage2 full teacher, bf16": ("stage2", {"autocast": "bf16"}, None),
     "stage2 teacher top-64, computed": ("stage2", {"teacher_top_k": 64}, "fill"),
     "stage2 teacher top-64, from the cache": ("stage2", {"teacher_top_k": 64}, "read"),
+    "stage2 teacher top-64, bf16, computed": (
+        "stage2",
+        {"teacher_top_k": 64, "autocast": "bf16"},
+        "fill",
+    ),
+    "stage2 teacher top-64, bf16, from the cache": (
+        "stage2",
+        {"teacher_top_k": 64, "autocast": "bf16"},
+        "read",
+    ),
 }
 
 

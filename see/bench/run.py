@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from see.config import BenchSettings, GridConfig
+from see.config import BenchSettings, GridConfig, grid_defaults
 from see.report.bench import compared_to_baseline
 from see.results import cell_key, device_name, open_run, provenance
 
@@ -142,7 +142,9 @@ def run_bench(
 
     check_methods(cfg)  # before the run folder exists
     bench = BenchSettings(**(cfg.bench or {}))
-    store = open_run(results_dir, dataclasses.asdict(cfg), cfg.name, run_id, force_config)
+    store = open_run(
+        results_dir, dataclasses.asdict(cfg), cfg.name, run_id, force_config, grid_defaults()
+    )
     run_id = store.run_dir.name
     done, device = store.done_keys(), device_name()
     for cell in expand(cfg):

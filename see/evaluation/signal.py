@@ -138,6 +138,23 @@ def fewshot_for(model: str, task: str, table: dict | None = None) -> int:
     return int(item["num_fewshot"])
 
 
+def uninformative_reason(model: str, task: str, table: dict | None = None) -> str | None:
+    """Why the signal table says (model, task) cannot rank methods, or None where it can
+    (and for tasks without a chance level)."""
+    if task in NO_CHANCE_TASKS:
+        return None
+    table = load_table() if table is None else table
+    fewshot_for(model, task, table)  # a clear error where the entry is missing
+    item = table[model][task]
+    if item["informative"]:
+        return None
+    return (
+        f"{task} is uninformative for {model}: baseline {item.get('metric', '')} "
+        f"{item.get('value')} vs chance {item.get('chance')} (stderr {item.get('stderr')}, "
+        f"{item['num_fewshot']}-shot, run {item.get('run_id')})"
+    )
+
+
 def informative_cells(table: dict | None = None) -> dict[tuple[str, str], bool]:
     """(model, task) -> informative, for the report."""
     table = load_table() if table is None else table
@@ -168,8 +185,13 @@ def run_signal(
     data_dir: str | None = None,
     run_id: str | None = None,
     table_path: Path | None = None,
+    every_fewshot: bool = False,
 ) -> Path:
-    """Measure the baselines into a run, then rewrite the signal table's entries for them."""
+    """Measure the baselines into a run, then rewrite the signal table's entries for them.
+
+    The num_fewshot settings are tried in order and, unless `every_fewshot`, a (model, task)
+    stops at the first informative one: later settings cannot change the table's choice, and
+    few-shot contexts cost several times the zero-shot ones on the large models."""
     import torch
 
     from see.evaluation.lmeval import check_tasks, evaluate
@@ -204,6 +226,8 @@ def run_signal(
                     "seed": 0,
                 }
                 if cell_key(ident) in done:
+                    if not every_fewshot and _informative_in(store.rows(), cell_key(ident)):
+                        break
                     continue
                 if model is None:
                     model, tok = load_model(name, torch.float32)
@@ -235,9 +259,20 @@ def run_signal(
                         for row in rows
                     ]
                 )
+                if not every_fewshot and _informative_in(store.rows(), cell_key(ident)):
+                    break
     table = load_table(table_path)
     for model, entries in signal_table(store.rows()).items():
         table.setdefault(model, {}).update(entries)
     write_table(table, table_path)
     print(f"[see] signal table: {table_path or SIGNAL_TABLE}")
     return store.run_dir
+
+
+def _informative_in(rows: list[dict], key: str) -> bool:
+    """Whether the stored primary row of this signal cell beats chance."""
+    return any(
+        is_informative(r["value"], r.get("stderr"), r.get("chance"))
+        for r in rows
+        if r.get("cell_key") == key and r.get("primary") and r.get("value") is not None
+    )

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from see.config import GridConfig
+from see.config import GridConfig, grid_defaults
 from see.evaluation.lmeval import check_tasks
+from see.evaluation.signal import uninformative_reason
 from see.evaluation.tasks import skipped_tasks
 from see.grid.cells import Cell, check_methods, expand
 from see.grid.pipeline import cell_stages, run_cell
@@ -47,8 +48,16 @@ def run_grid(
     for reason in skipped.values():
         print(f"[see] skipping {reason}")
     runnable = [t for t in cfg.tasks if t not in skipped]
+    uninformative = {
+        (model, task): uninformative_reason(model, task)
+        for model in cfg.models
+        for task in runnable
+        if cfg.skip_uninformative
+    }
     check_tasks(runnable, min((v for v in cfg.tasks.values() if v), default=None), cfg.data_dir)
-    store = open_run(results_dir, dataclasses.asdict(cfg), cfg.name, run_id, force_config)
+    store = open_run(
+        results_dir, dataclasses.asdict(cfg), cfg.name, run_id, force_config, grid_defaults()
+    )
     run_id = store.run_dir.name
     done = store.done_keys()
     device = device_name()
@@ -67,6 +76,12 @@ def run_grid(
                     [status_row(cfg, cell, task, run_id, device, "skipped", reason, stage)]
                 )
             pending[stage] = [t for t in tasks if t not in skipped]
+            for task in [t for t in pending[stage] if uninformative.get((cell.model, t))]:
+                reason = uninformative[(cell.model, task)]
+                store.append(
+                    [status_row(cfg, cell, task, run_id, device, "skipped", reason, stage)]
+                )
+                pending[stage].remove(task)
         if any(pending.values()):
             work.append((cell, pending))
     if executor == "local":
