@@ -576,3 +576,52 @@ def test_scaling_reads_one_run_per_task_and_says_whether_the_largest_model_loses
     assert list(sst2.model) == ["small", "large"]  # the uninformative size is left out
     assert sst2.recovery_stderr.notna().all()
     assert "no difference beyond 2 stderr" in scaling_markdown(frame, "sst2", "acc")
+
+
+def test_headline_names_the_best_method_per_model_size_and_byte_budget():
+    """From `sizes` rows: per model (smallest first) and budget, the lowest word perplexity
+    among methods with at least that byte ratio; a skipped (uninformative) task shows `-`."""
+    import pandas as pd
+
+    from see.report.headline import size_summary
+
+    def row(model, method, target, byte_cr, task, value, params):
+        return {
+            "run_id": "20260101-000000-sizes",
+            "model": model,
+            "method": method,
+            "method_options": "",
+            "target_cr": target,
+            "byte_cr": byte_cr,
+            "heal_stage": "initial",
+            "task": task,
+            "metric": "word_perplexity" if task == "wikitext" else "acc",
+            "value": value,
+            "model_param_bytes": 4 * params,
+        }
+
+    rows = []
+    for model, params, ppl_svd, ppl_see in [
+        ("big", 1.5e9, 900.0, 300.0),
+        ("small", 1.35e8, 50.0, 80.0),
+    ]:
+        rows += [
+            row(model, "baseline", 1.0, 1.0, "wikitext", 20.0, params),
+            row(model, "int4", 7.1, 7.1, "wikitext", 21.0, params),  # too many bytes for 10x
+            row(model, "svd", 10.0, 10.0, "wikitext", ppl_svd, params),
+            row(model, "see", 10.0, 10.0, "wikitext", ppl_see, params),
+            row(model, "svd", 40.0, 40.0, "wikitext", 2 * ppl_svd, params),
+            row(model, "see", 40.0, 40.0, "wikitext", 3 * ppl_see, params),
+        ]
+        rows += [
+            row(model, m, t, t, "sst2", 0.7, params) for m, t in [("svd", 10.0), ("see", 10.0)]
+        ]
+        rows.append(row(model, "see", 10.0, 10.0, "rte", None, params) | {"status": "skipped"})
+    lines = size_summary(pd.DataFrame(rows))
+    table = "\n".join(lines)
+    assert "20260101-000000-sizes" in lines[0]
+    body = [line for line in lines[2].splitlines()[2:]]
+    assert [line.split("|")[1].strip() for line in body] == ["small", "small", "big", "big"]
+    assert [line.split("|")[4].strip() for line in body] == ["svd", "svd", "see", "see"]
+    assert "135M" in table and "1.5B" in table and "nan" not in table and ">= 40x" in table
+    assert size_summary(pd.DataFrame(rows).assign(run_id="20260101-000000-frontier")) == []

@@ -15,11 +15,12 @@ QUALITY = ("wikitext", "word_perplexity")
 ACCURACIES = (("sst2", "acc"), ("rte", "acc"))
 
 
-def frontier_cells(rows: pd.DataFrame) -> pd.DataFrame:
-    """One line per (run, model, method, options, target) of a frontier run: byte_cr, word
-    perplexity and the task accuracies, initial quality only."""
+def frontier_cells(rows: pd.DataFrame, preset: str = "frontier") -> pd.DataFrame:
+    """One line per (run, model, method, options, target) of a `preset` run (frontier, or
+    sizes for the headline): byte_cr, word perplexity and the task accuracies, initial
+    quality only (a task not evaluated, e.g. skipped as uninformative, is missing)."""
     data = rows[
-        rows.run_id.str.contains("-frontier") & (rows.heal_stage == "initial") & rows.value.notna()
+        rows.run_id.str.endswith(f"-{preset}") & (rows.heal_stage == "initial") & rows.value.notna()
     ]
     if data.empty:
         return pd.DataFrame()
