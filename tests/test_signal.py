@@ -225,3 +225,14 @@ def test_signal_stops_at_the_first_informative_fewshot_setting(tmp_path, monkeyp
         ["m"], ["sst2"], 4, (0, 5), tmp_path / "b", table_path=table_path, every_fewshot=True
     )
     assert calls == [("sst2", 0), ("sst2", 5)]
+
+
+def test_an_unfinished_measurement_writes_no_table_entry():
+    """Zero-shot at chance with five-shot still to run: no entry yet (it may be informative);
+    informative zero-shot, or every setting measured: an entry."""
+    pending = [lm_eval_row("m", "rte", 0, 0.53, 0.035, 0.525)]
+    done = [lm_eval_row("m", "sst2", 0, 0.70, 0.03, 0.5)]
+    tried = pending + [lm_eval_row("m", "cola", s, 0.53, 0.035, 0.525) for s in (0, 5)]
+    table = signal_table(pending + done + tried[1:], fewshots=(0, 5))
+    assert set(table["m"]) == {"sst2", "cola"} and not table["m"]["cola"]["informative"]
+    assert set(signal_table(pending)["m"]) == {"rte"}  # without `fewshots`: every group

@@ -82,16 +82,32 @@ def entry(row: dict, informative: bool) -> dict:
     }
 
 
-def signal_table(rows: list[dict]) -> dict[str, dict[str, dict]]:
-    """model -> task -> entry, from the primary-metric rows of a signal run."""
+def signal_table(
+    rows: list[dict], fewshots: tuple[int, ...] | None = None
+) -> dict[str, dict[str, dict]]:
+    """model -> task -> entry, from the primary-metric rows of a signal run. With `fewshots`
+    (the settings the run tries), a (model, task) whose measurement is unfinished (no
+    informative setting yet and some settings still to measure) has no entry."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         if row.get("value") is not None and row.get("primary"):
             groups.setdefault((row["model"], row["task"]), []).append(row)
     table: dict[str, dict[str, dict]] = {}
     for (model, task), measured in sorted(groups.items()):
-        table.setdefault(model, {})[task] = choose(measured)
+        entry = choose(measured)
+        measured_shots = {int(r["num_fewshot"] or 0) for r in measured}
+        if fewshots and not entry["informative"] and not set(fewshots) <= measured_shots:
+            continue  # unfinished: a later setting may still be informative
+        table.setdefault(model, {})[task] = entry
     return table
+
+
+def update_table(rows: list[dict], fewshots: tuple[int, ...], path: Path | None) -> None:
+    """Rewrite the table's entries for the finished (model, task) pairs of these rows."""
+    table = load_table(path)
+    for model, entries in signal_table(rows, fewshots).items():
+        table.setdefault(model, {}).update(entries)
+    write_table(table, path)
 
 
 def write_table(table: dict[str, dict[str, dict]], path: Path | None = None) -> Path:
@@ -261,10 +277,7 @@ def run_signal(
                 )
                 if not every_fewshot and _informative_in(store.rows(), cell_key(ident)):
                     break
-    table = load_table(table_path)
-    for model, entries in signal_table(store.rows()).items():
-        table.setdefault(model, {}).update(entries)
-    write_table(table, table_path)
+            update_table(store.rows(), fewshots, table_path)  # a killed run keeps its entries
     print(f"[see] signal table: {table_path or SIGNAL_TABLE}")
     return store.run_dir
 
