@@ -142,6 +142,23 @@ def test_report_imports_without_torch():
     assert out.returncode == 0, out.stderr[-2000:]
 
 
+def byte_cell_row(run_id, model, method, target, byte_cr, task, value) -> dict:
+    """An initial-quality row of a byte-ratio comparison (frontier, sizes): WikiText word
+    perplexity, or accuracy for a GLUE task."""
+    return {
+        "run_id": run_id,
+        "model": model,
+        "method": method,
+        "method_options": "",
+        "target_cr": target,
+        "byte_cr": byte_cr,
+        "heal_stage": "initial",
+        "task": task,
+        "metric": "word_perplexity" if task == "wikitext" else "acc",
+        "value": value,
+    }
+
+
 def test_frontier_names_the_best_method_per_byte_budget_and_its_pareto_points():
     import pandas as pd
 
@@ -158,20 +175,9 @@ def test_frontier_names_the_best_method_per_byte_budget_and_its_pareto_points():
     ]
     rows = pd.DataFrame(
         [
-            {
-                "run_id": "20260101-000000-frontier",
-                "model": "m",
-                "method": method,
-                "method_options": "",
-                "target_cr": target,
-                "byte_cr": byte_cr,
-                "heal_stage": "initial",
-                "task": task,
-                "metric": metric,
-                "value": value,
-            }
+            byte_cell_row("20260101-000000-frontier", "m", method, target, byte_cr, task, value)
             for method, target, byte_cr, ppl, acc in cells
-            for task, metric, value in [("wikitext", "word_perplexity", ppl), ("sst2", "acc", acc)]
+            for task, value in [("wikitext", ppl), ("sst2", acc)]
         ]
     )
     table = budget_table(frontier_cells(rows)).set_index("byte_budget")
@@ -586,19 +592,8 @@ def test_headline_names_the_best_method_per_model_size_and_byte_budget():
     from see.report.headline import size_summary
 
     def row(model, method, target, byte_cr, task, value, params):
-        return {
-            "run_id": "20260101-000000-sizes",
-            "model": model,
-            "method": method,
-            "method_options": "",
-            "target_cr": target,
-            "byte_cr": byte_cr,
-            "heal_stage": "initial",
-            "task": task,
-            "metric": "word_perplexity" if task == "wikitext" else "acc",
-            "value": value,
-            "model_param_bytes": 4 * params,
-        }
+        cell = byte_cell_row("20260101-000000-sizes", model, method, target, byte_cr, task, value)
+        return cell | {"model_param_bytes": 4 * params}
 
     rows = []
     for model, params, ppl_svd, ppl_see in [

@@ -69,19 +69,13 @@ def run_grid(
             stage: [t for t in cfg.tasks if cell_key(identity(cfg, cell, t, stage)) not in done]
             for stage in cell_stages(cfg, cell)
         }
+        reasons = {t: skipped.get(t) or uninformative.get((cell.model, t)) for t in cfg.tasks}
         for stage, tasks in pending.items():
-            for task in [t for t in tasks if t in skipped]:
-                reason = skipped[task]
+            for task in [t for t in tasks if reasons[t]]:
                 store.append(
-                    [status_row(cfg, cell, task, run_id, device, "skipped", reason, stage)]
+                    [status_row(cfg, cell, task, run_id, device, "skipped", reasons[task], stage)]
                 )
-            pending[stage] = [t for t in tasks if t not in skipped]
-            for task in [t for t in pending[stage] if uninformative.get((cell.model, t))]:
-                reason = uninformative[(cell.model, task)]
-                store.append(
-                    [status_row(cfg, cell, task, run_id, device, "skipped", reason, stage)]
-                )
-                pending[stage].remove(task)
+            pending[stage] = [t for t in tasks if not reasons[t]]
         if any(pending.values()):
             work.append((cell, pending))
     if executor == "local":

@@ -20,7 +20,7 @@ def frontier_cells(rows: pd.DataFrame, preset: str = "frontier") -> pd.DataFrame
     sizes for the headline): byte_cr, word perplexity and the task accuracies, initial
     quality only (a task not evaluated, e.g. skipped as uninformative, is missing)."""
     data = rows[
-        rows.run_id.str.endswith(f"-{preset}") & (rows.heal_stage == "initial") & rows.value.notna()
+        rows.run_id.str.contains(f"-{preset}") & (rows.heal_stage == "initial") & rows.value.notna()
     ]
     if data.empty:
         return pd.DataFrame()
