@@ -620,3 +620,24 @@ def test_headline_names_the_best_method_per_model_size_and_byte_budget():
     assert [line.split("|")[4].strip() for line in body] == ["svd", "svd", "see", "see"]
     assert "135M" in table and "1.5B" in table and "nan" not in table and ">= 40x" in table
     assert size_summary(pd.DataFrame(rows).assign(run_id="20260101-000000-frontier")) == []
+
+
+def test_heal_speed_compares_each_stage_with_its_old_default_whatever_the_string_backend():
+    """The rows of one bench-heal run share a timestamp: the table must keep their written
+    order, so that each stage's first variant (the old default) is the speed-up's base. pandas
+    without pyarrow sorts its python-backed strings unstably (what `nox -s figures` has)."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from see.report.build import heal_speed_section
+    from see.results import published_rows
+
+    results = Path(__file__).parents[1] / "results"
+    runs = ["runs/20261125-042235-bench-heal", "runs/20261202-015710-bench-heal"]
+    rows = published_rows(results, runs)
+    rows["timestamp"] = rows.timestamp.astype(pd.StringDtype("python"))
+    text = "\n".join(heal_speed_section(rows))
+    lines = [line for line in text.splitlines() if "(old default)" in line]
+    assert len(lines) == 4
+    assert all(line.split("|")[8].strip() == "1" for line in lines)  # the speedup column

@@ -57,7 +57,7 @@ def latest(rows: pd.DataFrame) -> pd.DataFrame:
 
     Runs are kept apart: two presets may measure the same cell (e.g. the same baseline), and
     each run's section shows its own rows."""
-    rows = rows.sort_values("timestamp")
+    rows = rows.sort_values("timestamp", kind="stable")
     return rows.drop_duplicates(["run_id", "cell_key", "metric", "metric_filter"], keep="last")
 
 
@@ -375,7 +375,7 @@ def heal_speed_section(rows: pd.DataFrame) -> list[str]:
     first variant (the old default), and token perplexity on the validation slice after it."""
     if rows.empty:
         return []
-    table = rows.sort_values("timestamp").copy()
+    table = rows.sort_values("timestamp", kind="stable").copy()  # rows of one run share a stamp
     first = table.groupby(["run_id", "stage"]).tokens_per_s.transform("first")
     table["speedup"] = table.tokens_per_s / first
     cols = [
@@ -416,7 +416,7 @@ def contention_section(rows: pd.DataFrame) -> list[str]:
         '"while True: pass"`, a fresh process per measurement; `slowdown` = beside / alone, '
         "same setting (target: at most 2.5x). `passive` is the default (see see/runtime.py).",
         "",
-        rows.sort_values("timestamp")[cols].to_markdown(index=False, floatfmt=".3g"),
+        rows.sort_values("timestamp", kind="stable")[cols].to_markdown(index=False, floatfmt=".3g"),
         "",
     ]
 

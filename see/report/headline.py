@@ -104,7 +104,7 @@ def headline_cells(rows: pd.DataFrame) -> pd.DataFrame:
         & current_defaults(rows)
         & (rows.seed.fillna(0) == 0)
     ]
-    return data.sort_values("timestamp").drop_duplicates(
+    return data.sort_values("timestamp", kind="stable").drop_duplicates(
         ["model", "method", "target_cr"], keep="last"
     )
 

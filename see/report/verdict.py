@@ -43,7 +43,7 @@ def metric_rows(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     frame = frame.reindex(columns=frame.columns.union([*KEY, "value", "timestamp"], sort=False))
     frame[["metric", "metric_filter"]] = frame[["metric", "metric_filter"]].fillna("-")
-    return frame.sort_values("timestamp").drop_duplicates(KEY, keep="last")
+    return frame.sort_values("timestamp", kind="stable").drop_duplicates(KEY, keep="last")
 
 
 def compare_runs(new: list[dict], reference: list[dict], rtol: float = TOLERANCE) -> dict:
