@@ -84,6 +84,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     heal.add_argument("--method", default="svd")
     heal.add_argument("--ratio", type=float, default=10.0)
     heal.add_argument("--steps", type=int, default=8, help="timed steps per variant")
+    heal.add_argument("--stages", default="stage1,stage2", help="comma list: stage1, stage2")
     heal.add_argument("--results-dir", default="results")
     heal.add_argument("--publish", action="store_true", help="list the run in results/PUBLISHED")
     signal = sub.add_parser(
@@ -137,10 +138,13 @@ def dispatch(args: argparse.Namespace) -> None:
         from see.grid import run_grid
         from see.results import export_csv
 
-        cfg = only_models(load_grid(args.preset, data_dir=args.data_dir), args.models)
+        cfg = load_grid(args.preset, data_dir=args.data_dir)
+        models = args.models.split(",") if args.models else None
         if args.run_id:
             check_resumable(args.results_dir, args.run_id)
-        store = run_grid(cfg, args.results_dir, args.run_id, args.executor, args.force_config)
+        store = run_grid(
+            cfg, args.results_dir, args.run_id, args.executor, args.force_config, models
+        )
         export_csv(store.run_dir)
         if args.publish:
             publish(Path(args.results_dir), store.run_dir)
@@ -164,6 +168,7 @@ def dispatch(args: argparse.Namespace) -> None:
             method=args.method,
             ratio=args.ratio,
             steps=args.steps,
+            stages=tuple(args.stages.split(",")),
         )
         if args.publish:
             publish(Path(args.results_dir), run_dir)
@@ -213,10 +218,10 @@ def reproduce_preset(args: argparse.Namespace) -> None:
     from see.report.verdict import compare_run_dirs, published_run, verdict_markdown
     from see.results import export_csv
 
-    cfg = only_models(load_grid(args.preset, data_dir=args.data_dir), args.models)
+    cfg = load_grid(args.preset, data_dir=args.data_dir)
     root = Path(args.results_dir)
     out = root if args.publish else root / "local"
-    store = run_grid(cfg, out)
+    store = run_grid(cfg, out, models=args.models.split(",") if args.models else None)
     export_csv(store.run_dir)
     run = store.run_dir.relative_to(out).as_posix()
     if args.publish:
@@ -232,19 +237,6 @@ def reproduce_preset(args: argparse.Namespace) -> None:
     verdict = verdict_markdown(compare_run_dirs(store.run_dir, reference))
     (store.run_dir / "verdict.md").write_text(verdict + "\n")
     print(verdict)
-
-
-def only_models(cfg, models: str | None):
-    """The preset restricted to a comma list of its models (e.g. one model per session)."""
-    import dataclasses
-
-    if not models:
-        return cfg
-    chosen = models.split(",")
-    unknown = [m for m in chosen if m not in cfg.models]
-    if unknown:
-        raise ValueError(f"--models {unknown} not in preset {cfg.name!r}: {cfg.models}")
-    return dataclasses.replace(cfg, models=chosen)
 
 
 def publish(results_dir: Path, run_dir: Path) -> None:

@@ -340,6 +340,7 @@ def test_headline_table_replaces_only_the_text_between_its_markers(tmp_path):
             model="m",
             method=method,
             target_cr=cr,
+            byte_cr=cr,
             value=value,
             task="wikitext",
             metric="word_perplexity",
@@ -620,6 +621,33 @@ def test_headline_names_the_best_method_per_model_size_and_byte_budget():
     assert [line.split("|")[4].strip() for line in body] == ["svd", "svd", "see", "see"]
     assert "135M" in table and "1.5B" in table and "nan" not in table and ">= 40x" in table
     assert size_summary(pd.DataFrame(rows).assign(run_id="20260101-000000-frontier")) == []
+
+
+def test_headline_names_the_best_method_per_byte_budget_from_the_newest_frontier_run():
+    import pandas as pd
+
+    from see.report.headline import budget_summary
+
+    old, new = "20260101-000000-frontier", "20260201-000000-frontier"
+    rows = [
+        byte_cell_row(old, "m", "baseline", 1.0, 1.0, "wikitext", 30.0),
+        byte_cell_row(old, "m", "see", 10.0, 10.0, "wikitext", 40.0),  # older defaults
+        byte_cell_row(new, "m", "baseline", 1.0, 1.0, "wikitext", 30.0),
+        byte_cell_row(new, "m", "see", 10.0, 10.0, "wikitext", 400.0),
+        byte_cell_row(new, "m", "svd", 10.0, 10.2, "wikitext", 90.0)
+        | {"method_options": "codes_dtype=int8"},
+        byte_cell_row(new, "m", "svd", 10.0, 10.0, "wikitext", 900.0),
+        byte_cell_row(new, "m", "svd", 40.0, 40.0, "wikitext", 2000.0),
+    ]
+    lines = budget_summary(pd.DataFrame(rows))
+    assert new in lines[0] and old not in lines[0]
+    body = [line.split("|") for line in lines[2].splitlines()[2:]]
+    assert [(c[2].strip(), c[3].strip()) for c in body] == [
+        (">= 10x", "svd (codes_dtype=int8)"),
+        (">= 40x", "svd"),
+    ]
+    assert "see (400)" in lines[2] and "x baseline" in lines[2]
+    assert budget_summary(pd.DataFrame(rows).assign(run_id="20260101-000000-sizes")) == []
 
 
 def test_heal_speed_compares_each_stage_with_its_old_default_whatever_the_string_backend():

@@ -236,3 +236,29 @@ def test_an_unfinished_measurement_writes_no_table_entry():
     table = signal_table(pending + done + tried[1:], fewshots=(0, 5))
     assert set(table["m"]) == {"sst2", "cola"} and not table["m"]["cola"]["informative"]
     assert set(signal_table(pending)["m"]) == {"rte"}  # without `fewshots`: every group
+
+
+def test_models_subset_keeps_the_full_config_so_another_session_resumes(tmp_path, monkeypatch):
+    from see.config import GridConfig
+    from see.evaluation import signal
+    from see.grid import run_grid
+
+    rte = {"num_fewshot": 0, "informative": False, "value": 0.5, "chance": 0.53, "stderr": 0.04}
+    table = {"smollm2-135m": {"rte": rte}, "gemma3-270m": {"rte": rte}}
+    monkeypatch.setattr(signal, "SIGNAL_TABLE", write_table(table, tmp_path / "signal.toml"))
+    cfg = GridConfig(
+        name="t",
+        models=["smollm2-135m", "gemma3-270m"],
+        methods=["baseline"],
+        ratios=[10],
+        tasks={"rte": 2},  # uninformative for both: skipped rows, nothing loaded
+        num_fewshot="signal",
+        skip_uninformative=True,
+    )
+    store = run_grid(cfg, tmp_path, run_id="r1", models=["smollm2-135m"])
+    assert {r["model"] for r in store.rows()} == {"smollm2-135m"}
+    assert json.loads((store.run_dir / "config.json").read_text())["models"] == cfg.models
+    store = run_grid(cfg, tmp_path, run_id="r1", models=["gemma3-270m"])  # no config change
+    assert sorted(r["model"] for r in store.rows()) == ["gemma3-270m", "smollm2-135m"]
+    with pytest.raises(ValueError, match="models \\['gpt2'\\] not in preset 't'"):
+        run_grid(cfg, tmp_path, run_id="r1", models=["gpt2"])

@@ -50,6 +50,20 @@ VARIANTS = {  # name -> (stage, HealConfig overrides, teacher cache); first of a
         {"row_loss": "none", "autocast": "bf16", "cache_hidden": True},
         "read",
     ),
+    **{
+        f"stage1 layer {layer}, no row terms, bf16, teacher {how}": (
+            "stage1",
+            {
+                "row_loss": "none",
+                "autocast": "bf16",
+                "cache_hidden": True,
+                "align_layers": (layer,),
+            },
+            mode,
+        )
+        for layer in (4, 8, 15)
+        for how, mode in (("computed", "fill"), ("from the cache", "read"))
+    },
     "stage2 full teacher, fp32 (old default)": ("stage2", {}, None),
     "stage2 full teacher, bf16": ("stage2", {"autocast": "bf16"}, None),
     "stage2 teacher top-64, computed": ("stage2", {"teacher_top_k": 64}, "fill"),
@@ -76,8 +90,9 @@ def heal_speed(
     seq_len: int = 256,
     selection_tokens: int = 2048,
     data_dir: str | None = None,
+    stages: tuple[str, ...] = ("stage1", "stage2"),
 ) -> list[dict]:
-    """One row per variant (not stored: see `run_heal_speed`)."""
+    """One row per variant of `stages` (not stored: see `run_heal_speed`)."""
     import tempfile
 
     from see.config import GridConfig
@@ -85,6 +100,9 @@ def heal_speed(
     from see.grid import Cell, build_model
     from see.heal import HealConfig, Healer, TeacherCache, training_ids
 
+    unknown = [s for s in stages if s not in ("stage1", "stage2")]
+    if unknown or not stages:
+        raise ValueError(f"bench-heal stages {list(stages)}; allowed: stage1, stage2")
     cfg = GridConfig(
         name="bench-heal",
         models=[model],
@@ -101,6 +119,8 @@ def heal_speed(
     initial_ppl = token_perplexity(student, check_ids)
     rows, cache_dir = [], tempfile.mkdtemp(prefix="see-teacher-")
     for name, (stage, overrides, cache_mode) in VARIANTS.items():
+        if stage not in stages:
+            continue
         budget = {"stage1_steps": 0, "stage2_steps": 0, f"{stage}_steps": steps}
         heal = HealConfig(batch_size=batch_size, seq_len=seq_len, **{**budget, **overrides})
         ids = training_ids(heal, tok, data_dir)

@@ -27,20 +27,27 @@ def run_grid(
     run_id: str | None = None,
     executor: str = "local",
     force_config: bool = False,
+    models: list[str] | None = None,
 ):
     """Run every pending (cell, task) of the grid into results/runs/<run_id>; resumable.
 
     `executor`: `local` runs cells one after another in this process; `submitit-local` and
     `slurm` submit each cell as a submitit job (a local subprocess, or a Slurm job with the
     SEE_SLURM_* settings) and append each job's rows here as it finishes. `force_config`
-    resumes a run whose config changed (see `open_run`).
+    resumes a run whose config changed (see `open_run`). `models` runs only these of the
+    grid's models; the run's config keeps them all, so a later session resumes the same run
+    with the others and no config change.
     """
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; allowed: {EXECUTORS}")
+    unknown = [m for m in models or [] if m not in cfg.models]
+    if unknown:
+        raise ValueError(f"models {unknown} not in preset {cfg.name!r}: {cfg.models}")
+    chosen = models or cfg.models
     from see.models.zoo import check_model
 
     check_methods(cfg)
-    for model in cfg.models:  # before the run folder exists and before the first cell
+    for model in chosen:  # before the run folder exists and before the first cell
         check_model(model)
         for task in cfg.tasks:
             fewshot_setting(cfg, model, task)  # "signal": the table must have the entry
@@ -50,7 +57,7 @@ def run_grid(
     runnable = [t for t in cfg.tasks if t not in skipped]
     uninformative = {
         (model, task): uninformative_reason(model, task)
-        for model in cfg.models
+        for model in chosen
         for task in runnable
         if cfg.skip_uninformative
     }
@@ -61,7 +68,7 @@ def run_grid(
     run_id = store.run_dir.name
     done = store.done_keys()
     device = device_name()
-    cells = expand(cfg)
+    cells = [cell for cell in expand(cfg) if cell.model in chosen]
     start = time.perf_counter()
     work = []
     for cell in cells:

@@ -83,7 +83,8 @@ def runner_up(meets: pd.DataFrame, best_index) -> str | None:
     if rest.empty:
         return None
     second = rest.loc[rest.word_ppl.idxmin()]
-    return f"{second.method} ({second.word_ppl:.4g})"
+    options = f", {second.method_options}" if second.get("method_options") else ""
+    return f"{second.method}{options} ({second.word_ppl:.4g})"
 
 
 def frontier_markdown(rows: pd.DataFrame) -> str | None:

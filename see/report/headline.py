@@ -136,7 +136,29 @@ def headline_markdown(rows: pd.DataFrame) -> str | None:
             table.reset_index().to_markdown(index=False, floatfmt=".4g", missingval="-"),
             "",
         ]
-    return "\n".join(parts + size_summary(rows)) or None
+    return "\n".join(parts + budget_summary(rows) + size_summary(rows)) or None
+
+
+def budget_summary(rows: pd.DataFrame) -> list[str]:
+    """Per model (the newest `frontier` run that has it) and byte budget: the method with the
+    lowest WikiText word perplexity among those storing at least that many times fewer
+    embedding bytes (issue 17's question: which method wins at which budget)."""
+    cells = frontier_cells(rows, "frontier")
+    if cells.empty:
+        return []
+    newest = cells.groupby("model").run_id.transform("max")
+    best = budget_table(cells[cells.run_id == newest])
+    if best.empty:
+        return []
+    return [
+        f"**Per byte budget** (runs: {', '.join(sorted(best.run_id.unique()))}): the method "
+        "with the lowest word perplexity among all methods of the `frontier` preset that store "
+        "at least that many times fewer embedding bytes; task accuracy only where the task is "
+        "informative for the model (else `-`).",
+        "",
+        best_markdown(best, sizes=None),
+        "",
+    ]
 
 
 def size_summary(rows: pd.DataFrame) -> list[str]:
@@ -150,15 +172,27 @@ def size_summary(rows: pd.DataFrame) -> list[str]:
     best = best[best.byte_budget.isin(SIZE_BUDGETS)]
     if best.empty:
         return []
-    best = best.assign(params=best.model.map(model_params(rows))).sort_values(
-        ["params", "byte_budget"]
-    )
+    params = best.model.map(model_params(rows))
+    best = best.assign(params=params).sort_values(["params", "byte_budget"])
+    return [
+        f"**Per model size** (runs: {', '.join(sorted(best.run_id.unique()))}): the method with "
+        "the lowest word perplexity among those storing at least 10x / 40x fewer embedding "
+        "bytes; task accuracy only where the task is informative for the model (else `-`).",
+        "",
+        best_markdown(best.drop(columns="params"), sizes=best.params),
+        "",
+    ]
+
+
+def best_markdown(best: pd.DataFrame, sizes: pd.Series | None) -> str:
+    """The rows of `budget_table` as the headline prints them (model sizes when given)."""
+    method = best.best_method + best.options.fillna("").map(lambda o: f" ({o})" if o else "")
     table = pd.DataFrame(
         {
             "model": best.model,
-            "parameters": best.params.map(size_label),
+            **({"parameters": sizes.map(size_label)} if sizes is not None else {}),
             "fewer bytes": best.byte_budget.map(lambda b: f">= {b:g}x"),
-            "best method": best.best_method,
+            "best method": method,
             "byte ratio": best.byte_cr,
             "word ppl": best.word_ppl,
             "x baseline": best.ppl_over_baseline,
@@ -167,14 +201,7 @@ def size_summary(rows: pd.DataFrame) -> list[str]:
         }
     )
     table = table.astype(object).where(table.notna(), None)  # blank, not "nan"
-    return [
-        f"**Per model size** (runs: {', '.join(sorted(best.run_id.unique()))}): the method with "
-        "the lowest word perplexity among those storing at least 10x / 40x fewer embedding "
-        "bytes; task accuracy only where the task is informative for the model (else `-`).",
-        "",
-        table.to_markdown(index=False, floatfmt=".4g", missingval="-"),
-        "",
-    ]
+    return table.to_markdown(index=False, floatfmt=".4g", missingval="-")
 
 
 def size_label(params: float) -> str:
