@@ -626,9 +626,9 @@ def test_headline_names_the_best_method_per_model_size_and_byte_budget():
 def test_headline_names_the_best_method_per_byte_budget_from_the_newest_frontier_run():
     import pandas as pd
 
-    from see.report.headline import budget_summary
+    from see.report.headline import DEFAULTS_CHANGED, budget_summary
 
-    old, new = "20260101-000000-frontier", "20260201-000000-frontier"
+    old, new = "20261202-000000-frontier", "20261203-000000-frontier"
     rows = [
         byte_cell_row(old, "m", "baseline", 1.0, 1.0, "wikitext", 30.0),
         byte_cell_row(old, "m", "see", 10.0, 10.0, "wikitext", 40.0),  # older defaults
@@ -647,6 +647,9 @@ def test_headline_names_the_best_method_per_byte_budget_from_the_newest_frontier
         (">= 40x", "svd"),
     ]
     assert "see (400)" in lines[2] and "x baseline" in lines[2]
+    since = DEFAULTS_CHANGED["see"][0]  # SEE's defaults changed after the older run
+    stale = pd.DataFrame(rows[:2]).assign(run_id=f"{since[:8]}-000000-frontier")
+    assert "| see " not in "\n".join(budget_summary(stale))
     assert budget_summary(pd.DataFrame(rows).assign(run_id="20260101-000000-sizes")) == []
 
 

@@ -143,7 +143,10 @@ def budget_summary(rows: pd.DataFrame) -> list[str]:
     """Per model (the newest `frontier` run that has it) and byte budget: the method with the
     lowest WikiText word perplexity among those storing at least that many times fewer
     embedding bytes (issue 17's question: which method wins at which budget)."""
-    cells = frontier_cells(rows, "frontier")
+    stale = pd.Series(False, index=rows.index)
+    for method, (since, _) in DEFAULTS_CHANGED.items():  # fitted with defaults since changed
+        stale |= (rows.method == method) & (rows.run_id < since)
+    cells = frontier_cells(rows[~stale], "frontier")
     if cells.empty:
         return []
     newest = cells.groupby("model").run_id.transform("max")
