@@ -43,6 +43,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--publish", action="store_true", help="list the run in results/PUBLISHED")
     run.add_argument("--models", help="comma list: run only these of the preset's models")
     run.add_argument(
+        "--reuse",
+        help="comma list of earlier runs: copy their measured rows of the same cells "
+        "(same cell key) instead of measuring again",
+    )
+    run.add_argument(
         "--executor",
         default="local",
         choices=["local", "submitit-local", "slurm"],
@@ -142,8 +147,9 @@ def dispatch(args: argparse.Namespace) -> None:
         models = args.models.split(",") if args.models else None
         if args.run_id:
             check_resumable(args.results_dir, args.run_id)
+        reuse = args.reuse.split(",") if args.reuse else None
         store = run_grid(
-            cfg, args.results_dir, args.run_id, args.executor, args.force_config, models
+            cfg, args.results_dir, args.run_id, args.executor, args.force_config, models, reuse
         )
         export_csv(store.run_dir)
         if args.publish:

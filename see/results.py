@@ -229,6 +229,25 @@ def read_rows(path: str | Path) -> list[dict]:
     return rows
 
 
+def measured_rows(results_dir: str | Path, run_ids: list[str]) -> dict[str, list[dict]]:
+    """The measured rows (no status) of earlier runs by cell key, the first run listed that
+    has a key winning: what `run --reuse` copies instead of measuring the cell again (a key
+    hashes a cell's identity and settings, never its run or preset)."""
+    by_key: dict[str, list[dict]] = {}
+    for run_id in run_ids:
+        path = Path(results_dir) / "runs" / run_id / "rows.jsonl"
+        if not path.is_file():
+            raise ValueError(
+                f"--reuse {run_id!r}: no {path}; allowed: a run in {path.parent.parent}"
+            )
+        mine: dict[str, list[dict]] = {}
+        for row in read_rows(path):
+            if not row.get("status") and row["cell_key"] not in by_key:
+                mine.setdefault(row["cell_key"], []).append(row)
+        by_key.update(mine)
+    return by_key
+
+
 def published_rows(results_dir: str | Path = "results", runs: list[str] | None = None):
     """All rows of the runs listed in results/PUBLISHED (or of `runs`, paths relative to
     results_dir), as a pandas DataFrame."""

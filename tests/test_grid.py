@@ -65,3 +65,28 @@ def undocumented_columns(columns: set[str]) -> list[str]:
     names = {name for cell in cells for name in re.findall(r"`([^`]+)`", cell)}
     prefixes = tuple(n[:-1] for n in names if n.endswith("*"))
     return sorted(c for c in columns if c not in names and not c.startswith(prefixes))
+
+
+@needs_data
+def test_reuse_copies_measured_rows_of_the_same_cells_instead_of_measuring(tmp_path):
+    from see.grid.rows import identity
+    from see.results import cell_key
+
+    cfg = GridConfig(
+        name="t", models=["smollm2-135m"], methods=["baseline"], ratios=[10], tasks={"wikitext": 1}
+    )
+    (cell,) = expand(cfg)
+    ident = identity(cfg, cell, "wikitext")
+    earlier = tmp_path / "runs" / "old"
+    earlier.mkdir(parents=True)
+    measured = {**ident, "cell_key": cell_key(ident), "run_id": "old", "git_commit": "abc"}
+    rows = [measured | {"metric": "word_perplexity", "value": 33.0}]
+    rows.append(measured | {"metric": None, "value": None, "status": "error", "cell_key": "x"})
+    earlier.joinpath("rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match="--reuse 'gone': no "):
+        run_grid(cfg, tmp_path, run_id="new", reuse=["gone"])
+    assert not (tmp_path / "runs" / "new").exists()  # refused before the run folder exists
+    store = run_grid(cfg, tmp_path, run_id="new", reuse=["old"])  # no model is loaded
+    (copied,) = store.rows()
+    assert copied["value"] == 33.0 and copied["run_id"] == "new"
+    assert copied["reused_from"] == "old" and copied["git_commit"] == "abc"

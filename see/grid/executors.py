@@ -16,7 +16,7 @@ from see.evaluation.tasks import skipped_tasks
 from see.grid.cells import Cell, check_methods, expand
 from see.grid.pipeline import cell_stages, run_cell
 from see.grid.rows import cell_summary, fewshot_setting, identity, status_row
-from see.results import ResultStore, cell_key, device_name, open_run
+from see.results import ResultStore, cell_key, device_name, measured_rows, open_run
 
 EXECUTORS = ("local", "submitit-local", "slurm")
 
@@ -28,6 +28,7 @@ def run_grid(
     executor: str = "local",
     force_config: bool = False,
     models: list[str] | None = None,
+    reuse: list[str] | None = None,
 ):
     """Run every pending (cell, task) of the grid into results/runs/<run_id>; resumable.
 
@@ -36,7 +37,8 @@ def run_grid(
     SEE_SLURM_* settings) and append each job's rows here as it finishes. `force_config`
     resumes a run whose config changed (see `open_run`). `models` runs only these of the
     grid's models; the run's config keeps them all, so a later session resumes the same run
-    with the others and no config change.
+    with the others and no config change. `reuse` names earlier runs whose measured rows
+    with the same cell key are copied (with `reused_from`) instead of measured again.
     """
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; allowed: {EXECUTORS}")
@@ -62,6 +64,7 @@ def run_grid(
         if cfg.skip_uninformative
     }
     check_tasks(runnable, min((v for v in cfg.tasks.values() if v), default=None), cfg.data_dir)
+    earlier = measured_rows(results_dir, reuse or [])
     store = open_run(
         results_dir, dataclasses.asdict(cfg), cfg.name, run_id, force_config, grid_defaults()
     )
@@ -70,7 +73,7 @@ def run_grid(
     device = device_name()
     cells = [cell for cell in expand(cfg) if cell.model in chosen]
     start = time.perf_counter()
-    work = []
+    work, reused_count = [], 0
     for cell in cells:
         pending = {
             stage: [t for t in cfg.tasks if cell_key(identity(cfg, cell, t, stage)) not in done]
@@ -82,9 +85,15 @@ def run_grid(
                 store.append(
                     [status_row(cfg, cell, task, run_id, device, "skipped", reasons[task], stage)]
                 )
-            pending[stage] = [t for t in tasks if not reasons[t]]
+            keys = {t: cell_key(identity(cfg, cell, t, stage)) for t in tasks}
+            for task in [t for t in tasks if not reasons[t] and keys[t] in earlier]:
+                store.append([reused(row, run_id) for row in earlier[keys[task]]])
+                reused_count += 1
+            pending[stage] = [t for t in tasks if not reasons[t] and keys[t] not in earlier]
         if any(pending.values()):
             work.append((cell, pending))
+    if reused_count:
+        print(f"[see] {reused_count} (cell, task) measurements copied from {reuse}")
     if executor == "local":
         for cell, pending in tqdm(work, desc=f"grid {cfg.name}", unit="cell"):
             cell_start, cell_rows = time.perf_counter(), []
@@ -99,6 +108,12 @@ def run_grid(
         f"{time.perf_counter() - start:.1f} s -> {store.path}"
     )
     return store
+
+
+def reused(row: dict, run_id: str) -> dict:
+    """A measured row of an earlier run as a row of this one: its provenance (commit, device,
+    timestamp, timings) stays its own, `reused_from` names the run that measured it."""
+    return {**row, "run_id": run_id, "reused_from": row.get("reused_from") or row["run_id"]}
 
 
 def cell_job(cell: Cell, cfg: GridConfig, pending: dict, run_id: str, run_dir: str) -> list:
