@@ -19,7 +19,13 @@ from see.evaluation.signal import (  # noqa: E402
 )
 from see.report.bench import compared_to_baseline  # noqa: E402
 from see.report.claims import LOWER_IS_BETTER, claims_markdown, lower_is_better  # noqa: E402
-from see.report.frontier import frontier_cells, frontier_markdown, pareto_front  # noqa: E402
+from see.report.frontier import (  # noqa: E402
+    cell_label,
+    frontier_cells,
+    frontier_markdown,
+    newest_runs,
+    pareto_front,
+)
 from see.report.headline import update_readme  # noqa: E402
 from see.report.healing import (  # noqa: E402
     curve_markdown,
@@ -449,16 +455,20 @@ def plot_pareto(rows: pd.DataFrame, out: Path) -> Path | None:
 
 def plot_frontier(rows: pd.DataFrame, out: Path) -> Path | None:
     """Frontier runs: word perplexity vs byte ratio, a panel per model, Pareto points joined."""
-    cells = frontier_cells(rows)
+    cells = newest_runs(frontier_cells(rows))
     if cells.empty:
         return None
+    cells = cells.assign(label=cells.apply(cell_label, axis=1))
     models = sorted(cells.model.unique())
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models) + 2, 4.5), squeeze=False)
-    colors = {m: f"C{i}" for i, m in enumerate(sorted(cells.method.unique()))}
+    colors = {m: f"C{i}" for i, m in enumerate(sorted(cells.label.unique()))}
     for ax, model in zip(axes[0], models, strict=True):
         sub = cells[cells.model == model]
-        for method, group in sub[sub.method != "baseline"].groupby("method"):
-            ax.scatter(group.byte_cr, group.word_ppl, s=22, color=colors[method], label=method)
+        for label, group in sub[sub.method != "baseline"].groupby("label"):
+            marker = "^" if label != group.method.iloc[0] else "o"  # variants: triangles
+            ax.scatter(
+                group.byte_cr, group.word_ppl, s=22, color=colors[label], marker=marker, label=label
+            )
         front = pareto_front(sub[sub.method != "baseline"])
         ax.plot(front.byte_cr, front.word_ppl, color="grey", lw=1, zorder=0, label="Pareto front")
         for value in sub[sub.method == "baseline"].word_ppl:

@@ -37,6 +37,20 @@ def frontier_cells(rows: pd.DataFrame, preset: str = "frontier") -> pd.DataFrame
     return cells.sort_values(["run_id", "model", "byte_cr"]).reset_index(drop=True)
 
 
+def newest_runs(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per model, the cells of the newest run that has it (an older run of the same preset
+    may hold rows fitted with defaults that changed since)."""
+    if cells.empty:
+        return cells
+    return cells[cells.run_id == cells.groupby("model").run_id.transform("max")]
+
+
+def cell_label(cell: pd.Series) -> str:
+    """A method and its non-default options, e.g. `svd (codes_dtype=int8)`."""
+    options = cell.get("method_options")
+    return f"{cell.method} ({options})" if isinstance(options, str) and options else cell.method
+
+
 def pareto_front(cells: pd.DataFrame) -> pd.DataFrame:
     """The cells of one model that no other cell beats on both bytes and word perplexity."""
     ordered = cells.dropna(subset=["word_ppl"]).sort_values(
@@ -83,12 +97,11 @@ def runner_up(meets: pd.DataFrame, best_index) -> str | None:
     if rest.empty:
         return None
     second = rest.loc[rest.word_ppl.idxmin()]
-    options = f", {second.method_options}" if second.get("method_options") else ""
-    return f"{second.method}{options} ({second.word_ppl:.4g})"
+    return f"{cell_label(second)} ({second.word_ppl:.4g})"
 
 
 def frontier_markdown(rows: pd.DataFrame) -> str | None:
-    cells = frontier_cells(rows)
+    cells = newest_runs(frontier_cells(rows))
     if cells.empty:
         return None
     return budget_table(cells).to_markdown(index=False, floatfmt=".4g")
