@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from see.methods.base import (
     CompressedEmbedding,
@@ -61,7 +62,7 @@ def kmeans(
     m, n, _ = points.shape
     w = torch.ones(n, device=points.device) if weights is None else weights.to(points)
     centroids = kmeans_plus_plus(points, k, w, generator)
-    for _ in range(iters):
+    for _ in tqdm(range(iters), desc=f"pq k-means (m={m}, k={k})", mininterval=2):
         assign = nearest(points, centroids)
         sums = torch.zeros_like(centroids).scatter_add_(
             1, assign[..., None].expand_as(points), points * w[None, :, None]
@@ -87,7 +88,7 @@ def kmeans_plus_plus(
     first = torch.multinomial(w.cpu().double(), 1, generator=generator).to(points.device)
     chosen = [points[:, first[0]]]
     dist = (points - chosen[0][:, None]).pow(2).sum(-1)  # (m, N) to the nearest seed so far
-    for _ in range(1, k):
+    for _ in tqdm(range(1, k), desc=f"pq k-means++ seeds (m={m})", mininterval=2):
         cdf = (dist * w).double().cumsum(1)
         u = torch.rand(m, 1, generator=generator, dtype=torch.float64).to(cdf) * cdf[:, -1:]
         # right=True never picks a zero-mass point; all covered (total 0): the last point
