@@ -52,6 +52,21 @@ def test_pq_with_as_many_centroids_as_distinct_subvectors_is_exact():
     assert module.codes.dtype == torch.uint8
 
 
+def test_pq_with_16_centroids_packs_two_codes_per_byte():
+    torch.manual_seed(0)
+    atoms = torch.randn(16, 8, 4)  # 16 distinct sub-vectors per sub-space: 4 bits are exact
+    table = atoms[torch.randint(0, 16, (300, 8)), torch.arange(8)].reshape(300, 32)
+    four = get_method("pq").from_table(table, 1.5, bits=4, subvectors=8, iters=10)
+    torch.testing.assert_close(four.materialize(), table)
+    assert four.codes.shape == (300, 4) and four.codes.dtype == torch.uint8
+    eight = get_method("pq").from_table(table, 1.05, bits=8, subvectors=8, iters=2)
+    codebooks = 8 * 4 * 4  # m x 2**bits x d/m fp32 values
+    assert four.num_bytes() == 300 * 4 + 16 * codebooks
+    assert eight.num_bytes() == 300 * 8 + 256 * codebooks
+    with pytest.raises(ValueError, match="subvectors=1 must divide d=32 and be even"):
+        get_method("pq").from_table(table, 1.5, bits=4, subvectors=1)
+
+
 def test_impossible_targets_are_unreachable_with_the_reason():
     table = torch.randn(500, 64)
     with pytest.raises(UnreachableCR, match="int8 with group_size 32 stores 3.76x"):
@@ -69,6 +84,7 @@ def test_impossible_targets_are_unreachable_with_the_reason():
     [
         ("int4", 6, {}),
         ("pq", 20, {"iters": 2}),
+        ("pq", 40, {"iters": 2, "bits": 4}),
         ("svd", 10, {"codes_dtype": "int8"}),
         ("word2ketxs", 20, {"steps": 2, "sampling": "uniform", "row_order": "pca"}),
     ],

@@ -2,10 +2,11 @@
 
 Each d-row is cut into m sub-vectors of d/m values; sub-space j has a codebook of 2**bits
 centroids (k-means on the rows' j-th sub-vectors) and a row stores, per sub-space, the id of
-its nearest centroid (uint8 for bits <= 8). Bytes = V*m (codes) + m * 2**bits * (d/m) * 4
-(fp32 codebooks), so `reached_cr` = `byte_cr` = fp32 table bytes / stored bytes. The target is
-a byte ratio: m is the largest divisor of d whose bytes fit V*d*4 / target (`subvectors`
-fixes it instead).
+its nearest centroid: uint8 for bits <= 8, packed two per byte for bits <= 4 (16 centroids or
+fewer; m even), int16 past 8 bits. Bytes = V*m*bytes-per-code + m * 2**bits * (d/m) * 4 (fp32
+codebooks), so `reached_cr` = `byte_cr` = fp32 table bytes / stored bytes. The target is a
+byte ratio: m is the largest divisor of d whose bytes fit V*d*4 / target (`subvectors` fixes
+it instead). Fewer bits buy more, shorter sub-vectors at the same bytes (4 bits: twice the m).
 
 k-means: a torch implementation (k-means++ seeding, then `iters` (25) Lloyd iterations),
 batched over the m sub-spaces, rather than faiss-cpu: it is a few lines, runs
@@ -29,24 +30,36 @@ from see.methods.base import (
     check_table,
     check_target_cr,
 )
+from see.methods.quantized import pack_int4, unpack_int4
 from see.methods.registry import register
 from see.methods.rowfit import RowFit, row_probs
 
 
+def packs(bits: int) -> bool:
+    """Codes of 16 centroids or fewer are stored two per byte."""
+    return bits <= 4
+
+
 def pq_bytes(vocab: int, dim: int, m: int, bits: int) -> int:
-    return vocab * m * (1 if bits <= 8 else 2) + (2**bits) * dim * 4
+    codes = vocab * m // 2 if packs(bits) else vocab * m * (1 if bits <= 8 else 2)
+    return codes + (2**bits) * dim * 4
+
+
+def allowed_subvectors(dim: int, bits: int) -> list[int]:
+    """The m that divide d (and are even where codes are packed two per byte)."""
+    return [m for m in range(1, dim + 1) if dim % m == 0 and not (packs(bits) and m % 2)]
 
 
 def choose_subvectors(vocab: int, dim: int, target: float, bits: int) -> int:
-    """The largest m dividing d whose stored bytes reach the target byte ratio."""
+    """The largest allowed m whose stored bytes reach the target byte ratio."""
     budget = vocab * dim * 4 / target
-    divisors = [m for m in range(1, dim + 1) if dim % m == 0]
-    fits = [m for m in divisors if pq_bytes(vocab, dim, m, bits) <= budget]
+    allowed = allowed_subvectors(dim, bits)
+    fits = [m for m in allowed if pq_bytes(vocab, dim, m, bits) <= budget]
     if not fits:
-        best = vocab * dim * 4 / pq_bytes(vocab, dim, 1, bits)
+        best = vocab * dim * 4 / pq_bytes(vocab, dim, allowed[0], bits)
         raise UnreachableCR(
-            f"pq with {2**bits} centroids reaches at most byte ratio {best:.3g} (m = 1) on a "
-            f"{vocab} x {dim} table; {target:g} is out of reach"
+            f"pq with {2**bits} centroids reaches at most byte ratio {best:.3g} (m = "
+            f"{allowed[0]}) on a {vocab} x {dim} table; {target:g} is out of reach"
         )
     return max(fits)
 
@@ -143,7 +156,11 @@ class PQEmbedding(CompressedEmbedding):
     def __init__(self, codes: torch.Tensor, codebooks: torch.Tensor):
         m, k, sub = codebooks.shape
         super().__init__(codes.shape[0], m * sub)
-        self.register_buffer("codes", codes)  # V x m, uint8 (int16 past 256 centroids)
+        self.packed = k <= 16
+        if codes.shape[1] != (m // 2 if self.packed else m):
+            raise ValueError(f"pq codes {tuple(codes.shape)} do not match {m} sub-spaces of {k}")
+        # V x m uint8 (V x m/2, two per byte, for 16 centroids or fewer; int16 past 256)
+        self.register_buffer("codes", codes)
         self.codebooks = nn.Parameter(codebooks)  # m x 2**bits x d/m
 
     Options = PQOptions
@@ -156,16 +173,19 @@ class PQEmbedding(CompressedEmbedding):
         vocab, dim = table.shape
         check_target_cr(target_cr)
         bits, subvectors = options.bits, options.subvectors
-        if subvectors and dim % subvectors:
-            raise ValueError(f"pq subvectors={subvectors} must divide d={dim}")
+        if subvectors and subvectors not in allowed_subvectors(dim, bits):
+            packed = " and be even (bits <= 4: codes packed two per byte)" if packs(bits) else ""
+            raise ValueError(f"pq subvectors={subvectors} must divide d={dim}{packed}")
         m = subvectors or choose_subvectors(vocab, dim, target_cr, bits)
         levers = options.levers()
         weights = row_probs(levers, ctx.token_counts if levers.needs_counts else None, vocab)
         points = table.reshape(vocab, m, dim // m).transpose(0, 1).contiguous()
         generator = torch.Generator().manual_seed(ctx.seed)
         centroids, assign = kmeans(points, 2**bits, options.iters, weights, generator)
-        codes = assign.T.contiguous().to(torch.uint8 if bits <= 8 else torch.int16)
-        module = cls(codes, centroids)
+        codes = assign.T.contiguous()
+        if packs(bits):
+            codes = pack_int4((codes - 8).to(torch.int8))
+        module = cls(codes.to(torch.uint8 if bits <= 8 else torch.int16), centroids)
         if module.byte_cr < target_cr - 1e-9:
             raise UnreachableCR(
                 f"pq with m={m}: byte ratio {module.byte_cr:.3g} < target {target_cr:g}"
@@ -177,7 +197,8 @@ class PQEmbedding(CompressedEmbedding):
         return {"codes": self.codes, "codebooks": self.codebooks}
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        codes = self.codes[ids].long()  # (..., m)
+        codes = self.codes[ids]
+        codes = (unpack_int4(codes) + 8 if self.packed else codes).long()  # (..., m)
         slots = torch.arange(self.codebooks.shape[0], device=codes.device)
         return self.codebooks[slots, codes].flatten(-2)
 
