@@ -75,21 +75,21 @@ def run_grid(
     start = time.perf_counter()
     work, reused_count = [], 0
     for cell in cells:
-        pending = {
-            stage: [t for t in cfg.tasks if cell_key(identity(cfg, cell, t, stage)) not in done]
+        keys = {
+            stage: {t: cell_key(identity(cfg, cell, t, stage)) for t in cfg.tasks}
             for stage in cell_stages(cfg, cell)
         }
+        pending = {stage: [t for t in cfg.tasks if keys[stage][t] not in done] for stage in keys}
         reasons = {t: skipped.get(t) or uninformative.get((cell.model, t)) for t in cfg.tasks}
         for stage, tasks in pending.items():
             for task in [t for t in tasks if reasons[t]]:
                 store.append(
                     [status_row(cfg, cell, task, run_id, device, "skipped", reasons[task], stage)]
                 )
-            keys = {t: cell_key(identity(cfg, cell, t, stage)) for t in tasks}
-            for task in [t for t in tasks if not reasons[t] and keys[t] in earlier]:
-                store.append([reused(row, run_id) for row in earlier[keys[task]]])
+            for task in [t for t in tasks if not reasons[t] and keys[stage][t] in earlier]:
+                store.append([reused(row, run_id) for row in earlier[keys[stage][task]]])
                 reused_count += 1
-            pending[stage] = [t for t in tasks if not reasons[t] and keys[t] not in earlier]
+            pending[stage] = [t for t in tasks if not reasons[t] and keys[stage][t] not in earlier]
         if any(pending.values()):
             work.append((cell, pending))
     if reused_count:
