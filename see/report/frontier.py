@@ -104,4 +104,6 @@ def frontier_markdown(rows: pd.DataFrame) -> str | None:
     cells = newest_runs(frontier_cells(rows))
     if cells.empty:
         return None
-    return budget_table(cells).to_markdown(index=False, floatfmt=".4g")
+    table = budget_table(cells)
+    table = table.astype(object).where(table.notna(), None)  # a skipped task: "-", not "nan"
+    return table.to_markdown(index=False, floatfmt=".4g", missingval="-")
