@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from see.config import STAGES
+
 OLD = {"align_layers": (-1,), "row_loss": "raw"}  # stage 1 before issue 18
 VARIANTS = {  # name -> (stage, HealConfig overrides, teacher cache); first of a stage = before
     "stage1 last layer, raw rows (old default)": ("stage1", OLD, None),
@@ -90,7 +92,7 @@ def heal_speed(
     seq_len: int = 256,
     selection_tokens: int = 2048,
     data_dir: str | None = None,
-    stages: tuple[str, ...] = ("stage1", "stage2"),
+    stages: tuple[str, ...] = STAGES,
 ) -> list[dict]:
     """One row per variant of `stages` (not stored: see `run_heal_speed`)."""
     import tempfile
@@ -100,9 +102,9 @@ def heal_speed(
     from see.grid import Cell, build_model
     from see.heal import HealConfig, Healer, TeacherCache, training_ids
 
-    unknown = [s for s in stages if s not in ("stage1", "stage2")]
+    unknown = [s for s in stages if s not in STAGES]
     if unknown or not stages:
-        raise ValueError(f"bench-heal stages {list(stages)}; allowed: stage1, stage2")
+        raise ValueError(f"bench-heal stages {list(stages)}; allowed: {', '.join(STAGES)}")
     cfg = GridConfig(
         name="bench-heal",
         models=[model],

@@ -45,10 +45,13 @@ def newest_runs(cells: pd.DataFrame) -> pd.DataFrame:
     return cells[cells.run_id == cells.groupby("model").run_id.transform("max")]
 
 
-def cell_label(cell: pd.Series) -> str:
+def method_label(method: str, options) -> str:
     """A method and its non-default options, e.g. `svd (codes_dtype=int8)`."""
-    options = cell.get("method_options")
-    return f"{cell.method} ({options})" if isinstance(options, str) and options else cell.method
+    return f"{method} ({options})" if isinstance(options, str) and options else method
+
+
+def cell_label(cell: pd.Series) -> str:
+    return method_label(cell.method, cell.get("method_options"))
 
 
 def pareto_front(cells: pd.DataFrame) -> pd.DataFrame:
