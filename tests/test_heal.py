@@ -234,3 +234,12 @@ def test_cached_teacher_hidden_states_give_the_live_stage1_loss(fresh_smollm, tm
         cached = healer.loss("stage1", ids)[1]
     assert first == pytest.approx(live, rel=1e-6) and cached == pytest.approx(live, rel=1e-6)
     assert healer.cache.forwards == 1
+
+
+def test_bench_heal_refuses_an_unknown_stage_before_any_compute():
+    from see.bench.heal_speed import heal_speed
+
+    with pytest.raises(
+        ValueError, match="bench-heal stages \\['stage3'\\]; allowed: stage1, stage2"
+    ):
+        heal_speed(stages=("stage3",))

@@ -650,7 +650,7 @@ def test_headline_names_the_best_method_per_byte_budget_from_the_newest_frontier
     from see.report.frontier import frontier_markdown  # the report's table: the same runs
 
     table = frontier_markdown(pd.DataFrame(rows))
-    assert new in table and old not in table
+    assert new in table and old not in table and "nan" not in table  # no task rows: "-"
     since = DEFAULTS_CHANGED["see"][0]  # SEE's defaults changed after the older run
     stale = pd.DataFrame(rows[:2]).assign(run_id=f"{since[:8]}-000000-frontier")
     assert "| see " not in "\n".join(budget_summary(stale))
