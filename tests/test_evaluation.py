@@ -80,3 +80,45 @@ def test_altered_data_file_is_rejected(tmp_path):
     (tmp_path / "squad" / "dev-v1.1.json").write_text("{}")
     with pytest.raises(DataFileError, match="not the published copy"):
         data_file("squad/dev-v1.1.json", tmp_path)
+
+
+def test_tail_logits_score_like_hflm_and_compute_only_the_scored_positions(smollm):
+    """The grid's lm-eval model gives HFLM's log-likelihoods (one- and multi-token
+    continuations, one request per forward) while the head sees only the last K positions,
+    K = the longest continuation; a batch of several requests keeps every position."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from see.evaluation.lm_eval_model import TailLogitsHFLM
+
+    model, tok = smollm
+    pairs = [
+        ("Review: a warm, funny film.\nSentiment:", " positive"),
+        ("Review: dull and far too long.\nSentiment:", " negative"),
+        ("The capital of France is", " Paris, a city on the Seine"),
+    ]
+    requests = [
+        Instance("loglikelihood", doc={}, arguments=pair, idx=i) for i, pair in enumerate(pairs)
+    ]
+    longest = max(len(tok(cont).input_ids) for _, cont in pairs)
+    seen = []
+    hook = model.lm_head.register_forward_hook(lambda _m, args, _o: seen.append(args[0].shape))
+    try:
+        reference = HFLM(pretrained=model, tokenizer=tok, batch_size=1).loglikelihood(requests)
+        full = list(seen)
+        seen.clear()
+        tail = TailLogitsHFLM(pretrained=model, tokenizer=tok, batch_size=1)
+        scored = tail.loglikelihood(requests)
+        tail_shapes = list(seen)
+        seen.clear()
+        batched = TailLogitsHFLM(pretrained=model, tokenizer=tok, batch_size=3)
+        batched_scores = batched.loglikelihood(requests)
+    finally:
+        hook.remove()
+    for (ll, greedy), (ref_ll, ref_greedy) in zip(scored, reference, strict=True):
+        assert ll == pytest.approx(ref_ll, abs=1e-4) and greedy == ref_greedy
+    for (ll, _), (ref_ll, _) in zip(batched_scores, reference, strict=True):
+        assert ll == pytest.approx(ref_ll, abs=1e-4)
+    assert all(shape[1] > longest for shape in full)
+    assert tail_shapes and all(shape[1] == longest for shape in tail_shapes)
+    assert seen and all(shape[1] > longest for shape in seen)

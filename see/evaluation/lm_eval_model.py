@@ -23,8 +23,42 @@ from lm_eval.models.huggingface import HFLM
 HFLM_ARGS = ("max_length", "batch_size", "max_batch_size", "device", "backend", "trust_remote_code")
 
 
+class TailLogitsHFLM(HFLM):
+    """HFLM that asks the model for the logits of the scored positions only.
+
+    lm-eval scores a continuation from the logits of its last len(continuation) positions, but
+    HFLM has the model compute (and then log-softmaxes) V logits at every position: with
+    Gemma 3's V = 262,144 the head is most of a 5-shot SST-2 forward. With one request per
+    forward (batch size 1, the grid's setting) the last K positions, K = the longest
+    continuation of the call, hold every row lm-eval reads: its slice
+    `logits[ctx_len - contlen : ctx_len]`, ctx_len = inplen + (logits length - padded length),
+    picks the same rows from the tail. Batches of several requests are right-padded, so their
+    scored rows need not be in the tail: they keep every position. Rolling perplexity scores
+    every position, so it computes them all as before.
+    """
+
+    _logits_to_keep = 0
+
+    def _loglikelihood_tokens(self, requests, *args, **kwargs):
+        self._logits_to_keep = max((len(cont) for _, _, cont in requests), default=0)
+        try:
+            return super()._loglikelihood_tokens(requests, *args, **kwargs)
+        finally:
+            self._logits_to_keep = 0
+
+    def _model_call(self, inps, attn_mask=None, labels=None):
+        if not self._logits_to_keep or inps.shape[0] != 1 or attn_mask is not None:
+            return super()._model_call(inps, attn_mask, labels)
+        precision = self.mixed_precision_dtype
+        with (
+            torch.no_grad(),
+            torch.autocast(self.device.type, dtype=precision, enabled=precision is not None),
+        ):
+            return self.model(inps, logits_to_keep=self._logits_to_keep).logits
+
+
 @register_model("see")
-class SEELM(HFLM):
+class SEELM(TailLogitsHFLM):
     def __init__(
         self,
         pretrained: str,

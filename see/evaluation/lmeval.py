@@ -87,12 +87,15 @@ def evaluate(
     """Run lm-eval's simple_evaluate on `model`; one dict per (task, metric). `samples`: task
     -> document indices to evaluate instead of the first `limit` ones."""
     import lm_eval
-    from lm_eval.models.huggingface import HFLM
+
+    from see.evaluation.lm_eval_model import TailLogitsHFLM
 
     include_path = check_tasks(tasks, limit, data_dir)
     quiet_harmless_warnings()
     # HFLM calls model.tie_weights(): a compressed model must not get its head re-tied
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, max_length=max_length, batch_size=batch_size)
+    lm = TailLogitsHFLM(
+        pretrained=model, tokenizer=tokenizer, max_length=max_length, batch_size=batch_size
+    )
     start = time.perf_counter()
     out = lm_eval.simple_evaluate(
         model=lm,
