@@ -90,6 +90,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     heal.add_argument("--ratio", type=float, default=10.0)
     heal.add_argument("--steps", type=int, default=8, help="timed steps per variant")
     heal.add_argument("--stages", default="stage1,stage2", help="comma list: stage1, stage2")
+    heal.add_argument(
+        "--only",
+        default=None,
+        help="regular expression: run only the variants whose name matches (and each stage's "
+        "first, the 'before'); default all",
+    )
     heal.add_argument("--results-dir", default="results")
     heal.add_argument("--publish", action="store_true", help="list the run in results/PUBLISHED")
     signal = sub.add_parser(
@@ -175,6 +181,7 @@ def dispatch(args: argparse.Namespace) -> None:
             ratio=args.ratio,
             steps=args.steps,
             stages=tuple(args.stages.split(",")),
+            only=args.only,
         )
         if args.publish:
             publish(Path(args.results_dir), run_dir)

@@ -188,6 +188,13 @@ class HealConfig:
     # stage 1: keep the teacher's aligned hidden states on the same disk cache (d floats per
     # token and aligned layer: 2.4 MB per step of 1,024 SmolLM2 tokens, GBs for GPU budgets)
     cache_hidden: bool = False
+    # torch.compile of the student's forward and backward (the teacher runs eager: its outputs
+    # come from the cache). Run 20261205-021022-bench-heal (SmolLM2, 2 CPU threads): stage 2
+    # 457 vs 309 tokens/s eager at the same token perplexity, after a one-off compile of about
+    # 40 s per healed cell, so faster from about 60 steps on; `compile = false` where no C++
+    # compiler (CPU) or Triton (GPU) is at hand. Stage 1 must then align at the last layer (an
+    # early layer stops the forward by a hook)
+    compile: bool = True
     # tokens-to-recover curves: total healing tokens (stage 1 + stage 2) at which the cell is
     # evaluated, increasing; stage 2 then runs to the last one (stage2_steps must be 0)
     curve_tokens: tuple[int, ...] = ()
@@ -204,6 +211,8 @@ class HealConfig:
             raise ValueError(f"teacher_top_k={self.teacher_top_k!r}; allowed: an int >= 0")
         if self.autocast not in AUTOCASTS:
             raise ValueError(f"healing autocast={self.autocast!r}; allowed: {AUTOCASTS}")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"healing compile={self.compile!r}; allowed: true or false")
         if self.row_loss not in ROW_LOSSES:
             raise ValueError(f"healing row_loss={self.row_loss!r}; allowed: {ROW_LOSSES}")
         if self.temperature <= 0 or self.lr <= 0:

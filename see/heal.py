@@ -17,7 +17,8 @@ is frozen, so no second copy is needed (with `train_head_norms` a frozen copy is
 Text: WikiText-2 *validation* (`wikitext-2-valid`, detokenized) by default, or a local text
 file; the evaluated test split is refused. Budget in steps x batch x seq_len tokens, equal
 across the methods of a comparison; fp32 on CPU, bf16 autocast on GPU (`autocast`); gradient
-accumulation; seeded; resumable from its last checkpoint.
+accumulation; seeded; resumable from its last checkpoint. The student's forward and backward
+run compiled (`compile`, torch.compile; the model itself stays eager for evaluation).
 """
 
 from __future__ import annotations
@@ -120,17 +121,21 @@ class _StopForward(Exception):
     """Raised by a hook once the deepest aligned layer has run: the rest is never computed."""
 
 
-def hidden_states_at(model, ids: torch.Tensor, layers: tuple[int, ...]) -> dict[int, torch.Tensor]:
+def hidden_states_at(
+    model, ids: torch.Tensor, layers: tuple[int, ...], decoder=None
+) -> dict[int, torch.Tensor]:
     """Hidden states at positive indices `layers`, running the body no further than needed.
 
     Index i < num_layers is the output of decoder layer i (as in HF's `hidden_states[i]`),
     caught by a forward hook that stops the forward there: aligning at layer 2 of 30 costs
     2/30 of a forward and backward. Index num_layers (the last, after the final norm) needs
-    the whole body and comes from `output_hidden_states`.
+    the whole body and comes from `output_hidden_states`, run by `decoder` when given (the
+    model's decoder compiled).
     """
     num_layers = model.config.get_text_config().num_hidden_layers
     if max(layers) == num_layers:
-        states = model.get_decoder()(input_ids=ids, output_hidden_states=True).hidden_states
+        run = model.get_decoder() if decoder is None else decoder
+        states = run(input_ids=ids, output_hidden_states=True).hidden_states
         return {i: states[i] for i in layers}
     blocks, captured = model.get_decoder().layers, {}
 
@@ -166,9 +171,14 @@ class Healer:
         seed: int = 0,
         cache: TeacherCache | None = None,
     ):
-        self.layers = check_layers(
-            cfg.align_layers, model.config.get_text_config().num_hidden_layers
-        )
+        num_layers = model.config.get_text_config().num_hidden_layers
+        self.layers = check_layers(cfg.align_layers, num_layers)
+        if cfg.compile and max(self.layers) < num_layers:
+            raise ValueError(
+                f"healing compile with align_layers {cfg.align_layers}: compile needs stage 1 "
+                f"aligned at the last layer ({num_layers} or -1); an early layer stops the "
+                "forward by a hook"
+            )
         self.model, self.cfg, self.ids, self.seed = model, cfg, ids, seed
         self.cache = cache
         self.teacher_input, self.teacher_head = teacher_input, teacher_head
@@ -181,6 +191,10 @@ class Healer:
         with torch.no_grad():  # the original table's mean row (centred row terms)
             self.mean_row = teacher_input.weight.float().mean(0)
         self.step = {stage: 0 for stage in STAGES}
+        # the student's forward (and so its backward) compiled; the wrappers share the model's
+        # parameters and leave the model itself eager (evaluation, the teacher's runs)
+        self.student = torch.compile(model) if cfg.compile else model
+        self.student_decoder = torch.compile(model.get_decoder()) if cfg.compile else None
 
     def trainable(self, stage: str) -> list[nn.Parameter]:
         params = list(self.model.get_input_embeddings().parameters())
@@ -224,7 +238,7 @@ class Healer:
         cached = self.cache is not None and self.cfg.cache_hidden
         states = self.cache.get(ids, kept, compute) if cached else compute()
         teacher = dict(zip(self.layers, states, strict=True))
-        student = hidden_states_at(self.model, ids, self.layers)
+        student = hidden_states_at(self.model, ids, self.layers, self.student_decoder)
         parts = {
             "hidden_mse": sum(
                 (student[i].float() - teacher[i].float()).pow(2).mean()
@@ -252,11 +266,11 @@ class Healer:
 
             kept = self.kept(ids, f"top{k}|T={t}")
             log_q, top = self.cache.get(ids, kept, compute) if self.cache else compute()
-            student = self.model(input_ids=ids, labels=ids)
+            student = self.student(input_ids=ids, labels=ids)
             kl = top_k_kl(student.logits, log_q, top, t)
         else:
             teacher_logits = self.teacher_run(lambda model: model(input_ids=ids).logits)
-            student = self.model(input_ids=ids, labels=ids)
+            student = self.student(input_ids=ids, labels=ids)
             log_p = nn.functional.log_softmax(student.logits.float() / t, dim=-1)
             log_q = nn.functional.log_softmax(teacher_logits.float() / t, dim=-1)
             kl = nn.functional.kl_div(log_p, log_q, log_target=True, reduction="batchmean")
@@ -330,6 +344,7 @@ class Healer:
             + (self.cfg.stage1_steps * self.cfg.tokens_per_step() if stage == "stage2" else 0),
             "heal_wall_s": time.perf_counter() - began,
             "heal_resumed_from": start,
+            "heal_compiled": self.cfg.compile,
             "heal_first_loss": (first or {}).get("loss"),
             "heal_last_loss": sum(parts.values()) if parts else None,
             **{f"heal_last_{k}": v for k, v in parts.items()},

@@ -31,6 +31,7 @@ def healer_for(fresh_smollm, method="svd", cr=10, **overrides):
             "batch_size": 2,
             "seq_len": 48,
             "lr": 1e-2,
+            "compile": False,  # compiled healing: its own test (a compile costs ~40 s here)
             **overrides,
         }
     )
@@ -243,3 +244,70 @@ def test_bench_heal_refuses_an_unknown_stage_before_any_compute():
         ValueError, match="bench-heal stages \\['stage3'\\]; allowed: stage1, stage2"
     ):
         heal_speed(stages=("stage3",))
+
+
+def tiny_compressed_llama():
+    """A 2-layer random Llama with an SVD embedding: cheap to compile in a test."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config).eval()
+    teacher = (model.get_input_embeddings(), model.get_output_embeddings())
+    compress_model(model, get_method("svd").from_table(input_table(model).float(), 4), "dense")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, teacher
+
+
+@pytest.mark.parametrize("stage", ["stage1", "stage2"])
+def test_compiled_healing_gives_the_eager_losses_and_updates(stage):
+    """`compile`: the student's compiled forward and backward give the eager losses and the
+    same trained parameters (to float tolerance), and leave the model itself eager."""
+    ids = torch.randint(0, 512, (2000,), generator=torch.Generator().manual_seed(0))
+    trained = {}
+    for compiled in (False, True):
+        model, teacher = tiny_compressed_llama()
+        cfg = HealConfig(
+            stage1_steps=3, stage2_steps=3, batch_size=2, seq_len=32, lr=1e-2, compile=compiled
+        )
+        healer = Healer(model, *teacher, cfg, ids)
+        assert (type(healer.student).__name__ == "OptimizedModule") == compiled
+        first = healer.loss(stage, healer.batch(stage, 0))[0].item()
+        healer.run(stage)
+        trained[compiled] = (first, model.get_input_embeddings().state_dict())
+        assert not hasattr(model, "_orig_mod") and not hasattr(
+            model.forward, "_torchdynamo_orig_callable"
+        )
+    (eager_loss, eager), (compiled_loss, compiled) = trained[False], trained[True]
+    assert compiled_loss == pytest.approx(eager_loss, rel=1e-4)
+    for name, tensor in eager.items():
+        torch.testing.assert_close(compiled[name], tensor, rtol=1e-3, atol=1e-5)
+
+
+def test_compile_refuses_an_early_align_layer_and_a_non_bool():
+    model, teacher = tiny_compressed_llama()
+    ids = torch.randint(0, 512, (2000,))
+    with pytest.raises(ValueError, match="compile needs stage 1 aligned at the last layer"):
+        Healer(model, *teacher, HealConfig(compile=True, align_layers=(1,)), ids)
+    with pytest.raises(ValueError, match="compile='yes'; allowed: true or false"):
+        HealConfig(compile="yes")
+
+
+def test_bench_heal_only_keeps_each_stage_before_and_rejects_a_bad_pattern():
+    from see.bench.heal_speed import VARIANTS, chosen_variants, heal_speed
+
+    names = chosen_variants(("stage1", "stage2"), "compiled")
+    firsts = [n for n in VARIANTS if "old default" in n]
+    assert names[0] == firsts[0] and firsts[1] in names
+    assert all("compiled" in n for n in names if n not in firsts)
+    assert len(names) == 2 + sum("compiled" in n for n in VARIANTS)
+    with pytest.raises(ValueError, match="bench-heal --only '\\(': not a regex"):
+        heal_speed(only="(")

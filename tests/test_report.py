@@ -500,12 +500,13 @@ def test_stage_choice_compares_runs_with_and_without_stage1_at_equal_tokens():
 
     from see.report.healing import curve_points, stage_choice
 
-    def row(run, stage, tokens, value):
+    def row(run, stage, tokens, value, config='{"rank": 8}'):
         return {
             "run_id": f"20260101-00000{run}-heal-curve",
             "model": "m",
             "method": "svd",
             "method_options": "",
+            "method_config": config,
             "target_cr": 10.0,
             "heal_stage": stage,
             "heal_total_tokens": tokens,
@@ -523,6 +524,9 @@ def test_stage_choice_compares_runs_with_and_without_stage1_at_equal_tokens():
             row(2, "stage2@2048", 2048, 6000.0),
             row(2, "stage2@8192", 8192, 700.0),
             row(2, "stage2@32768", 32768, 300.0),  # no stage-1 point to compare with
+            # the same method with other defaults (another method_config): not compared
+            row(3, "initial", None, 800.0, '{"rank": 16}'),
+            row(3, "stage2@8192", 8192, 100.0, '{"rank": 16}'),
         ]
     )
     table = stage_choice(curve_points(rows))

@@ -15,7 +15,9 @@ import copy
 import dataclasses
 import inspect
 import json
+import re
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -52,6 +54,16 @@ VARIANTS = {  # name -> (stage, HealConfig overrides, teacher cache); first of a
         {"row_loss": "none", "autocast": "bf16", "cache_hidden": True},
         "read",
     ),
+    "stage1 last layer, no row terms, compiled, teacher from the cache": (
+        "stage1",
+        {"row_loss": "none", "cache_hidden": True, "compile": True},
+        "read",
+    ),
+    "stage1 last layer, no row terms, bf16, compiled, teacher from the cache": (
+        "stage1",
+        {"row_loss": "none", "autocast": "bf16", "cache_hidden": True, "compile": True},
+        "read",
+    ),
     **{
         f"stage1 layer {layer}, no row terms, bf16, teacher {how}": (
             "stage1",
@@ -70,6 +82,11 @@ VARIANTS = {  # name -> (stage, HealConfig overrides, teacher cache); first of a
     "stage2 full teacher, bf16": ("stage2", {"autocast": "bf16"}, None),
     "stage2 teacher top-64, computed": ("stage2", {"teacher_top_k": 64}, "fill"),
     "stage2 teacher top-64, from the cache": ("stage2", {"teacher_top_k": 64}, "read"),
+    "stage2 teacher top-64, compiled, from the cache": (
+        "stage2",
+        {"teacher_top_k": 64, "compile": True},
+        "read",
+    ),
     "stage2 teacher top-64, bf16, computed": (
         "stage2",
         {"teacher_top_k": 64, "autocast": "bf16"},
@@ -80,7 +97,24 @@ VARIANTS = {  # name -> (stage, HealConfig overrides, teacher cache); first of a
         {"teacher_top_k": 64, "autocast": "bf16"},
         "read",
     ),
+    "stage2 teacher top-64, bf16, compiled, from the cache": (
+        "stage2",
+        {"teacher_top_k": 64, "autocast": "bf16", "compile": True},
+        "read",
+    ),
 }
+
+
+def chosen_variants(stages: tuple[str, ...], only: str | None) -> list[str]:
+    """The variants of `stages` whose name matches the regular expression `only` (all when
+    None), each stage's first variant (its "before") always included. A "from the cache"
+    variant reads what an earlier "computed" variant of the same settings stored: keep both."""
+    firsts = {stage: name for name, (stage, _, _) in reversed(VARIANTS.items())}
+    return [
+        name
+        for name, (stage, _, _) in VARIANTS.items()
+        if stage in stages and (only is None or name == firsts[stage] or re.search(only, name))
+    ]
 
 
 def heal_speed(
@@ -93,6 +127,7 @@ def heal_speed(
     selection_tokens: int = 2048,
     data_dir: str | None = None,
     stages: tuple[str, ...] = STAGES,
+    only: str | None = None,
 ) -> list[dict]:
     """One row per variant of `stages` (not stored: see `run_heal_speed`)."""
     import tempfile
@@ -105,6 +140,10 @@ def heal_speed(
     unknown = [s for s in stages if s not in STAGES]
     if unknown or not stages:
         raise ValueError(f"bench-heal stages {list(stages)}; allowed: {', '.join(STAGES)}")
+    try:
+        names = chosen_variants(stages, only)
+    except re.error as error:
+        raise ValueError(f"bench-heal --only {only!r}: not a regex ({error})") from None
     cfg = GridConfig(
         name="bench-heal",
         models=[model],
@@ -120,16 +159,16 @@ def heal_speed(
     check_ids = validation_ids(tok, selection_tokens, data_dir)
     initial_ppl = token_perplexity(student, check_ids)
     rows, cache_dir = [], tempfile.mkdtemp(prefix="see-teacher-")
-    for name, (stage, overrides, cache_mode) in VARIANTS.items():
-        if stage not in stages:
-            continue
+    for name in names:
+        stage, overrides, cache_mode = VARIANTS[name]
         budget = {"stage1_steps": 0, "stage2_steps": 0, f"{stage}_steps": steps}
         heal = HealConfig(batch_size=batch_size, seq_len=seq_len, **{**budget, **overrides})
         ids = training_ids(heal, tok, data_dir)
         compressed.load_state_dict(start)
-        Healer(student, *teacher, dataclasses.replace(heal, **{f"{stage}_steps": 1}), ids).run(
-            stage
-        )  # warm-up step, untimed
+        warm_up = dataclasses.replace(heal, **{f"{stage}_steps": 1})
+        began = time.perf_counter()
+        Healer(student, *teacher, warm_up, ids).run(stage)  # untimed (compiles where asked)
+        warmup_s = time.perf_counter() - began
         compressed.load_state_dict(start)
         cache = TeacherCache(cache_dir, f"{model}|bench") if cache_mode else None
         summary = Healer(student, *teacher, heal, ids, cache=cache).run(stage)
@@ -140,6 +179,7 @@ def heal_speed(
             "heal_config": json.dumps(dataclasses.asdict(heal), sort_keys=True, default=str),
             "heal_tokens": summary["heal_tokens"],
             "heal_wall_s": summary["heal_wall_s"],
+            "warmup_s": warmup_s,
             "tokens_per_s": summary["heal_tokens"] / summary["heal_wall_s"],
             "heal_last_loss": summary["heal_last_loss"],
             "validation_token_ppl": token_perplexity(student, check_ids),

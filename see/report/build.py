@@ -393,8 +393,10 @@ def heal_speed_section(rows: pd.DataFrame) -> list[str]:
         "heal_tokens",
         "tokens_per_s",
         "speedup",
+        "warmup_s",
         "initial_token_ppl",
         "validation_token_ppl",
+        "device",
     ]
     cols = [c for c in cols if c in table]
     return [
@@ -402,7 +404,9 @@ def heal_speed_section(rows: pd.DataFrame) -> list[str]:
         "",
         "Same machine, same run, same starting module per variant; `validation_token_ppl` "
         "is on the first 2,048 WikiText-2 validation tokens (the healing text itself) after "
-        "the timed steps; `speedup` is over the stage's first variant (the old default).",
+        "the timed steps; `speedup` is over the stage's first variant (the old default); "
+        "`warmup_s` is the untimed first step (with torch.compile, the compile; recorded "
+        "since run 20261205-021022-bench-heal).",
         "",
         table[cols].to_markdown(index=False, floatfmt=".4g"),
         "",
@@ -508,7 +512,10 @@ def plot_heal_curves(rows: pd.DataFrame, out: Path) -> Path | None:
             ["method", "method_options", "target_cr", "run_id"]
         ):
             stages = "stage 1 + 2" if run in with_stage1 else "stage 2 alone"
-            label = f"{method}{f' [{options}]' if options else ''} CR {cr:g}, {stages}"
+            label = (
+                f"{method}{f' [{options}]' if options else ''} CR {cr:g}, {stages} "
+                f"({run_name(run)})"
+            )
             style = "-" if run in with_stage1 else ":"
             ax.plot(curve.tokens, curve.value, style, marker="o", ms=3, label=label)
         for value in sub[sub.method == "baseline"].value.unique():

@@ -28,8 +28,12 @@ def curve_points(rows: pd.DataFrame) -> pd.DataFrame:
         data["heal_total_tokens"] = None
     initial = data.heal_stage == "initial"
     data["tokens"] = data.heal_total_tokens.where(~initial, 0).astype(float)
+    if "method_config" not in data:
+        data["method_config"] = None
+    data["method_config"] = data.method_config.fillna("")  # the baseline has none
     keep = ["run_id", "model", "method", "method_options", "target_cr", "heal_stage", "tokens"]
-    return data[[*keep, "value"]].sort_values(keep[:5] + ["tokens"]).reset_index(drop=True)
+    columns = [*keep, "method_config", "value"]
+    return data[columns].sort_values(keep[:5] + ["tokens"]).reset_index(drop=True)
 
 
 def tokens_to_recover(points: pd.DataFrame) -> pd.DataFrame:
@@ -65,13 +69,16 @@ def tokens_to_recover(points: pd.DataFrame) -> pd.DataFrame:
 
 def stage_choice(points: pd.DataFrame) -> pd.DataFrame:
     """Issue 18's stage choice: at equal total tokens, the curve runs with a stage 1 against
-    those without one (stage 2 alone), per (model, method, options, CR)."""
+    those without one (stage 2 alone), per (model, method, options, CR), only where both fitted
+    the method with the same resolved options (`method_config`: defaults change between runs)."""
     if points.empty:
         return pd.DataFrame()
     with_stage1 = set(points[points.heal_stage == "stage1"].run_id)
     healed = points[points.tokens > 0].assign(stage1=points.run_id.isin(with_stage1))
     keys = ["model", "method", "method_options", "target_cr", "tokens"]
-    both = healed[healed.stage1].merge(healed[~healed.stage1], on=keys, suffixes=("_s1", "_s2"))
+    both = healed[healed.stage1].merge(
+        healed[~healed.stage1], on=[*keys, "method_config"], suffixes=("_s1", "_s2")
+    )
     if both.empty:
         return pd.DataFrame()
     table = both[keys].assign(
