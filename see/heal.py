@@ -173,11 +173,11 @@ class Healer:
     ):
         num_layers = model.config.get_text_config().num_hidden_layers
         self.layers = check_layers(cfg.align_layers, num_layers)
-        if cfg.compile and max(self.layers) < num_layers:
+        if cfg.compile and cfg.stage1_steps and max(self.layers) < num_layers:
             raise ValueError(
                 f"healing compile with align_layers {cfg.align_layers}: compile needs stage 1 "
-                f"aligned at the last layer ({num_layers} or -1); an early layer stops the "
-                "forward by a hook"
+                f"aligned at the last layer ({num_layers} or -1; an early layer stops the "
+                "forward by a hook): set compile = false to align earlier"
             )
         self.model, self.cfg, self.ids, self.seed = model, cfg, ids, seed
         self.cache = cache

@@ -296,7 +296,8 @@ def test_compile_refuses_an_early_align_layer_and_a_non_bool():
     model, teacher = tiny_compressed_llama()
     ids = torch.randint(0, 512, (2000,))
     with pytest.raises(ValueError, match="compile needs stage 1 aligned at the last layer"):
-        Healer(model, *teacher, HealConfig(compile=True, align_layers=(1,)), ids)
+        Healer(model, *teacher, HealConfig(stage1_steps=2, align_layers=(1,)), ids)
+    Healer(model, *teacher, HealConfig(stage1_steps=0, align_layers=(1,)), ids)  # no stage 1
     with pytest.raises(ValueError, match="compile='yes'; allowed: true or false"):
         HealConfig(compile="yes")
 
