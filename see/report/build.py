@@ -399,6 +399,7 @@ def heal_speed_section(rows: pd.DataFrame) -> list[str]:
         "device",
     ]
     cols = [c for c in cols if c in table]
+    shown = table[cols].astype(object).where(table[cols].notna(), None)  # older runs: no warmup_s
     return [
         "## Healing speed (bench-heal, issue 18)",
         "",
@@ -408,7 +409,7 @@ def heal_speed_section(rows: pd.DataFrame) -> list[str]:
         "`warmup_s` is the untimed first step (with torch.compile, the compile; recorded "
         "since run 20261205-021022-bench-heal).",
         "",
-        table[cols].to_markdown(index=False, floatfmt=".4g"),
+        shown.to_markdown(index=False, floatfmt=".4g", missingval="-"),
         "",
     ]
 
