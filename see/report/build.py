@@ -32,6 +32,7 @@ from see.report.healing import (  # noqa: E402
     curve_points,
     stage_choice_markdown,
 )
+from see.report.markdown import markdown_table  # noqa: E402
 from see.report.scaling import scaling_markdown, scaling_points  # noqa: E402
 from see.report.targets import targets_markdown  # noqa: E402
 from see.results import published_rows  # noqa: E402
@@ -399,7 +400,6 @@ def heal_speed_section(rows: pd.DataFrame) -> list[str]:
         "device",
     ]
     cols = [c for c in cols if c in table]
-    shown = table[cols].astype(object).where(table[cols].notna(), None)  # older runs: no warmup_s
     return [
         "## Healing speed (bench-heal, issue 18)",
         "",
@@ -409,7 +409,7 @@ def heal_speed_section(rows: pd.DataFrame) -> list[str]:
         "`warmup_s` is the untimed first step (with torch.compile, the compile; recorded "
         "since run 20261205-021022-bench-heal).",
         "",
-        shown.to_markdown(index=False, floatfmt=".4g", missingval="-"),
+        markdown_table(table[cols]),  # older runs have no warmup_s: "-"
         "",
     ]
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from see.report.markdown import markdown_table
+
 QUALITY = ("wikitext", "word_perplexity")
 ACCURACIES = (("sst2", "acc"), ("rte", "acc"))
 
@@ -108,5 +110,4 @@ def frontier_markdown(rows: pd.DataFrame) -> str | None:
     if cells.empty:
         return None
     table = budget_table(cells)
-    table = table.astype(object).where(table.notna(), None)  # a skipped task: "-", not "nan"
-    return table.to_markdown(index=False, floatfmt=".4g", missingval="-")
+    return markdown_table(table)  # a skipped task: "-"

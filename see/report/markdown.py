@@ -1,0 +1,11 @@
+"""Markdown tables for reports: a missing value shows as "-", not "nan"."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """`table` as a markdown table (no index, 4 significant digits), NaN and None as "-"."""
+    shown = table.astype(object).where(table.notna(), None)  # tabulate prints NaN as "nan"
+    return shown.to_markdown(index=False, floatfmt=".4g", missingval="-")
