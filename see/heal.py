@@ -28,7 +28,7 @@ import hashlib
 import math
 import time
 import zlib
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -156,6 +156,29 @@ def hidden_states_at(
         for handle in handles:
             handle.remove()
     return captured
+
+
+@contextmanager
+def frozen_linears_in(model: nn.Module, dtype: torch.dtype, keep: set[int]):
+    """The nn.Linear weights (and biases) held in `dtype` for the block, restored after; the
+    parameters whose ids are in `keep` (the trainable ones) stay as they are.
+
+    Under bf16 autocast each matmul casts its fp32 weight to bf16 on every forward: for a
+    frozen body that is the same rounding redone at every step. Cast once, the matmuls get the
+    same bf16 operands (the same numbers) without the casts; the fp32 originals come back
+    afterwards, bit for bit, for evaluation and saving."""
+    originals = {}
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            for p in module.parameters(recurse=False):
+                if id(p) not in keep and p.dtype != dtype and id(p) not in originals:
+                    originals[id(p)] = (p, p.data)
+                    p.data = p.data.to(dtype)
+    try:
+        yield
+    finally:
+        for p, data in originals.values():
+            p.data = data
 
 
 class Healer:
@@ -302,38 +325,42 @@ class Healer:
             self.cfg.autocast == "auto" and self.device.type == "cuda"
         )
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+        # the teacher's embedding may share its weight with a dense head: it stays as it is
+        keep = trainable_ids | {id(p) for p in self.teacher_input.parameters()}
+        frozen = frozen_linears_in(self.model, torch.bfloat16, keep) if bf16 else None
         began = time.perf_counter()
         self.model.train()
         bar = tqdm(range(start, steps), desc=f"heal {stage}", initial=start, total=steps)
         parts, first = {}, None
-        for step in bar:
-            opt.zero_grad(set_to_none=True)
-            for micro in range(self.cfg.grad_accum):
-                with autocast:
-                    ids = self.batch(stage, step * self.cfg.grad_accum + micro)
-                    loss, parts = self.loss(stage, ids)
-                if not math.isfinite(loss.item()):
-                    raise FloatingPointError(
-                        f"healing {stage} loss is {loss.item()} at step {step}"
+        with frozen or nullcontext():
+            for step in bar:
+                opt.zero_grad(set_to_none=True)
+                for micro in range(self.cfg.grad_accum):
+                    with autocast:
+                        ids = self.batch(stage, step * self.cfg.grad_accum + micro)
+                        loss, parts = self.loss(stage, ids)
+                    if not math.isfinite(loss.item()):
+                        raise FloatingPointError(
+                            f"healing {stage} loss is {loss.item()} at step {step}"
+                        )
+                    (loss / self.cfg.grad_accum).backward()
+                opt.step()
+                first = first or {**parts, "loss": loss.item()}
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+                self.step[stage] = step + 1
+                done = step + 1
+                if checkpoint is not None and (done % self.cfg.save_every == 0 or done == steps):
+                    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = checkpoint.with_suffix(".tmp")
+                    torch.save(
+                        {
+                            "params": [p.detach() for p in params],
+                            "step": step + 1,
+                            "optimizer": opt.state_dict(),
+                        },
+                        tmp,
                     )
-                (loss / self.cfg.grad_accum).backward()
-            opt.step()
-            first = first or {**parts, "loss": loss.item()}
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            self.step[stage] = step + 1
-            done = step + 1
-            if checkpoint is not None and (done % self.cfg.save_every == 0 or done == steps):
-                checkpoint.parent.mkdir(parents=True, exist_ok=True)
-                tmp = checkpoint.with_suffix(".tmp")
-                torch.save(
-                    {
-                        "params": [p.detach() for p in params],
-                        "step": step + 1,
-                        "optimizer": opt.state_dict(),
-                    },
-                    tmp,
-                )
-                tmp.replace(checkpoint)
+                    tmp.replace(checkpoint)
         self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)

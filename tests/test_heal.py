@@ -312,3 +312,46 @@ def test_bench_heal_only_keeps_each_stage_before_and_rejects_a_bad_pattern():
     assert len(names) == 2 + sum("compiled" in n for n in VARIANTS)
     with pytest.raises(ValueError, match="bench-heal --only '\\(': not a regex"):
         heal_speed(only="(")
+
+
+def bf16_healed(stage: str, ids: torch.Tensor) -> tuple[dict, tuple, dict, dict]:
+    """Heal a tiny Llama with bf16 autocast: the trained compressed state, the dtypes of a body
+    weight and of the teacher's embedding during the steps, and the frozen parameters before
+    and after."""
+    model, teacher = tiny_compressed_llama()
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if "compressed" not in n}
+    cfg = HealConfig(
+        stage1_steps=3, stage2_steps=3, batch_size=2, seq_len=32, lr=1e-2, compile=False
+    )
+    healer = Healer(model, *teacher, dataclasses.replace(cfg, autocast="bf16"), ids)
+    dtypes, loss = [], healer.loss
+
+    def watched_loss(stage, ids):
+        dtypes.append((model.model.layers[0].mlp.up_proj.weight.dtype, teacher[0].weight.dtype))
+        return loss(stage, ids)
+
+    healer.loss = watched_loss
+    healer.run(stage)
+    after = {n: p.detach() for n, p in model.named_parameters() if n in before}
+    return model.get_input_embeddings().state_dict(), dtypes[0], before, after
+
+
+@pytest.mark.parametrize("stage", ["stage1", "stage2"])
+def test_bf16_healing_casts_the_frozen_linears_once_with_the_same_numbers(stage, monkeypatch):
+    """Under bf16 autocast the frozen nn.Linear weights are cast once per stage instead of at
+    every matmul: the same trained parameters as autocast alone, the frozen weights back in fp32
+    bit for bit afterwards, the teacher's embedding (a dense head may share it) untouched."""
+    import contextlib
+
+    import see.heal
+
+    ids = torch.randint(0, 512, (2000,), generator=torch.Generator().manual_seed(0))
+    cast_once, dtypes, before, after = bf16_healed(stage, ids)
+    assert dtypes == (torch.bfloat16, torch.float32)
+    for name, tensor in before.items():
+        assert after[name].dtype == torch.float32 and torch.equal(after[name], tensor), name
+    monkeypatch.setattr(see.heal, "frozen_linears_in", lambda *a: contextlib.nullcontext())
+    autocast_only, dtypes, _, _ = bf16_healed(stage, ids)
+    assert dtypes == (torch.float32, torch.float32)
+    for name, tensor in autocast_only.items():
+        assert torch.equal(cast_once[name], tensor), name
