@@ -16,9 +16,10 @@ is frozen, so no second copy is needed (with `train_head_norms` a frozen copy is
 
 Text: WikiText-2 *validation* (`wikitext-2-valid`, detokenized) by default, or a local text
 file; the evaluated test split is refused. Budget in steps x batch x seq_len tokens, equal
-across the methods of a comparison; fp32 on CPU, bf16 autocast on GPU (`autocast`); gradient
-accumulation; seeded; resumable from its last checkpoint. The student's forward and backward
-run compiled (`compile`, torch.compile; the model itself stays eager for evaluation).
+across the methods of a comparison; fp32 on CPU, bf16 autocast on GPU (`autocast`; the frozen
+linear weights cast once per stage, `frozen_linears_in`); gradient accumulation; seeded;
+resumable from its last checkpoint. The student's forward and backward run compiled
+(`compile`, torch.compile; the model itself stays eager for evaluation).
 """
 
 from __future__ import annotations
