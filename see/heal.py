@@ -326,14 +326,16 @@ class Healer:
             self.cfg.autocast == "auto" and self.device.type == "cuda"
         )
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-        # the teacher's embedding may share its weight with a dense head: it stays as it is
-        keep = trainable_ids | {id(p) for p in self.teacher_input.parameters()}
-        frozen = frozen_linears_in(self.model, torch.bfloat16, keep) if bf16 else None
+        # a tied dense head shares storage, not its Parameter, with the teacher's embedding
+        # (`compress_model`): casting the head leaves the teacher's embedding in fp32
+        frozen = (
+            frozen_linears_in(self.model, torch.bfloat16, trainable_ids) if bf16 else nullcontext()
+        )
         began = time.perf_counter()
         self.model.train()
         bar = tqdm(range(start, steps), desc=f"heal {stage}", initial=start, total=steps)
         parts, first = {}, None
-        with frozen or nullcontext():
+        with frozen:
             for step in bar:
                 opt.zero_grad(set_to_none=True)
                 for micro in range(self.cfg.grad_accum):

@@ -246,8 +246,9 @@ def test_bench_heal_refuses_an_unknown_stage_before_any_compute():
         heal_speed(stages=("stage3",))
 
 
-def tiny_compressed_llama():
-    """A 2-layer random Llama with an SVD embedding: cheap to compile in a test."""
+def tiny_compressed_llama(tied: bool = False):
+    """A 2-layer random Llama with an SVD embedding and the dense head: cheap to compile in a
+    test (`tied`: the head's weight is the original embedding's, as in SmolLM2)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -257,7 +258,7 @@ def tiny_compressed_llama():
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=2,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tied,
     )
     model = LlamaForCausalLM(config).eval()
     teacher = (model.get_input_embeddings(), model.get_output_embeddings())
@@ -315,10 +316,11 @@ def test_bench_heal_only_keeps_each_stage_before_and_rejects_a_bad_pattern():
 
 
 def bf16_healed(stage: str, ids: torch.Tensor) -> tuple[dict, tuple, dict, dict]:
-    """Heal a tiny Llama with bf16 autocast: the trained compressed state, the dtypes of a body
-    weight and of the teacher's embedding during the steps, and the frozen parameters before
-    and after."""
-    model, teacher = tiny_compressed_llama()
+    """Heal a tiny tied Llama with bf16 autocast: the trained compressed state, the dtypes of a
+    body weight and of the teacher's embedding (also the dense head's weight) during the steps,
+    and the frozen parameters before and after."""
+    model, teacher = tiny_compressed_llama(tied=True)
+    assert model.get_output_embeddings().weight.data_ptr() == teacher[0].weight.data_ptr()
     before = {n: p.detach().clone() for n, p in model.named_parameters() if "compressed" not in n}
     cfg = HealConfig(
         stage1_steps=3, stage2_steps=3, batch_size=2, seq_len=32, lr=1e-2, compile=False
