@@ -315,6 +315,21 @@ def test_bench_heal_only_keeps_each_stage_before_and_rejects_a_bad_pattern():
         heal_speed(only="(")
 
 
+def test_bench_heal_variants_pin_the_levers_their_names_state():
+    """A variant left to HealConfig's defaults drifts when a default changes (the "old default"
+    once ran compiled): each pins compile, autocast and its stage's teacher, as named."""
+    from see.bench.heal_speed import VARIANTS
+
+    for name, (stage, settings, cache) in VARIANTS.items():
+        assert settings["compile"] == ("compiled" in name), name
+        assert settings["autocast"] == ("bf16" if "bf16" in name else "off"), name
+        if stage == "stage1":
+            assert settings["cache_hidden"] == (cache is not None), name
+            assert settings["row_loss"] == ("raw" if "raw rows" in name else "none"), name
+        else:
+            assert settings["teacher_top_k"] == (0 if "full teacher" in name else 64), name
+
+
 def bf16_healed(stage: str, ids: torch.Tensor) -> tuple[dict, tuple, dict, dict]:
     """Heal a tiny tied Llama with bf16 autocast: the trained compressed state, the dtypes of a
     body weight and of the teacher's embedding (also the dense head's weight) during the steps,

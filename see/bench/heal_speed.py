@@ -24,83 +24,71 @@ import torch
 
 from see.config import STAGES
 
-OLD = {"align_layers": (-1,), "row_loss": "raw"}  # stage 1 before issue 18
-VARIANTS = {  # name -> (stage, HealConfig overrides, teacher cache); first of a stage = before
-    "stage1 last layer, raw rows (old default)": ("stage1", OLD, None),
-    "stage1 last layer, no row terms": ("stage1", {"row_loss": "none"}, None),
-    "stage1 layer 2, no row terms": ("stage1", {"row_loss": "none", "align_layers": (2,)}, None),
-    "stage1 last layer, no row terms, bf16": (
-        "stage1",
-        {"row_loss": "none", "autocast": "bf16"},
-        None,
+# Each stage's settings before issue 18, every lever pinned: a variant changes only what its
+# name says, so the "before" stays the before whatever HealConfig's defaults become (a variant
+# left to the defaults silently measured compile = true once compile became the default).
+OLD = {
+    "stage1": {
+        "align_layers": (-1,),
+        "row_loss": "raw",
+        "autocast": "off",
+        "cache_hidden": False,
+        "compile": False,
+    },
+    "stage2": {"teacher_top_k": 0, "autocast": "off", "compile": False},
+}
+BF16, COMPILED = {"autocast": "bf16"}, {"compile": True}
+NO_ROWS, CACHED, TOP64 = {"row_loss": "none"}, {"cache_hidden": True}, {"teacher_top_k": 64}
+
+
+def _variant(stage: str, *changes: dict, cache: str | None = None) -> tuple:
+    settings = dict(OLD[stage])
+    for change in changes:
+        settings.update(change)
+    return stage, settings, cache
+
+
+VARIANTS = {  # name -> (stage, HealConfig settings, teacher cache); first of a stage = before
+    "stage1 last layer, raw rows (old default)": _variant("stage1"),
+    "stage1 last layer, no row terms": _variant("stage1", NO_ROWS),
+    "stage1 layer 2, no row terms": _variant("stage1", NO_ROWS, {"align_layers": (2,)}),
+    "stage1 last layer, no row terms, bf16": _variant("stage1", NO_ROWS, BF16),
+    "stage1 last layer, no row terms, teacher computed": _variant(
+        "stage1", NO_ROWS, CACHED, cache="fill"
     ),
-    "stage1 last layer, no row terms, teacher computed": (
-        "stage1",
-        {"row_loss": "none", "cache_hidden": True},
-        "fill",
+    "stage1 last layer, no row terms, teacher from the cache": _variant(
+        "stage1", NO_ROWS, CACHED, cache="read"
     ),
-    "stage1 last layer, no row terms, teacher from the cache": (
-        "stage1",
-        {"row_loss": "none", "cache_hidden": True},
-        "read",
+    "stage1 last layer, no row terms, bf16, teacher computed": _variant(
+        "stage1", NO_ROWS, BF16, CACHED, cache="fill"
     ),
-    "stage1 last layer, no row terms, bf16, teacher computed": (
-        "stage1",
-        {"row_loss": "none", "autocast": "bf16", "cache_hidden": True},
-        "fill",
+    "stage1 last layer, no row terms, bf16, teacher from the cache": _variant(
+        "stage1", NO_ROWS, BF16, CACHED, cache="read"
     ),
-    "stage1 last layer, no row terms, bf16, teacher from the cache": (
-        "stage1",
-        {"row_loss": "none", "autocast": "bf16", "cache_hidden": True},
-        "read",
+    "stage1 last layer, no row terms, compiled, teacher from the cache": _variant(
+        "stage1", NO_ROWS, COMPILED, CACHED, cache="read"
     ),
-    "stage1 last layer, no row terms, compiled, teacher from the cache": (
-        "stage1",
-        {"row_loss": "none", "cache_hidden": True, "compile": True},
-        "read",
-    ),
-    "stage1 last layer, no row terms, bf16, compiled, teacher from the cache": (
-        "stage1",
-        {"row_loss": "none", "autocast": "bf16", "cache_hidden": True, "compile": True},
-        "read",
+    "stage1 last layer, no row terms, bf16, compiled, teacher from the cache": _variant(
+        "stage1", NO_ROWS, BF16, COMPILED, CACHED, cache="read"
     ),
     **{
-        f"stage1 layer {layer}, no row terms, bf16, teacher {how}": (
-            "stage1",
-            {
-                "row_loss": "none",
-                "autocast": "bf16",
-                "cache_hidden": True,
-                "align_layers": (layer,),
-            },
-            mode,
+        f"stage1 layer {layer}, no row terms, bf16, teacher {how}": _variant(
+            "stage1", NO_ROWS, BF16, CACHED, {"align_layers": (layer,)}, cache=mode
         )
         for layer in (4, 8, 15)
         for how, mode in (("computed", "fill"), ("from the cache", "read"))
     },
-    "stage2 full teacher, fp32 (old default)": ("stage2", {}, None),
-    "stage2 full teacher, bf16": ("stage2", {"autocast": "bf16"}, None),
-    "stage2 teacher top-64, computed": ("stage2", {"teacher_top_k": 64}, "fill"),
-    "stage2 teacher top-64, from the cache": ("stage2", {"teacher_top_k": 64}, "read"),
-    "stage2 teacher top-64, compiled, from the cache": (
-        "stage2",
-        {"teacher_top_k": 64, "compile": True},
-        "read",
+    "stage2 full teacher, fp32 (old default)": _variant("stage2"),
+    "stage2 full teacher, bf16": _variant("stage2", BF16),
+    "stage2 teacher top-64, computed": _variant("stage2", TOP64, cache="fill"),
+    "stage2 teacher top-64, from the cache": _variant("stage2", TOP64, cache="read"),
+    "stage2 teacher top-64, compiled, from the cache": _variant(
+        "stage2", TOP64, COMPILED, cache="read"
     ),
-    "stage2 teacher top-64, bf16, computed": (
-        "stage2",
-        {"teacher_top_k": 64, "autocast": "bf16"},
-        "fill",
-    ),
-    "stage2 teacher top-64, bf16, from the cache": (
-        "stage2",
-        {"teacher_top_k": 64, "autocast": "bf16"},
-        "read",
-    ),
-    "stage2 teacher top-64, bf16, compiled, from the cache": (
-        "stage2",
-        {"teacher_top_k": 64, "autocast": "bf16", "compile": True},
-        "read",
+    "stage2 teacher top-64, bf16, computed": _variant("stage2", TOP64, BF16, cache="fill"),
+    "stage2 teacher top-64, bf16, from the cache": _variant("stage2", TOP64, BF16, cache="read"),
+    "stage2 teacher top-64, bf16, compiled, from the cache": _variant(
+        "stage2", TOP64, BF16, COMPILED, cache="read"
     ),
 }
 
