@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -385,12 +386,21 @@ def heal_speed_section(rows: pd.DataFrame) -> list[str]:
     table = rows.sort_values("timestamp", kind="stable").copy()  # rows of one run share a stamp
     first = table.groupby(["run_id", "stage"]).tokens_per_s.transform("first")
     table["speedup"] = table.tokens_per_s / first
+    # what each variant really ran, from its recorded config: the names alone once hid that
+    # unnamed levers followed HealConfig's defaults (runs 20261205-053731, -071237 compiled all)
+    settings = table.heal_config.map(lambda text: json.loads(text) if isinstance(text, str) else {})
+    for lever in ("compile", "autocast", "teacher_top_k"):
+        table[lever] = settings.map(lambda config, lever=lever: config.get(lever))
     cols = [
         "run_id",
         "model",
         "method",
         "target_cr",
         "variant",
+        "compile",
+        "autocast",
+        "teacher_top_k",
+        "omp_wait_policy",
         "heal_tokens",
         "tokens_per_s",
         "speedup",
@@ -407,7 +417,8 @@ def heal_speed_section(rows: pd.DataFrame) -> list[str]:
         "is on the first 2,048 WikiText-2 validation tokens (the healing text itself) after "
         "the timed steps; `speedup` is over the stage's first variant (the old default); "
         "`warmup_s` is the untimed first step (with torch.compile, the compile; recorded "
-        "since run 20261205-021022-bench-heal).",
+        "since run 20261205-021022-bench-heal); `compile`, `autocast` and `teacher_top_k` "
+        "are what the variant ran, from its recorded config.",
         "",
         markdown_table(table[cols]),  # older runs have no warmup_s: "-"
         "",
