@@ -678,9 +678,9 @@ def test_heal_speed_compares_each_stage_with_its_old_default_whatever_the_string
     rows["timestamp"] = rows.timestamp.astype(pd.StringDtype("python"))
     text = "\n".join(heal_speed_section(rows))
     header = next(line for line in text.splitlines() if line.startswith("| run_id"))
-    speedup = [cell.strip() for cell in header.split("|")].index("speedup")
+    columns = [cell.strip() for cell in header.split("|")]
     lines = [line for line in text.splitlines() if "(old default)" in line]
     assert len(lines) == 4
-    assert all(line.split("|")[speedup].strip() == "1" for line in lines)
-    compiled = [cell.strip() for cell in header.split("|")].index("compile")
-    assert all(line.split("|")[compiled].strip() == "-" for line in lines)  # not recorded then
+    assert all(line.split("|")[columns.index("speedup")].strip() == "1" for line in lines)
+    # not recorded by these runs
+    assert all(line.split("|")[columns.index("compile")].strip() == "-" for line in lines)
