@@ -48,6 +48,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "(same cell key) instead of measuring again",
     )
     run.add_argument(
+        "--redo",
+        help="comma list of METHOD or METHOD@RATIO: measure these cells again although the "
+        "run has them (after a fix); the new rows supersede the old ones in reports, which "
+        "stay in rows.jsonl",
+    )
+    run.add_argument(
         "--executor",
         default="local",
         choices=["local", "submitit-local", "slurm"],
@@ -154,8 +160,16 @@ def dispatch(args: argparse.Namespace) -> None:
         if args.run_id:
             check_resumable(args.results_dir, args.run_id)
         reuse = args.reuse.split(",") if args.reuse else None
+        redo = args.redo.split(",") if args.redo else None
         store = run_grid(
-            cfg, args.results_dir, args.run_id, args.executor, args.force_config, models, reuse
+            cfg,
+            args.results_dir,
+            args.run_id,
+            args.executor,
+            args.force_config,
+            models,
+            reuse,
+            redo,
         )
         export_csv(store.run_dir)
         if args.publish:

@@ -90,3 +90,37 @@ def test_reuse_copies_measured_rows_of_the_same_cells_instead_of_measuring(tmp_p
     (copied,) = store.rows()
     assert copied["value"] == 33.0 and copied["run_id"] == "new"
     assert copied["reused_from"] == "old" and copied["git_commit"] == "abc"
+
+
+@needs_data
+def test_redo_measures_the_named_cells_again_and_keeps_the_old_rows(tmp_path):
+    from see.grid.rows import identity
+    from see.results import cell_key
+
+    cfg = GridConfig(
+        name="t",
+        models=["smollm2-135m"],
+        methods=["baseline", "svd"],
+        ratios=[10],
+        tasks={"wikitext": 1},
+    )
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    old = []
+    for cell in expand(cfg):
+        ident = identity(cfg, cell, "wikitext")
+        measured = {**ident, "cell_key": cell_key(ident), "run_id": "r1", "timestamp": "old"}
+        old.append(measured | {"metric": "word_perplexity", "value": 99.0})
+    run.joinpath("rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    for bad, message in [("pq", "method 'pq' not in"), ("svd@7", "ratio '7' not in")]:
+        with pytest.raises(ValueError, match=message):
+            run_grid(cfg, tmp_path, run_id="r1", redo=[bad])
+    with pytest.raises(ValueError, match="ratio 'x' not in"):
+        run_grid(cfg, tmp_path, run_id="r1", redo=["svd@x"])
+    assert len(run_grid(cfg, tmp_path, run_id="r1").rows()) == 2  # resumed: nothing to do
+    rows = run_grid(cfg, tmp_path, run_id="r1", redo=["baseline"]).rows()
+    again = [r for r in rows if r["method"] == "baseline" and r["value"] != 99.0]
+    baseline_key = next(r["cell_key"] for r in old if r["method"] == "baseline")
+    assert again and {r["cell_key"] for r in again} == {baseline_key}
+    assert [r["value"] for r in rows[:2]] == [99.0, 99.0]  # the old rows stay
+    assert not [r for r in rows[2:] if r["method"] == "svd"]  # svd was not named

@@ -443,11 +443,12 @@ def test_no_import_cycles_in_the_package():
 
 
 def test_report_marks_tasks_where_the_baseline_is_at_chance(tmp_path):
-    """An RTE the baseline answers like a constant predictor is marked `no`; SST-2 far above
-    chance `yes`; a task the signal run did not measure `unmeasured`."""
+    """An RTE the baseline answers like a constant predictor (zero- and 5-shot) is marked `no`;
+    SST-2 far above chance `yes`; a task the signal run did not measure `unmeasured`, and so
+    is WNLI, at chance zero-shot with its 5-shot setting still to measure."""
     results, reports = tmp_path / "results", tmp_path / "reports"
     grid = fixture_rows()
-    for task, value in [("rte", 0.55), ("sst2", 0.85), ("qnli", 0.5)]:
+    for task, value in [("rte", 0.55), ("sst2", 0.85), ("qnli", 0.5), ("wnli", 0.5)]:
         for method in ("baseline", "svd"):
             grid.append(
                 {
@@ -466,7 +467,7 @@ def test_report_marks_tasks_where_the_baseline_is_at_chance(tmp_path):
             "task": task,
             "metric": "acc",
             "method": "baseline",
-            "num_fewshot": 0,
+            "num_fewshot": shots,
             "value": value,
             "stderr": 0.035,
             "chance": chance,
@@ -475,15 +476,22 @@ def test_report_marks_tasks_where_the_baseline_is_at_chance(tmp_path):
             "run_id": "20260101-000000-signal",
             "device": "cpu:test",
             "timestamp": "2026-01-01T00:00:00",
-            "cell_key": task,
+            "cell_key": f"{task}{shots}",
         }
-        for task, value, chance in [("rte", 0.56, 0.53), ("sst2", 0.85, 0.51)]
+        for task, shots, value, chance in [
+            ("rte", 0, 0.56, 0.53),
+            ("rte", 5, 0.57, 0.53),
+            ("sst2", 0, 0.85, 0.51),
+            ("wnli", 0, 0.5, 0.56),
+        ]
     ]
     for run, rows in [("r1", grid), ("20260101-000000-signal", signal)]:
         (results / "runs" / run).mkdir(parents=True)
         (results / "runs" / run / "rows.jsonl").write_text(
             "".join(json.dumps(r) + "\n" for r in rows)
         )
+    config = {"models": ["smollm2-135m"], "tasks": ["rte", "sst2", "wnli"], "fewshots": [0, 5]}
+    (results / "runs" / "20260101-000000-signal" / "config.json").write_text(json.dumps(config))
     (results / "PUBLISHED").write_text("runs/r1\nruns/20260101-000000-signal\n")
     text = build_reports(results, reports).read_text()
     assert "## Which tasks can rank methods" in text
@@ -492,7 +500,7 @@ def test_report_marks_tasks_where_the_baseline_is_at_chance(tmp_path):
         cells = [c.strip() for c in line.split("|")]
         if len(cells) > 14 and cells[1] == "smollm2-135m" and cells[3] == "acc":
             marks[cells[2]] = cells[13]
-    assert marks == {"rte": "no", "sst2": "yes", "qnli": "unmeasured"}
+    assert marks == {"rte": "no", "sst2": "yes", "qnli": "unmeasured", "wnli": "unmeasured"}
 
 
 def test_stage_choice_compares_runs_with_and_without_stage1_at_equal_tokens():
@@ -563,8 +571,12 @@ def test_scaling_reads_one_run_per_task_and_says_whether_the_largest_model_loses
         }
 
     sizes = {"small": 100, "large": 1000}
-    run, other = "20260101-000000-sizes", "20260101-000000-smoke"
+    run, other, zoo = "20260101-000000-sizes", "20260101-000000-smoke", "20260101-000000-zoo"
     rows = [
+        *[  # baselines of three models and nothing compressed: no points, however many models
+            row(zoo, model, size, "baseline", 1.0, "wikitext", 25.0)
+            for model, size in [("small", 100), ("large", 1000), ("huge", 10**4)]
+        ],
         row(run, "small", 100, "baseline", 1.0, "wikitext", 30.0),
         row(run, "small", 100, "svd", 10.0, "wikitext", 300.0),  # recovery 0.1
         row(run, "large", 1000, "baseline", 1.0, "wikitext", 20.0),

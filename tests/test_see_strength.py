@@ -181,3 +181,25 @@ def test_frequency_ordered_buckets_give_the_most_frequent_tokens_a_bucket_each()
     assert len(full) == len(shared)  # still no two tokens with all units equal
     with pytest.raises(ValueError, match="token_slots='bogus'"):
         SEEOptions(token_slots="bogus")
+
+
+def test_a_diverging_row_fit_restarts_from_the_start_at_a_lower_lr():
+    """At an lr far too high for its closed-form start, word2ketXS's row error jumps above 4x
+    the start's at the first checkpoint: the fit restarts from the start at lr / 4 (recorded);
+    a fit that never crosses the ratio runs one schedule at its lr."""
+    from see.methods.rowfit import RESTART_LR_FACTOR, RESTART_RATIO
+
+    torch.manual_seed(0)
+    table = torch.randn(400, 16) @ torch.randn(16, 16)
+    word2ketxs = get_method("word2ketxs")
+    options = {"steps": 40, "sampling": "uniform", "batch_tokens": 128, "checkpoints": 4}
+    wild = word2ketxs.from_table(table, 2, lr=3.0, **options)
+    start, diverged = wild.history[0], wild.history[1]
+    assert diverged["lr"] == 3.0
+    assert diverged["fit_rel_error"] > RESTART_RATIO * start["fit_rel_error"]
+    assert wild.fit_report["fit_restarts"] == 1
+    assert {h["lr"] for h in wild.history[2:]} == {3.0 * RESTART_LR_FACTOR}
+    assert len(wild.history) == 1 + 1 + 4  # the start, the diverged checkpoint, a full rerun
+    tame = word2ketxs.from_table(table, 2, lr=1e-2, **options)
+    assert tame.fit_report["fit_restarts"] == 0
+    assert [h["lr"] for h in tame.history] == [0.0] + [1e-2] * 4

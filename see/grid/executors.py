@@ -4,7 +4,9 @@ after another here (`local`) or as submitit jobs (local subprocesses or Slurm)."
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -29,6 +31,7 @@ def run_grid(
     force_config: bool = False,
     models: list[str] | None = None,
     reuse: list[str] | None = None,
+    redo: list[str] | None = None,
 ):
     """Run every pending (cell, task) of the grid into results/runs/<run_id>; resumable.
 
@@ -38,7 +41,9 @@ def run_grid(
     resumes a run whose config changed (see `open_run`). `models` runs only these of the
     grid's models; the run's config keeps them all, so a later session resumes the same run
     with the others and no config change. `reuse` names earlier runs whose measured rows
-    with the same cell key are copied (with `reused_from`) instead of measured again.
+    with the same cell key are copied (with `reused_from`) instead of measured again. `redo`
+    (METHOD or METHOD@RATIO) measures those cells again although the run has them (after a
+    fix): reports keep the latest row per cell key, the old rows stay in rows.jsonl.
     """
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; allowed: {EXECUTORS}")
@@ -46,6 +51,7 @@ def run_grid(
     if unknown:
         raise ValueError(f"models {unknown} not in preset {cfg.name!r}: {cfg.models}")
     chosen = models or cfg.models
+    again = redo_matcher(cfg, redo or [])
     from see.models.zoo import check_model
 
     check_methods(cfg)
@@ -69,12 +75,13 @@ def run_grid(
         results_dir, dataclasses.asdict(cfg), cfg.name, run_id, force_config, grid_defaults()
     )
     run_id = store.run_dir.name
-    done = store.done_keys()
+    measured = store.done_keys()
     device = device_name()
     cells = [cell for cell in expand(cfg) if cell.model in chosen]
     start = time.perf_counter()
     work, reused_count = [], 0
     for cell in cells:
+        done, copies = (set(), {}) if again(cell) else (measured, earlier)
         keys = {
             stage: {t: cell_key(identity(cfg, cell, t, stage)) for t in cfg.tasks}
             for stage in cell_stages(cfg, cell)
@@ -86,10 +93,10 @@ def run_grid(
                 store.append(
                     [status_row(cfg, cell, task, run_id, device, "skipped", reasons[task], stage)]
                 )
-            for task in [t for t in tasks if not reasons[t] and keys[stage][t] in earlier]:
-                store.append([reused(row, run_id) for row in earlier[keys[stage][task]]])
+            for task in [t for t in tasks if not reasons[t] and keys[stage][t] in copies]:
+                store.append([reused(row, run_id) for row in copies[keys[stage][task]]])
                 reused_count += 1
-            pending[stage] = [t for t in tasks if not reasons[t] and keys[stage][t] not in earlier]
+            pending[stage] = [t for t in tasks if not reasons[t] and keys[stage][t] not in copies]
         if any(pending.values()):
             work.append((cell, pending))
     if reused_count:
@@ -108,6 +115,26 @@ def run_grid(
         f"{time.perf_counter() - start:.1f} s -> {store.path}"
     )
     return store
+
+
+def redo_matcher(cfg: GridConfig, specs: list[str]) -> Callable[[Cell], bool]:
+    """METHOD or METHOD@RATIO specs -> does a cell match one; a clear error for a method or
+    ratio the grid does not have (before the run folder is touched)."""
+    wanted = []
+    for spec in specs:
+        method, _, ratio = spec.partition("@")
+        if method not in cfg.methods:
+            raise ValueError(f"--redo {spec!r}: method {method!r} not in {cfg.methods}")
+        try:
+            target = float(ratio) if ratio else None
+        except ValueError:
+            target = math.nan
+        if target is not None and target not in cfg.ratios:
+            raise ValueError(f"--redo {spec!r}: ratio {ratio!r} not in {cfg.ratios}")
+        wanted.append((method, target))
+    return lambda cell: any(
+        cell.method == method and target in (None, cell.target_cr) for method, target in wanted
+    )
 
 
 def reused(row: dict, run_id: str) -> dict:

@@ -24,6 +24,14 @@ original rows `E[ids]` with the same levers (`RowFit`), so a comparison between 
 - checkpoint choice: `checkpoints` evenly spaced states (and the start) are scored by the
   harness's `checkpoint_score` (initial perplexity on a validation slice; lower is better),
   or, without a scorer, by mean row cosine.
+- restarts: a checkpoint whose row error is over RESTART_RATIO times the start's means the
+  lr is too high for this start (a closed-form start at a high rank: its tail factors are
+  tiny and Adam moves every entry by about lr), so the fit starts again from the start at
+  RESTART_LR_FACTOR x the lr, at most MAX_RESTARTS times. Every state seen stays a
+  checkpoint candidate. A fit that never crosses the ratio runs exactly as without restarts:
+  the highest ratio in the published fits that recovered was 2.7 (word2ketXS, Gemma 3, CR
+  10), the ones that did not were 35 and 50 (word2ketXS at CR 10 on Qwen2.5-Coder 0.5B, CR 4
+  on Gemma 3: runs 20261202-005229-sizes, 20261202-200910-frontier).
 """
 
 from __future__ import annotations
@@ -40,6 +48,9 @@ from see.methods.base import FitContext
 
 SAMPLINGS = ("uniform", "freq", "mixed")
 SCHEDULES = ("onecycle", "cosine")
+RESTART_RATIO = 4.0
+RESTART_LR_FACTOR = 0.25
+MAX_RESTARTS = 2
 
 
 @dataclass(frozen=True)
@@ -198,20 +209,13 @@ def fit_rows(
     mean_sq = (rows - center).pow(2).mean()
     probs = row_probs(fit, token_counts, vocab)
     generator = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(module.parameters(), lr=fit.lr)
-    if fit.schedule == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=fit.lr, total_steps=fit.steps, pct_start=warmup_share(fit.steps)
-        )
-    else:
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, fit.steps)
     save_at = {round(fit.steps * (i + 1) / fit.checkpoints) for i in range(fit.checkpoints)}
     history, best = [], {"score": math.inf, "module": None}
 
-    def consider(step: int, loss: float | None) -> None:
+    def consider(step: int, loss: float | None, lr: float) -> dict:
         """Log this state as a checkpoint and keep it if it scores best so far."""
         module.eval()
-        entry = {"step": step, "loss": loss, **reconstruction_report(module, rows)}
+        entry = {"step": step, "loss": loss, "lr": lr, **reconstruction_report(module, rows)}
         if checkpoint_score is not None:
             entry["score"] = checkpoint_score(module)
         history.append(entry)
@@ -221,38 +225,60 @@ def fit_rows(
         if score < best["score"]:
             best.update(score=score, module=copy.deepcopy(module).cpu())
         module.train()
+        return entry
 
-    consider(0, None)  # the start (closed forms: SVD, word2ketXS n=2) is a candidate too
-    bar = tqdm(range(1, fit.steps + 1), desc=name, mininterval=2)
-    for step in bar:
-        ids = draw_rows(fit, probs, vocab, generator).to(device)
-        # each distinct row is built once (frequency sampling repeats the frequent rows):
-        # the same loss and gradient as building every drawn row, at a fraction of the cost
-        unique, inverse, repeats = torch.unique(ids, return_inverse=True, return_counts=True)
-        built = module(unique)
-        out, x = built[inverse], rows[ids]
-        cos = nn.functional.cosine_similarity(out - center, x - center, dim=1).mean()
-        loss = (1 - cos) + (out - x).pow(2).mean() / mean_sq
-        if fit.id_weight > 0:
-            loss = loss + fit.id_weight * identification_loss(
-                built, unique, rows, fit, generator, weights=repeats.float()
+    def train(lr: float, last_try: bool) -> bool:
+        """One run of the schedule at peak `lr`; False as soon as a checkpoint diverges."""
+        opt = torch.optim.Adam(module.parameters(), lr=lr)
+        if fit.schedule == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=lr, total_steps=fit.steps, pct_start=warmup_share(fit.steps)
             )
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{name} loss is {loss.item()} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}", cos=f"{cos.item():.3f}")
-        if step in save_at:
-            consider(step, loss.item())
+        else:
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, fit.steps)
+        bar = tqdm(range(1, fit.steps + 1), desc=f"{name} lr={lr:.3g}", mininterval=2)
+        for step in bar:
+            ids = draw_rows(fit, probs, vocab, generator).to(device)
+            # each distinct row is built once (frequency sampling repeats the frequent rows):
+            # the same loss and gradient as building every drawn row, at a fraction of the cost
+            unique, inverse, repeats = torch.unique(ids, return_inverse=True, return_counts=True)
+            built = module(unique)
+            out, x = built[inverse], rows[ids]
+            cos = nn.functional.cosine_similarity(out - center, x - center, dim=1).mean()
+            loss = (1 - cos) + (out - x).pow(2).mean() / mean_sq
+            if fit.id_weight > 0:
+                loss = loss + fit.id_weight * identification_loss(
+                    built, unique, rows, fit, generator, weights=repeats.float()
+                )
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{name} loss is {loss.item()} at step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{loss.item():.4f}", cos=f"{cos.item():.3f}")
+            if step in save_at:
+                error = consider(step, loss.item(), lr)["fit_rel_error"]
+                if not last_try and error > RESTART_RATIO * history[0]["fit_rel_error"]:
+                    tqdm.write(f"[{name}] row error {error:.4g} at step {step}: restart")
+                    return False
+        return True
+
+    start = copy.deepcopy(module.state_dict())
+    consider(0, None, 0.0)  # the start (closed forms: SVD, word2ketXS n=2) is a candidate too
+    lr, restarts = fit.lr, 0
+    while not train(lr, last_try=restarts == MAX_RESTARTS):
+        module.load_state_dict(start)
+        lr, restarts = lr * RESTART_LR_FACTOR, restarts + 1
     chosen = min(history, key=lambda h: h.get("score", -h["fit_mean_cos"]))
     fitted = best["module"]
     fitted.fit_report = {
         **reconstruction_report(fitted, table.float()),
         "fit_step": chosen["step"],
         "fit_checkpoint_by": "score" if checkpoint_score is not None else "mean_cos",
+        "fit_restarts": restarts,
+        "fit_lr": chosen["lr"],
     }
     fitted.history = history
     return fitted.eval()

@@ -587,13 +587,20 @@ def run_section(rows: pd.DataFrame, run_id: str, reports_dir: Path) -> list[str]
     return lines
 
 
-def signal_of(signal_rows: pd.DataFrame) -> dict:
-    """model -> task -> entry of the signal table, from published `signal` runs' rows."""
+def signal_of(signal_rows: pd.DataFrame, results_dir: Path) -> dict:
+    """model -> task -> entry of the signal table, from published `signal` runs' rows, run by
+    run as `python -m see signal` updates it: a (model, task) whose few-shot settings are not
+    all measured yet and none informative has no entry (the presets refuse it too)."""
     if signal_rows.empty:
         return {}
     measured = signal_rows[signal_rows.value.notna() & (signal_rows.primary == True)]  # noqa: E712
-    records = measured.astype(object).where(measured.notna(), None).to_dict("records")
-    return signal_table(records)
+    table: dict[str, dict] = {}
+    for run_id, run_rows in sorted(measured.groupby("run_id")):
+        config = json.loads((results_dir / "runs" / run_id / "config.json").read_text())
+        records = run_rows.astype(object).where(run_rows.notna(), None).to_dict("records")
+        for model, entries in signal_table(records, tuple(config["fewshots"])).items():
+            table.setdefault(model, {}).update(entries)
+    return table
 
 
 def mark_informative(rows: pd.DataFrame, table: dict) -> pd.DataFrame:
@@ -658,7 +665,7 @@ def build_reports(
     heal_speed_rows = rows[rows.task == "bench-heal"]
     contention_rows = rows[rows.task == "contention"]
     is_signal = rows.run_id.str.contains("-signal")
-    signal = signal_of(rows[is_signal])
+    signal = signal_of(rows[is_signal], results_dir)
     rows = rows[~rows.task.isin(["bench", "bench-heal", "contention"]) & ~is_signal]
     rows = add_recovery(latest(rows)) if len(rows) else rows.assign(recovery=None)
     rows = mark_informative(rows, signal)

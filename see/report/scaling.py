@@ -41,7 +41,12 @@ def scaling_points(rows: pd.DataFrame, task: str, metric: str) -> pd.DataFrame:
     if "model_param_bytes" not in rows:
         return pd.DataFrame(columns=POINT_COLUMNS)
     data = default_cells(rows[(rows.task == task) & (rows.metric == metric)])
-    models_per_run = data.groupby("run_id").model.nunique()
+    # models with a baseline and a compressed cell (a baseline-only run such as `zoo` has no
+    # points however many models it has)
+    compared = data[data.method != "baseline"].merge(
+        data[data.method == "baseline"][["run_id", "model"]].drop_duplicates()
+    )
+    models_per_run = compared.groupby("run_id").model.nunique()
     if models_per_run.empty or models_per_run.max() < 2:
         return pd.DataFrame(columns=POINT_COLUMNS)
     data = data[data.run_id == models_per_run.idxmax()]
