@@ -598,7 +598,16 @@ def test_scaling_reads_one_run_per_task_and_says_whether_the_largest_model_loses
     sst2 = scaling_points(frame, "sst2", "acc")
     assert list(sst2.model) == ["small", "large"]  # the uninformative size is left out
     assert sst2.recovery_stderr.notna().all()
+    assert set(sst2.measure) == {"recovery"}  # no chance levels given: the plain ratio
     assert "no difference beyond 2 stderr" in scaling_markdown(frame, "sst2", "acc")
+    chance = {"small": 0.5, "large": 0.5}
+    above = scaling_points(frame, "sst2", "acc", chance)  # (0.6 - 0.5) / (0.8 - 0.5), ...
+    assert above.recovery.round(6).tolist() == [round(0.1 / 0.3, 6), 0.55]
+    assert set(above.measure) == {"recovery above chance"}
+    assert above.recovery_stderr.gt(sst2.recovery_stderr).all()  # smaller margins, more noise
+    assert "no difference beyond 2 stderr" in scaling_markdown(frame, "sst2", "acc", chance)
+    partial = scaling_points(frame, "sst2", "acc", {"small": 0.5})  # one model has no chance
+    assert set(partial.measure) == {"recovery"}
 
 
 def test_headline_names_the_best_method_per_model_size_and_byte_budget():

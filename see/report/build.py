@@ -222,9 +222,11 @@ def plot_metric_vs_model_size(rows: pd.DataFrame, task: str, metric: str, out: P
     return _finish_plot(fig, ax, metric, out)
 
 
-def plot_recovery_vs_size(rows: pd.DataFrame, task: str, metric: str, out: Path) -> Path | None:
+def plot_recovery_vs_size(
+    rows: pd.DataFrame, task: str, metric: str, out: Path, chance: dict[str, float]
+) -> Path | None:
     """Recovery vs model parameters, a line per (method, ratio) over the models of one run."""
-    points = scaling_points(rows, task, metric)
+    points = scaling_points(rows, task, metric, chance)
     if points.empty:
         return None
     fig, ax = plt.subplots(figsize=(9, 4))
@@ -238,28 +240,39 @@ def plot_recovery_vs_size(rows: pd.DataFrame, task: str, metric: str, out: Path)
             label=f"{method} {ratio:g}x",
         )
     ax.axhline(1.0, color="black", lw=1, label="no loss")
-    ax.set(xlabel="model parameters", ylabel=f"{task} {metric} recovery", xscale="log")
-    ax.set_yscale("log")
+    ax.set(xlabel="model parameters", ylabel=f"{task} {metric} {points.measure.iloc[0]}")
+    ax.set_xscale("log")
+    if (points.recovery > 0).all():  # above chance a method can score below chance
+        ax.set_yscale("log")
     return _finish_plot(fig, ax, metric, out)
 
 
-def scaling_section(rows: pd.DataFrame, reports_dir: Path) -> list[str]:
+def scaling_section(rows: pd.DataFrame, reports_dir: Path, signal: dict) -> list[str]:
     """'Do larger models lose less?': a figure and a table per task with two or more sizes."""
     lines = []
     for task, metric in task_metrics(rows):
-        table = scaling_markdown(rows, task, metric)
+        chance = {
+            model: tasks[task]["chance"]
+            for model, tasks in signal.items()
+            if tasks.get(task, {}).get("chance") is not None
+        }
+        table = scaling_markdown(rows, task, metric, chance)
         if table is None:
             continue
         figure = plot_recovery_vs_size(
-            rows, task, metric, reports_dir / f"{task}_recovery_vs_size.png"
+            rows, task, metric, reports_dir / f"{task}_recovery_vs_size.png", chance
         )
-        lines += [f"### {task} {metric}", "", f"![]({figure.name})", "", table, ""]
+        measure = scaling_points(rows, task, metric, chance).measure.iloc[0]
+        lines += [f"### {task} {metric}: {measure}", "", f"![]({figure.name})", "", table, ""]
     if not lines:
         return []
     intro = (
         "Recovery (compressed / baseline, inverted for perplexities) at each model size, "
         "methods with their default options, initial quality, informative tasks only, from "
-        "the run with the most models per task; see see/report/scaling.py."
+        "the run with the most models per task; on accuracy tasks above chance, (compressed "
+        "- chance) / (baseline - chance) with the signal table's chance level, since a "
+        "baseline near chance gives every method a plain recovery near 1; see "
+        "see/report/scaling.py."
     )
     return ["## Do larger models lose less? (issue 20)", "", intro, "", *lines]
 
@@ -708,7 +721,7 @@ def build_reports(
     if size_figures:
         lines += ["## Quality vs model size", ""]
         lines += [f"![]({f.name})" for f in size_figures] + [""]
-    lines += scaling_section(rows, reports_dir)
+    lines += scaling_section(rows, reports_dir, signal)
     lines += ["## Models", "", models_table(rows), ""]
     lines += signal_section(signal)
     curves = curve_markdown(rows)

@@ -3,9 +3,12 @@
 Recovery is compressed / baseline of the same run (inverted for perplexities, see build.py's
 `add_recovery`), so models with different baselines compare. Per (task, metric) the points
 come from one run, the one with the most models, so that limits and settings are the same
-for every size; uninformative (model, task) cells (signal.py) are left out. Its stderr, where
-lm-eval gives one for both values (accuracies, not perplexities), is the delta method's:
-r * sqrt((s_c / c)^2 + (s_b / b)^2).
+for every size; uninformative (model, task) cells (signal.py) are left out. On an accuracy
+task whose chance level the signal table has for every model, recovery is measured above
+chance, (c - chance) / (b - chance): a plain ratio gives every method a recovery near 1 on a
+model whose baseline is itself near chance, which says nothing about the method. Its stderr,
+where lm-eval gives one for both values (accuracies, not perplexities), is the delta
+method's: r * sqrt((s_c / c)^2 + (s_b / b)^2), with c and b above chance where they are.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import math
 
 import pandas as pd
 
-POINT_COLUMNS = ["model", "params", "method", "ratio", "recovery", "recovery_stderr"]
+POINT_COLUMNS = ["model", "params", "method", "ratio", "recovery", "recovery_stderr", "measure"]
+ABOVE_CHANCE = "recovery above chance"
 
 
 def model_params(rows: pd.DataFrame) -> pd.Series:
@@ -35,9 +39,12 @@ def default_cells(rows: pd.DataFrame) -> pd.DataFrame:
     ]
 
 
-def scaling_points(rows: pd.DataFrame, task: str, metric: str) -> pd.DataFrame:
+def scaling_points(
+    rows: pd.DataFrame, task: str, metric: str, chance: dict[str, float] | None = None
+) -> pd.DataFrame:
     """One point per (model, method, ratio) from the run with the most models on (task, metric);
-    empty when no run has two models."""
+    empty when no run has two models. `chance`: model -> the task's chance level (signal
+    table); recovery is measured above it when every model of the points has one."""
     if "model_param_bytes" not in rows:
         return pd.DataFrame(columns=POINT_COLUMNS)
     data = default_cells(rows[(rows.task == task) & (rows.metric == metric)])
@@ -53,19 +60,25 @@ def scaling_points(rows: pd.DataFrame, task: str, metric: str) -> pd.DataFrame:
     base = data[data.method == "baseline"].drop_duplicates("model").set_index("model")
     data = data[(data.method != "baseline") & data.model.isin(base.index)]
     params = model_params(rows)
+    chance = chance or {}
+    above = bool(len(data)) and data.model.isin(list(chance)).all()
+    floor = data.model.map(chance) if above else pd.Series(0.0, index=data.index)
+    value, base_value = data.value - floor, data.model.map(base.value) - floor
+    recovery = value / base_value if above else data.recovery
     points = pd.DataFrame(
         {
             "model": data.model,
             "params": data.model.map(params),
             "method": data.method,
             "ratio": data.target_cr.round(1),
-            "recovery": data.recovery,
+            "recovery": recovery,
             "recovery_stderr": [
-                delta_stderr(
-                    row.recovery, row.value, row.stderr, *base.loc[row.model, ["value", "stderr"]]
+                delta_stderr(r, v, s, b, base.stderr[m])
+                for r, v, s, b, m in zip(
+                    recovery, value, data.stderr, base_value, data.model, strict=True
                 )
-                for row in data.itertuples()
             ],
+            "measure": ABOVE_CHANCE if above else "recovery",
         }
     )
     return points.sort_values(["method", "ratio", "params"]).reset_index(drop=True)
@@ -97,9 +110,11 @@ def trend(points: pd.DataFrame) -> str:
     return f"the largest {verb} ({said}, {abs(diff) / stderr:.1f} stderr)"
 
 
-def scaling_markdown(rows: pd.DataFrame, task: str, metric: str) -> str | None:
+def scaling_markdown(
+    rows: pd.DataFrame, task: str, metric: str, chance: dict[str, float] | None = None
+) -> str | None:
     """A line per (method, ratio): recovery at each size, smallest to largest, and the trend."""
-    points = scaling_points(rows, task, metric)
+    points = scaling_points(rows, task, metric, chance)
     if points.empty:
         return None
     order = list(points.drop_duplicates("model").sort_values("params").model)
