@@ -24,10 +24,10 @@ original rows `E[ids]` with the same levers (`RowFit`), so a comparison between 
 - checkpoint choice: `checkpoints` evenly spaced states (and the start) are scored by the
   harness's `checkpoint_score` (initial perplexity on a validation slice; lower is better),
   or, without a scorer, by mean row cosine.
-- restarts: a checkpoint whose row error is over RESTART_RATIO times the start's means the
-  lr is too high for this start (a closed-form start at a high rank: its tail factors are
-  tiny and Adam moves every entry by about lr), so the fit starts again from the start at
-  RESTART_LR_FACTOR x the lr, at most MAX_RESTARTS times. Every state seen stays a
+- restarts: a non-finite loss or a checkpoint whose row error is over RESTART_RATIO times the
+  start's means the lr is too high for this start (a closed-form start at a high rank: its
+  tail factors are tiny and Adam moves every entry by about lr), so the fit starts again from
+  the start at RESTART_LR_FACTOR x the lr, at most MAX_RESTARTS times. Every state seen stays a
   checkpoint candidate. A fit that never crosses the ratio runs exactly as without restarts:
   the highest ratio in the published fits that recovered was 2.7 (word2ketXS, Gemma 3, CR
   10), the ones that did not were 35 and 50 (word2ketXS at CR 10 on Qwen2.5-Coder 0.5B, CR 4
@@ -251,7 +251,10 @@ def fit_rows(
                     built, unique, rows, fit, generator, weights=repeats.float()
                 )
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"{name} loss is {loss.item()} at step {step}")
+                if last_try:
+                    raise FloatingPointError(f"{name} loss is {loss.item()} at step {step}")
+                tqdm.write(f"[{name}] loss {loss.item()} at step {step}: restart")
+                return False
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
