@@ -34,7 +34,7 @@ from see.report.healing import (  # noqa: E402
     stage_choice_markdown,
 )
 from see.report.markdown import markdown_table  # noqa: E402
-from see.report.scaling import scaling_markdown, scaling_points  # noqa: E402
+from see.report.scaling import points_markdown, scaling_points  # noqa: E402
 from see.report.targets import targets_markdown  # noqa: E402
 from see.results import published_rows  # noqa: E402
 
@@ -222,13 +222,8 @@ def plot_metric_vs_model_size(rows: pd.DataFrame, task: str, metric: str, out: P
     return _finish_plot(fig, ax, metric, out)
 
 
-def plot_recovery_vs_size(
-    rows: pd.DataFrame, task: str, metric: str, out: Path, chance: dict[str, float]
-) -> Path | None:
-    """Recovery vs model parameters, a line per (method, ratio) over the models of one run."""
-    points = scaling_points(rows, task, metric, chance)
-    if points.empty:
-        return None
+def plot_recovery_vs_size(points: pd.DataFrame, task: str, metric: str, out: Path) -> Path:
+    """Recovery vs model parameters (`scaling_points`), a line per (method, ratio)."""
     fig, ax = plt.subplots(figsize=(9, 4))
     for (method, ratio), group in points.groupby(["method", "ratio"], sort=True):
         ax.errorbar(
@@ -256,14 +251,13 @@ def scaling_section(rows: pd.DataFrame, reports_dir: Path, signal: dict) -> list
             for model, tasks in signal.items()
             if tasks.get(task, {}).get("chance") is not None
         }
-        table = scaling_markdown(rows, task, metric, chance)
-        if table is None:
+        points = scaling_points(rows, task, metric, chance)
+        if points.empty:
             continue
-        figure = plot_recovery_vs_size(
-            rows, task, metric, reports_dir / f"{task}_recovery_vs_size.png", chance
-        )
-        measure = scaling_points(rows, task, metric, chance).measure.iloc[0]
-        lines += [f"### {task} {metric}: {measure}", "", f"![]({figure.name})", "", table, ""]
+        out = reports_dir / f"{task}_recovery_vs_size.png"
+        figure = plot_recovery_vs_size(points, task, metric, out)
+        heading = f"### {task} {metric}: {points.measure.iloc[0]}"
+        lines += [heading, "", f"![]({figure.name})", "", points_markdown(points), ""]
     if not lines:
         return []
     intro = (

@@ -115,8 +115,11 @@ def scaling_markdown(
 ) -> str | None:
     """A line per (method, ratio): recovery at each size, smallest to largest, and the trend."""
     points = scaling_points(rows, task, metric, chance)
-    if points.empty:
-        return None
+    return None if points.empty else points_markdown(points)
+
+
+def points_markdown(points: pd.DataFrame) -> str:
+    """The table of `scaling_markdown` from points already computed."""
     order = list(points.drop_duplicates("model").sort_values("params").model)
     lines = []
     for (method, ratio), group in points.groupby(["method", "ratio"], sort=True):
