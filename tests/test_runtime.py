@@ -19,8 +19,11 @@ def test_thread_counts_are_positive_integers():
 def test_configure_sets_threads_and_keeps_a_chosen_wait_policy(monkeypatch):
     before = torch.get_num_threads()
     try:
-        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-        monkeypatch.delenv("SEE_THREADS", raising=False)
+        for name in ("OMP_WAIT_POLICY", "SEE_THREADS"):
+            # setenv first: a delenv of an unset variable is not undone, so configure()'s
+            # SEE_THREADS=1 would leak into every later test (and the grids they run)
+            monkeypatch.setenv(name, "")
+            monkeypatch.delenv(name)
         assert configure(1) == 1 and torch.get_num_threads() == 1
         assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"  # children inherit it
         monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")

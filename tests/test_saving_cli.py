@@ -90,7 +90,9 @@ def test_see_lm_eval_cli_gives_the_grids_wikitext_number(tmp_path, monkeypatch):
     assert out.returncode == 0, out.stderr[-3000:]
     (written,) = (tmp_path / "lm-eval").rglob("results_*.json")  # lm-eval's own results file
     cli = json.loads(written.read_text())["results"]["wikitext"]
-    assert cli["word_perplexity,none"] == pytest.approx(grid["word_perplexity"], rel=1e-6)
+    # rel 1e-4: float sums may round differently between processes on some CPUs (CI once
+    # saw 3e-5 at this perplexity of ~1.2e5); another method or ratio differs by far more
+    assert cli["word_perplexity,none"] == pytest.approx(grid["word_perplexity"], rel=1e-4)
     assert grid["word_perplexity"] > 1000  # SVD at CR 10 is far from the baseline's ~34
 
 

@@ -74,7 +74,9 @@ class SEELM(TailLogitsHFLM):
         from see.compress import compress
         from see.models import compress_model, load_model
         from see.models.saving import is_compressed_folder, load_compressed
+        from see.runtime import apply_threads
 
+        apply_threads()  # the grid's thread count: the same spec gives the same numbers
         hf_args = {k: kwargs.pop(k) for k in list(kwargs) if k in HFLM_ARGS}
         torch_dtype = getattr(torch, dtype)
         if is_compressed_folder(pretrained):
