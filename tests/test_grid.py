@@ -1,5 +1,6 @@
 """The grid end to end on the smallest real model: healing stages, unreachable CRs, resume."""
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -9,6 +10,7 @@ from conftest import needs_data
 
 from see.config import GridConfig
 from see.grid import expand, run_grid
+from see.grid.executors import redo_matcher
 
 
 @pytest.mark.slow
@@ -124,3 +126,10 @@ def test_redo_measures_the_named_cells_again_and_keeps_the_old_rows(tmp_path):
     assert again and {r["cell_key"] for r in again} == {baseline_key}
     assert [r["value"] for r in rows[:2]] == [99.0, 99.0]  # the old rows stay
     assert not [r for r in rows[2:] if r["method"] == "svd"]  # svd was not named
+    # a method with its own ratio (int4: 7.11x) is named by that ratio as written in reports
+    cfg = dataclasses.replace(cfg, methods=["svd", "int4"])
+    (int4_cell,) = [c for c in expand(cfg) if c.method == "int4"]
+    assert redo_matcher(cfg, ["int4@7.1"])(int4_cell)
+    assert not redo_matcher(cfg, ["svd@10"])(int4_cell)
+    with pytest.raises(ValueError, match=r"ratio '10' not in int4's ratios \[7.11"):
+        redo_matcher(cfg, ["int4@10"])

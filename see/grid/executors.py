@@ -4,7 +4,6 @@ after another here (`local`) or as submitit jobs (local subprocesses or Slurm)."
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -119,22 +118,26 @@ def run_grid(
 
 def redo_matcher(cfg: GridConfig, specs: list[str]) -> Callable[[Cell], bool]:
     """METHOD or METHOD@RATIO specs -> does a cell match one; a clear error for a method or
-    ratio the grid does not have (before the run folder is touched)."""
+    ratio the grid does not have (before the run folder is touched). A ratio matches a cell's
+    target CR rounded to the decimals written, so `int4@7.1` names int4's 7.11x cells."""
+    cells = expand(cfg)
     wanted = []
     for spec in specs:
         method, _, ratio = spec.partition("@")
         if method not in cfg.methods:
             raise ValueError(f"--redo {spec!r}: method {method!r} not in {cfg.methods}")
+        ratios = sorted({c.target_cr for c in cells if c.method == method})
+        decimals = len(ratio.partition(".")[2])
         try:
-            target = float(ratio) if ratio else None
+            matched = (
+                [cr for cr in ratios if round(cr, decimals) == float(ratio)] if ratio else ratios
+            )
         except ValueError:
-            target = math.nan
-        if target is not None and target not in cfg.ratios:
-            raise ValueError(f"--redo {spec!r}: ratio {ratio!r} not in {cfg.ratios}")
-        wanted.append((method, target))
-    return lambda cell: any(
-        cell.method == method and target in (None, cell.target_cr) for method, target in wanted
-    )
+            matched = []
+        if not matched:
+            raise ValueError(f"--redo {spec!r}: ratio {ratio!r} not in {method}'s ratios {ratios}")
+        wanted += [(method, cr) for cr in matched]
+    return lambda cell: (cell.method, cell.target_cr) in wanted
 
 
 def reused(row: dict, run_id: str) -> dict:
