@@ -4,11 +4,15 @@ Times are medians over `repeats` runs after `warmup` runs, with the interquartil
 GPU each run is bracketed by torch.cuda.synchronize(). Peak memory: on GPU
 torch.cuda.max_memory_allocated after reset_peak_memory_stats; on CPU (Linux) the process's
 resident high-water mark VmHWM, reset through /proc/self/clear_refs before each measurement
-(it counts the whole process: Python, torch and the model, not only tensors).
+(it counts the whole process: Python, torch and the model, not only tensors), after glibc has
+handed freed heap back to the OS (malloc_trim): else a point starts from the resident memory
+that the previous point freed but glibc kept, and a method that allocates more in prefill (a
+quantizer's dequantized rows) reads as a larger decode peak.
 """
 
 from __future__ import annotations
 
+import ctypes
 import resource
 import statistics
 import time
@@ -50,6 +54,9 @@ def reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     else:  # Linux >= 4.0: writing 5 to clear_refs resets the resident high-water mark
+        trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only (not musl)
+        if trim:
+            trim(0)
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")
 
