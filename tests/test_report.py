@@ -594,18 +594,18 @@ def test_scaling_reads_one_run_per_task_and_says_whether_the_largest_model_loses
     points = scaling_points(frame, "wikitext", "word_perplexity")
     assert list(points.model) == list(sizes) and list(points.params) == list(sizes.values())
     assert points.recovery.round(6).tolist() == [0.1, 0.5]
-    assert "the largest loses less" in scaling_markdown(frame, "wikitext", "word_perplexity")
+    assert "the largest loses less" in scaling_markdown(points)
     sst2 = scaling_points(frame, "sst2", "acc")
     assert list(sst2.model) == ["small", "large"]  # the uninformative size is left out
     assert sst2.recovery_stderr.notna().all()
     assert set(sst2.measure) == {"recovery"}  # no chance levels given: the plain ratio
-    assert "no difference beyond 2 stderr" in scaling_markdown(frame, "sst2", "acc")
+    assert "no difference beyond 2 stderr" in scaling_markdown(sst2)
     chance = {"small": 0.5, "large": 0.5}
     above = scaling_points(frame, "sst2", "acc", chance)  # (0.6 - 0.5) / (0.8 - 0.5), ...
     assert above.recovery.round(6).tolist() == [round(0.1 / 0.3, 6), 0.55]
     assert set(above.measure) == {"recovery above chance"}
     assert above.recovery_stderr.gt(sst2.recovery_stderr).all()  # smaller margins, more noise
-    assert "no difference beyond 2 stderr" in scaling_markdown(frame, "sst2", "acc", chance)
+    assert "no difference beyond 2 stderr" in scaling_markdown(above)
     partial = scaling_points(frame, "sst2", "acc", {"small": 0.5})  # one model has no chance
     assert set(partial.measure) == {"recovery"}
 

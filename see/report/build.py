@@ -34,7 +34,7 @@ from see.report.healing import (  # noqa: E402
     stage_choice_markdown,
 )
 from see.report.markdown import markdown_table  # noqa: E402
-from see.report.scaling import points_markdown, scaling_points  # noqa: E402
+from see.report.scaling import scaling_markdown, scaling_points  # noqa: E402
 from see.report.targets import targets_markdown  # noqa: E402
 from see.results import published_rows  # noqa: E402
 
@@ -257,7 +257,7 @@ def scaling_section(rows: pd.DataFrame, reports_dir: Path, signal: dict) -> list
         out = reports_dir / f"{task}_recovery_vs_size.png"
         figure = plot_recovery_vs_size(points, task, metric, out)
         heading = f"### {task} {metric}: {points.measure.iloc[0]}"
-        lines += [heading, "", f"![]({figure.name})", "", points_markdown(points), ""]
+        lines += [heading, "", f"![]({figure.name})", "", scaling_markdown(points), ""]
     if not lines:
         return []
     intro = (

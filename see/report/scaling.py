@@ -110,16 +110,9 @@ def trend(points: pd.DataFrame) -> str:
     return f"the largest {verb} ({said}, {abs(diff) / stderr:.1f} stderr)"
 
 
-def scaling_markdown(
-    rows: pd.DataFrame, task: str, metric: str, chance: dict[str, float] | None = None
-) -> str | None:
-    """A line per (method, ratio): recovery at each size, smallest to largest, and the trend."""
-    points = scaling_points(rows, task, metric, chance)
-    return None if points.empty else points_markdown(points)
-
-
-def points_markdown(points: pd.DataFrame) -> str:
-    """The table of `scaling_markdown` from points already computed."""
+def scaling_markdown(points: pd.DataFrame) -> str:
+    """A line per (method, ratio) of `scaling_points`: recovery at each size, smallest to
+    largest, and the trend."""
     order = list(points.drop_duplicates("model").sort_values("params").model)
     lines = []
     for (method, ratio), group in points.groupby(["method", "ratio"], sort=True):
