@@ -645,7 +645,12 @@ def test_headline_names_the_best_method_per_model_size_and_byte_budget():
     assert [line.split("|")[1].strip() for line in body] == ["small", "small", "big", "big"]
     assert [line.split("|")[4].strip() for line in body] == ["svd", "svd", "see", "see"]
     assert "135M" in table and "1.5B" in table and "nan" not in table and ">= 40x" in table
+    assert "Not measured" not in table
     assert size_summary(pd.DataFrame(rows).assign(run_id="20260101-000000-frontier")) == []
+
+    rows.append(row("small", "pq", 10.0, 11.3, "wikitext", 25.0, 1.35e8))  # not yet on "big"
+    table = "\n".join(size_summary(pd.DataFrame(rows)))
+    assert "Not measured yet, so not ranked: big: pq at 10." in table
 
 
 def test_headline_names_the_best_method_per_byte_budget_from_the_newest_frontier_run():

@@ -179,6 +179,7 @@ def size_summary(rows: pd.DataFrame) -> list[str]:
         return []
     params = best.model.map(model_params(rows))
     best = best.assign(params=params).sort_values(["params", "byte_budget"])
+    missing = unmeasured(cells)
     return [
         f"**Per model size** (runs: {', '.join(sorted(best.run_id.unique()))}): the method with "
         "the lowest word perplexity among those storing at least 10x / 40x fewer embedding "
@@ -186,7 +187,26 @@ def size_summary(rows: pd.DataFrame) -> list[str]:
         "",
         best_markdown(best.drop(columns="params"), sizes=best.params),
         "",
+        *([f"Not measured yet, so not ranked: {'; '.join(missing)}.", ""] if missing else []),
     ]
+
+
+def unmeasured(cells: pd.DataFrame) -> list[str]:
+    """The (method, target) cells that some model has and another lacks, per lacking model,
+    e.g. `qwen2.5-coder-1.5b: pq at 10, 40` (a run still in progress, or one cut short)."""
+    measured = cells.dropna(subset=["word_ppl"])
+    have = set(zip(measured.model, measured.method, measured.target_cr, strict=True))
+    lines = []
+    for model in sorted(measured.model.unique()):
+        lacking: dict[str, list[float]] = {}
+        for method, target in sorted({(m, t) for _, m, t in have}):
+            if (model, method, target) not in have:
+                lacking.setdefault(method, []).append(target)
+        lines += [
+            f"{model}: {method} at {', '.join(f'{t:g}' for t in targets)}"
+            for method, targets in lacking.items()
+        ]
+    return lines
 
 
 def best_markdown(best: pd.DataFrame, sizes: pd.Series | None) -> str:
