@@ -595,6 +595,10 @@ def test_scaling_reads_one_run_per_task_and_says_whether_the_largest_model_loses
     assert list(points.model) == list(sizes) and list(points.params) == list(sizes.values())
     assert points.recovery.round(6).tolist() == [0.1, 0.5]
     assert "the largest loses less" in scaling_markdown(points)
+    one_size = pd.concat([points, points.iloc[[0]].assign(method="pq")])  # not on "large"
+    table = scaling_markdown(one_size)
+    pq_line = next(line for line in table.splitlines() if line.startswith("| pq"))
+    assert "nan" not in table and pq_line.split("|")[4].strip() == "-" and "one size" in pq_line
     sst2 = scaling_points(frame, "sst2", "acc")
     assert list(sst2.model) == ["small", "large"]  # the uninformative size is left out
     assert sst2.recovery_stderr.notna().all()

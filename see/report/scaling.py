@@ -17,6 +17,8 @@ import math
 
 import pandas as pd
 
+from see.report.markdown import markdown_table
+
 POINT_COLUMNS = ["model", "params", "method", "ratio", "recovery", "recovery_stderr", "measure"]
 ABOVE_CHANCE = "recovery above chance"
 
@@ -121,4 +123,4 @@ def scaling_markdown(points: pd.DataFrame) -> str:
         line |= {model: recoveries.get(model, math.nan) for model in order}
         line["does the largest model lose less?"] = trend(group) if len(group) > 1 else "one size"
         lines.append(line)
-    return pd.DataFrame(lines).to_markdown(index=False, floatfmt=".3g")
+    return markdown_table(pd.DataFrame(lines), floatfmt=".3g")  # a size not measured: "-"
