@@ -594,7 +594,7 @@ def test_scaling_reads_one_run_per_task_and_says_whether_the_largest_model_loses
     points = scaling_points(frame, "wikitext", "word_perplexity")
     assert list(points.model) == list(sizes) and list(points.params) == list(sizes.values())
     assert points.recovery.round(6).tolist() == [0.1, 0.5]
-    assert "the largest loses less" in scaling_markdown(points)
+    assert "the larger loses less" in scaling_markdown(points)
     one_size = pd.concat([points, points.iloc[[0]].assign(method="pq")])  # not on "large"
     table = scaling_markdown(one_size)
     pq_line = next(line for line in table.splitlines() if line.startswith("| pq"))

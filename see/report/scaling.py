@@ -105,11 +105,11 @@ def trend(points: pd.DataFrame) -> str:
     said = f"{small.model} {small.recovery:.3g} -> {large.model} {large.recovery:.3g}"
     if math.isnan(stderr):
         verb = "loses less" if diff > 0 else "loses more" if diff < 0 else "loses the same"
-        return f"the largest {verb} ({said}; no stderr: direction only)"
+        return f"the larger {verb} ({said}; no stderr: direction only)"
     if abs(diff) <= 2 * stderr:
         return f"no difference beyond 2 stderr ({said}, stderr of the difference {stderr:.2g})"
     verb = "loses less" if diff > 0 else "loses more"
-    return f"the largest {verb} ({said}, {abs(diff) / stderr:.1f} stderr)"
+    return f"the larger {verb} ({said}, {abs(diff) / stderr:.1f} stderr)"
 
 
 def scaling_markdown(points: pd.DataFrame) -> str:
@@ -121,6 +121,8 @@ def scaling_markdown(points: pd.DataFrame) -> str:
         recoveries = group.set_index("model").recovery
         line = {"method": method, "ratio": ratio}
         line |= {model: recoveries.get(model, math.nan) for model in order}
-        line["does the largest model lose less?"] = trend(group) if len(group) > 1 else "one size"
+        line["smallest vs largest size measured: does the larger lose less?"] = (
+            trend(group) if len(group) > 1 else "one size"
+        )
         lines.append(line)
     return markdown_table(pd.DataFrame(lines), floatfmt=".3g")  # a size not measured: "-"
