@@ -196,10 +196,11 @@ def unmeasured(cells: pd.DataFrame) -> list[str]:
     e.g. `qwen2.5-coder-1.5b: pq at 10, 40` (a run still in progress, or one cut short)."""
     measured = cells.dropna(subset=["word_ppl"])
     have = set(zip(measured.model, measured.method, measured.target_cr, strict=True))
+    anywhere = sorted({(method, target) for _, method, target in have})
     lines = []
     for model in sorted(measured.model.unique()):
         lacking: dict[str, list[float]] = {}
-        for method, target in sorted({(m, t) for _, m, t in have}):
+        for method, target in anywhere:
             if (model, method, target) not in have:
                 lacking.setdefault(method, []).append(target)
         lines += [
