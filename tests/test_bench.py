@@ -123,3 +123,20 @@ def test_summary_checks_the_gpu_targets_against_the_same_runs_baseline(tmp_path)
         ("svd", "embedding"): "True",
         ("see", "embedding"): "False",
     }
+
+
+def test_report_keeps_each_devices_newest_bench_run_and_names_the_older_ones():
+    import pandas as pd
+
+    from see.report.bench import newest_run_per_device
+
+    rows = pd.DataFrame(
+        {
+            "run_id": ["20261101-a", "20261201-b", "20261120-c", "20261201-b"],
+            "device": ["cpu:AMD", "cpu:AMD", "cpu:Intel", "cpu:AMD"],
+            "tokens_per_s": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    kept, older = newest_run_per_device(rows)
+    assert list(kept.tokens_per_s) == [2.0, 3.0, 4.0]  # AMD's newest run (both rows), Intel's only
+    assert older == ["20261101-a"]

@@ -18,3 +18,12 @@ def compared_to_baseline(rows):
     memory_saving = merged.peak_memory_bytes_base - merged.peak_memory_bytes
     merged["memory_vs_param_saving"] = (memory_saving / param_saving).where(param_saving > 0)
     return merged
+
+
+def newest_run_per_device(rows):
+    """The rows of each device's newest run (run ids start with their timestamp) and the ids
+    of the older runs left out, so a table never mixes two runs' measurements of one device."""
+    newest = rows.groupby("device").run_id.transform("max")
+    kept = rows[rows.run_id == newest]
+    older = sorted(set(rows.run_id) - set(kept.run_id))
+    return kept, older

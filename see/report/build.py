@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import cycle
 from pathlib import Path
 
 import matplotlib
@@ -18,7 +19,7 @@ from see.evaluation.signal import (  # noqa: E402
     informative_cells,
     signal_table,
 )
-from see.report.bench import compared_to_baseline  # noqa: E402
+from see.report.bench import compared_to_baseline, newest_run_per_device  # noqa: E402
 from see.report.claims import LOWER_IS_BETTER, claims_markdown, lower_is_better  # noqa: E402
 from see.report.frontier import (  # noqa: E402
     cell_label,
@@ -317,35 +318,58 @@ def models_table(rows: pd.DataFrame) -> str:
 
 
 def plot_bench(bench: pd.DataFrame, column: str, label: str, out: Path) -> Path | None:
-    """`column` vs target CR, a line per (method, head policy, bench point)."""
+    """`column` vs target CR: a panel per bench point, a colour per method, a line style per
+    device (each device's newest run only, so no line joins two runs' measurements)."""
     data = bench[bench.method != "baseline"]
     if data.empty or data.target_cr.nunique() < 2:
         return None
-    fig, ax = plt.subplots(figsize=(11, 4.5))
-    for (model, method, policy, point, b, s), line in data.groupby(
-        ["model", "method", "head_policy", "bench", "batch", "seq"]
-    ):
-        line = line.sort_values("target_cr")
-        ax.plot(
-            line.target_cr,
-            line[column],
-            marker="o",
-            label=f"{model} {method} head {policy}: {point} {int(b)}x{int(s)}",
+    points = (
+        data[["bench", "batch", "seq"]].drop_duplicates().sort_values(["bench", "batch", "seq"])
+    )
+    methods = sorted(data.method.unique())
+    colours = dict(
+        zip(methods, cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"]), strict=False)
+    )
+    styles = dict(zip(sorted(data.device.unique()), cycle(["-", "--", ":", "-."]), strict=False))
+    fig, axes = plt.subplots(1, len(points), figsize=(5 * len(points), 4.5), squeeze=False)
+    for ax, (point, batch, seq) in zip(axes[0], points.itertuples(index=False), strict=True):
+        panel = data[(data.bench == point) & (data.batch == batch) & (data.seq == seq)]
+        for (device, method, _policy), line in panel.groupby(["device", "method", "head_policy"]):
+            line = line.sort_values("target_cr")
+            ax.plot(line.target_cr, line[column], styles[device], marker="o", color=colours[method])
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set(
+            title=f"{point} {int(batch)}x{int(seq)}",
+            xlabel="target compression ratio",
+            xscale="log",
         )
-    ax.axhline(1.0, color="black", linestyle="--", label="baseline")
-    ax.set(xlabel="target compression ratio", ylabel=label, xscale="log")
-    return _finish_plot(fig, ax, column, out)
+        ratios = sorted(panel.target_cr.unique())
+        ax.set_xticks(ratios, labels=[f"{r:.3g}" for r in ratios], minor=False)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    axes[0][0].set_ylabel(f"{label} (baseline = 1)")
+    handles = [plt.Line2D([], [], color=colours[m], marker="o", label=m) for m in methods]
+    handles += [plt.Line2D([], [], color="grey", linestyle=st, label=d) for d, st in styles.items()]
+    fig.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 0.95))
+    fig.tight_layout()
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return out
 
 
 def bench_section(rows: pd.DataFrame, reports_dir: Path) -> list[str]:
     bench = rows[rows.task == "bench"]
     if bench.empty:
         return []
+    bench, older = newest_run_per_device(bench)
     table = compared_to_baseline(bench[bench.status == "ok"])
+    runs = ", ".join(
+        f"{device}: {run}" for device, run in bench.groupby("device").run_id.first().items()
+    )
     lines = [
         "## Memory and throughput",
         "",
-        f"Devices: {', '.join(sorted(bench.device.unique()))}. Ratios are to the baseline "
+        f"The newest published run per device ({runs}); older published runs, not shown: "
+        f"{', '.join(older) or 'none'}. Ratios are to the baseline "
         "measured in the same run. memory_vs_param_saving = peak-memory saving / parameter "
         "bytes saved (1 = all of it shows at run time). On CPU, peak memory is the process's "
         "resident high-water mark (VmHWM, reset before each point).",
@@ -361,6 +385,7 @@ def bench_section(rows: pd.DataFrame, reports_dir: Path) -> list[str]:
         if figure:
             lines += [f"![{label}]({figure.name})", ""]
     cols = [
+        "run_id",
         "model",
         "method",
         "method_options",
@@ -380,7 +405,7 @@ def bench_section(rows: pd.DataFrame, reports_dir: Path) -> list[str]:
         "memory_vs_param_saving",
         "device",
     ]
-    order = ["model", "bench", "batch", "seq", "method", "method_options", "target_cr"]
+    order = ["run_id", "model", "bench", "batch", "seq", "method", "method_options", "target_cr"]
     lines += [table[cols].sort_values(order).to_markdown(index=False, floatfmt=".4g"), ""]
     return lines
 
