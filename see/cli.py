@@ -48,6 +48,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "(same cell key) instead of measuring again",
     )
     run.add_argument(
+        "--copy-only",
+        action="store_true",
+        help="with --reuse: copy the rows and measure nothing; the cells left are listed",
+    )
+    run.add_argument(
         "--redo",
         help="comma list of METHOD or METHOD@RATIO: measure these cells again although the "
         "run has them (after a fix); the new rows supersede the old ones in reports, which "
@@ -170,6 +175,7 @@ def dispatch(args: argparse.Namespace) -> None:
             models,
             reuse,
             redo,
+            args.copy_only,
         )
         export_csv(store.run_dir)
         if args.publish:

@@ -88,6 +88,11 @@ def test_reuse_copies_measured_rows_of_the_same_cells_instead_of_measuring(tmp_p
     with pytest.raises(ValueError, match="--reuse 'gone': no "):
         run_grid(cfg, tmp_path, run_id="new", reuse=["gone"])
     assert not (tmp_path / "runs" / "new").exists()  # refused before the run folder exists
+    with pytest.raises(ValueError, match="--copy-only needs --reuse"):
+        run_grid(cfg, tmp_path, run_id="new", copy_only=True)
+    cfg_more = dataclasses.replace(cfg, methods=["baseline", "svd"])
+    store = run_grid(cfg_more, tmp_path, run_id="copy", reuse=["old"], copy_only=True)
+    assert [r["method"] for r in store.rows()] == ["baseline"]  # svd listed, not measured
     store = run_grid(cfg, tmp_path, run_id="new", reuse=["old"])  # no model is loaded
     (copied,) = store.rows()
     assert copied["value"] == 33.0 and copied["run_id"] == "new"

@@ -31,6 +31,7 @@ def run_grid(
     models: list[str] | None = None,
     reuse: list[str] | None = None,
     redo: list[str] | None = None,
+    copy_only: bool = False,
 ):
     """Run every pending (cell, task) of the grid into results/runs/<run_id>; resumable.
 
@@ -43,9 +44,12 @@ def run_grid(
     with the same cell key are copied (with `reused_from`) instead of measured again. `redo`
     (METHOD or METHOD@RATIO) measures those cells again although the run has them (after a
     fix): reports keep the latest row per cell key, the old rows stay in rows.jsonl.
+    `copy_only` copies the `reuse` rows and measures nothing: it lists the cells left pending.
     """
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; allowed: {EXECUTORS}")
+    if copy_only and not reuse:
+        raise ValueError("--copy-only needs --reuse RUN_ID[,RUN_ID]: the runs to copy from")
     unknown = [m for m in models or [] if m not in cfg.models]
     if unknown:
         raise ValueError(f"models {unknown} not in preset {cfg.name!r}: {cfg.models}")
@@ -100,6 +104,12 @@ def run_grid(
             work.append((cell, pending))
     if reused_count:
         print(f"[see] {reused_count} (cell, task) measurements copied from {reuse}")
+    if copy_only:
+        for cell, pending in work:
+            tasks = sorted({task for tasks in pending.values() for task in tasks})
+            where = f"{cell.model} {cell.method} x{cell.target_cr:g} head {cell.head_policy}"
+            print(f"[see] not measured (--copy-only): {where}: {', '.join(tasks)}")
+        work = []
     if executor == "local":
         for cell, pending in tqdm(work, desc=f"grid {cfg.name}", unit="cell"):
             cell_start, cell_rows = time.perf_counter(), []
