@@ -103,7 +103,7 @@ def validate(cfg: GridConfig) -> None:
     if cfg.bench is not None:
         try:
             BenchSettings(**cfg.bench)
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             raise ValueError(f"grid {cfg.name!r}: bad [bench] table: {err}") from err
     if cfg.batch_size != "auto" and not (isinstance(cfg.batch_size, int) and cfg.batch_size >= 1):
         raise ValueError(
@@ -271,3 +271,16 @@ class BenchSettings:
     device: str = "auto"  # cuda when available, else cpu
     head_cache: bool = True  # a shared head keeps its rebuilt table between calls
     compile: bool = False  # torch.compile the compressed module's forward (fused gather+kron)
+    # CPU only: glibc's malloc threshold (bytes) above which blocks are mmapped and so handed
+    # back on free. Fixed, because glibc's default raises it to the size of each large block
+    # freed, after which a chunked head's dequantized rows (8192 x d floats) stay in the heap
+    # and read as the method's peak memory; 0 keeps glibc's default
+    cpu_mmap_threshold: int = 65536
+
+    def __post_init__(self):
+        threshold = self.cpu_mmap_threshold
+        if not isinstance(threshold, int) or not 0 <= threshold <= 32 * 2**20:
+            raise ValueError(
+                f"cpu_mmap_threshold={threshold!r}; allowed: 0 (glibc's default) or a byte "
+                "count up to 33554432 (glibc's largest)"
+            )

@@ -140,3 +140,37 @@ def test_report_keeps_each_devices_newest_bench_run_and_names_the_older_ones():
     kept, older = newest_run_per_device(rows)
     assert list(kept.tokens_per_s) == [2.0, 3.0, 4.0]  # AMD's newest run (both rows), Intel's only
     assert older == ["20261101-a"]
+
+
+def test_cpu_worker_fixes_the_malloc_mmap_threshold_so_freed_blocks_leave_the_heap():
+    """After the fix, a freed 16 MB block goes back to the OS: resident memory falls by it
+    (glibc's dynamic threshold keeps such a block in the heap once one was freed)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import ctypes, sys\n"
+        "from see.bench.measure import current_memory_bytes, fix_mmap_threshold\n"
+        "import torch\n"
+        "fix_mmap_threshold(int(sys.argv[1]))\n"
+        "cpu = torch.device('cpu')\n"
+        "for _ in range(2):  # the first free raises glibc's dynamic threshold to 16 MB\n"
+        "    block = torch.ones(4 * 2**20)\n"
+        "    small = torch.ones(16)  # allocated above the block: the heap top cannot shrink\n"
+        "    held = current_memory_bytes(cpu)\n"
+        "    del block\n"
+        "print(held - current_memory_bytes(cpu))\n"
+    )
+    returned = {
+        threshold: int(
+            subprocess.run(
+                [sys.executable, "-c", probe, str(threshold)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        for threshold in (0, 65536)
+    }
+    assert returned[65536] > 15 * 2**20  # the whole block went back
+    assert returned[0] < 2**20  # glibc's default kept it (what the setting is for)

@@ -45,6 +45,7 @@ def test_every_preset_loads_and_validates(preset):
             + "[heal]\nstage1_steps = 4\nstage2_steps = 8\nseq_len = 256\ncurve_tokens = [16384]\n",
             "stage2_steps=8 with curve_tokens",
         ),
+        (GOOD + "[bench]\ncpu_mmap_threshold = -1\n", "cpu_mmap_threshold=-1; allowed: 0"),
     ],
 )
 def test_bad_grid_configs_give_clear_errors(tmp_path, text, message):

@@ -7,7 +7,8 @@ resident high-water mark VmHWM, reset through /proc/self/clear_refs before each 
 (it counts the whole process: Python, torch and the model, not only tensors), after glibc has
 handed freed heap back to the OS (malloc_trim): else a point starts from the resident memory
 that the previous point freed but glibc kept, and a method that allocates more in prefill (a
-quantizer's dequantized rows) reads as a larger decode peak.
+quantizer's dequantized rows) reads as a larger decode peak. The worker also fixes glibc's
+mmap threshold (`cpu_mmap_threshold`), so large freed blocks go back to the OS at once.
 """
 
 from __future__ import annotations
@@ -48,6 +49,22 @@ def time_op(
         times.append(time.perf_counter() - start)
     q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
     return {"median_s": statistics.median(times), "iqr_s": q3 - q1, "repeats": repeats}
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
+
+
+def fix_mmap_threshold(threshold: int) -> None:
+    """Blocks above `threshold` bytes are mmapped, so freeing them returns their memory at
+    once (setting it also stops glibc raising it as large blocks are freed); 0: glibc's default."""
+    if threshold == 0:
+        return
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is None or mallopt(M_MMAP_THRESHOLD, threshold) != 1:
+        raise RuntimeError(
+            f"cpu_mmap_threshold={threshold}: this C library has no glibc mallopt that takes "
+            "it; set cpu_mmap_threshold = 0 in [bench] to measure with its default allocator"
+        )
 
 
 def reset_peak(device: torch.device) -> None:

@@ -34,6 +34,7 @@ def worker(target: str, settings: dict, dtype: str) -> list[dict]:
         current_memory_bytes,
         decode_step,
         embedding_step,
+        fix_mmap_threshold,
         measure_point,
         peak_memory_bytes,
         prefill_step,
@@ -44,6 +45,8 @@ def worker(target: str, settings: dict, dtype: str) -> list[dict]:
 
     bench = BenchSettings(**settings)
     device = torch.device(resolved_device(bench))
+    if device.type == "cpu":
+        fix_mmap_threshold(bench.cpu_mmap_threshold)
     reset_peak(device)
     torch_dtype = getattr(torch, dtype)
     if is_compressed_folder(target):
