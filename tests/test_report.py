@@ -162,7 +162,7 @@ def byte_cell_row(run_id, model, method, target, byte_cr, task, value) -> dict:
 def test_frontier_names_the_best_method_per_byte_budget_and_its_pareto_points():
     import pandas as pd
 
-    from see.report.frontier import budget_table, frontier_cells, pareto_front
+    from see.report.frontier import budget_table, frontier_cells, pareto_front, runner_up
 
     cells = [  # method, target, byte_cr, word ppl, sst2
         ("baseline", 1.0, 1.0, 30.0, 0.9),
@@ -186,6 +186,10 @@ def test_frontier_names_the_best_method_per_byte_budget_and_its_pareto_points():
     assert table.loc[10.0, "ppl_over_baseline"] == 2.0
     assert table.loc[40.0, "best_method"] == "svd"  # pq at 40 lost on perplexity
     assert table.loc[40.0, "runner_up"] == "pq (900)"
+    meets = pd.DataFrame(  # pq at two ratios meet a budget: the runner-up is another method
+        {"method": ["pq", "pq", "svd"], "method_options": ["", "", ""], "word_ppl": [60, 90, 800]}
+    )
+    assert runner_up(meets, 0) == "svd (800)"
     front = pareto_front(frontier_cells(rows))
     # the baseline ties int8 with more bytes; svd at 10.2 is beaten by pq with fewer bytes
     assert list(zip(front.method, front.byte_cr, strict=True)) == [

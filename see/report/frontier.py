@@ -98,7 +98,10 @@ def budget_table(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def runner_up(meets: pd.DataFrame, best_index) -> str | None:
-    rest = meets.drop(index=best_index)
+    """The best other method (its lowest word perplexity): the best method at another ratio is
+    no alternative to it."""
+    best = cell_label(meets.loc[best_index])
+    rest = meets[[cell_label(cell) != best for _, cell in meets.iterrows()]]
     if rest.empty:
         return None
     second = rest.loc[rest.word_ppl.idxmin()]
