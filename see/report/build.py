@@ -319,7 +319,7 @@ def models_table(rows: pd.DataFrame) -> str:
 
 def plot_bench(bench: pd.DataFrame, column: str, label: str, out: Path) -> Path | None:
     """`column` vs target CR: a panel per bench point, a colour per method, a line style per
-    device (each device's newest run only, so no line joins two runs' measurements)."""
+    (device, model, head policy) (each device's newest run only: no line joins two runs)."""
     data = bench[bench.method != "baseline"]
     if data.empty or data.target_cr.nunique() < 2:
         return None
@@ -330,13 +330,14 @@ def plot_bench(bench: pd.DataFrame, column: str, label: str, out: Path) -> Path 
     colours = dict(
         zip(methods, cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"]), strict=False)
     )
-    styles = dict(zip(sorted(data.device.unique()), cycle(["-", "--", ":", "-."]), strict=False))
+    setting = data.device + " " + data.model + " head " + data.head_policy
+    styles = dict(zip(sorted(setting.unique()), cycle(["-", "--", ":", "-."]), strict=False))
     fig, axes = plt.subplots(1, len(points), figsize=(5 * len(points), 4.5), squeeze=False)
     for ax, (point, batch, seq) in zip(axes[0], points.itertuples(index=False), strict=True):
         panel = data[(data.bench == point) & (data.batch == batch) & (data.seq == seq)]
-        for (device, method, _policy), line in panel.groupby(["device", "method", "head_policy"]):
+        for (where, method), line in panel.groupby([setting[panel.index], "method"]):
             line = line.sort_values("target_cr")
-            ax.plot(line.target_cr, line[column], styles[device], marker="o", color=colours[method])
+            ax.plot(line.target_cr, line[column], styles[where], marker="o", color=colours[method])
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set(
             title=f"{point} {int(batch)}x{int(seq)}",
