@@ -149,7 +149,7 @@ def test_cpu_worker_fixes_the_malloc_mmap_threshold_so_freed_blocks_leave_the_he
     import sys
 
     probe = (
-        "import ctypes, sys\n"
+        "import sys\n"
         "from see.bench.measure import current_memory_bytes, fix_mmap_threshold\n"
         "import torch\n"
         "fix_mmap_threshold(int(sys.argv[1]))\n"
@@ -174,3 +174,29 @@ def test_cpu_worker_fixes_the_malloc_mmap_threshold_so_freed_blocks_leave_the_he
     }
     assert returned[65536] > 15 * 2**20  # the whole block went back
     assert returned[0] < 2**20  # glibc's default kept it (what the setting is for)
+
+
+def test_cpu_worker_applies_its_mmap_threshold_setting_before_loading(monkeypatch, fresh_smollm):
+    import dataclasses
+
+    from see.bench import measure
+    from see.bench.run import worker
+    from see.config import BenchSettings
+
+    events = []
+    model, tok = fresh_smollm
+    monkeypatch.setattr(measure, "fix_mmap_threshold", lambda value: events.append(value))
+    monkeypatch.setattr("see.models.load_model", lambda *a: events.append("load") or (model, tok))
+    settings = BenchSettings(
+        embedding_shape=(1, 4),
+        prefill=[(1, 4)],
+        decode_batches=[1],
+        decode_prompt=4,
+        new_tokens=1,
+        repeats=1,
+        warmup=0,
+        device="cpu",
+        cpu_mmap_threshold=131072,
+    )
+    rows = worker("smollm2-135m", dataclasses.asdict(settings), "float32")
+    assert events == [131072, "load"] and len(rows) == 3
