@@ -8,12 +8,15 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> None:
-    """User errors (a bad preset, option, ratio, model, data folder, resume) print one line and
-    exit with status 2; `--debug` shows the traceback instead."""
+    """User errors (a bad preset, option, ratio, model, data folder, resume, a run held by
+    another process) and a results folder that cannot be written print one line and exit with
+    status 2; `--debug` shows the traceback instead."""
+    from see.results import ResultsWriteError
+
     args = parse(argv)
     try:
         dispatch(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ResultsWriteError) as err:
         if args.debug:
             raise
         print(f"see: error: {err}", file=sys.stderr)

@@ -81,8 +81,10 @@ def validate(cfg: GridConfig) -> None:
                     f"grid {cfg.name!r}: options of {method!r} must be a table, got {options!r}"
                 )
     for ratio in cfg.ratios:
-        if not isinstance(ratio, (int, float)) or not ratio > 1:
-            raise ValueError(f"grid {cfg.name!r}: compression ratio must be > 1, got {ratio!r}")
+        if not isinstance(ratio, (int, float)) or not 1 < ratio < float("inf"):
+            raise ValueError(
+                f"grid {cfg.name!r}: compression ratio must be a finite number > 1, got {ratio!r}"
+            )
     for policy in cfg.head_policies:
         if policy not in HEAD_POLICIES:
             raise ValueError(f"grid {cfg.name!r}: unknown head policy {policy!r}; {HEAD_POLICIES}")

@@ -49,9 +49,10 @@ def data_dir(override: str | os.PathLike | None = None) -> Path | None:
         return None
     path = Path(value).expanduser().resolve()
     if not path.is_dir():
+        source = f"${DATA_DIR_ENV}" if override is None else "--data-dir or the config's data_dir"
         raise DataFileError(
-            f"data directory {str(path)!r} (from {DATA_DIR_ENV} or the config's data_dir) "
-            "does not exist; point it at a folder laid out like shared/data"
+            f"data directory {str(path)!r} (from {source}) does not exist; point it at a "
+            "folder laid out like shared/data"
         )
     return path
 

@@ -126,6 +126,12 @@ def check_resumable(results_dir: str | Path, run_id: str) -> None:
         )
 
 
+class ResultsWriteError(OSError):
+    """The results folder cannot be written (full disk, read-only, ...): the run stops at
+    once; every row written before stays, and the cell being written is measured again on
+    resume."""
+
+
 def open_run(
     results_dir: str | Path,
     config: dict,
@@ -134,25 +140,27 @@ def open_run(
     force_config: bool = False,
     defaults: dict | None = None,
 ):
-    """The run's store: a new folder (never an existing one), or run `run_id`: resumed when
-    it exists (it must have been started with the same config), else created under that name.
-    A setting the saved config lacks (added to the code later) is no change where its value
-    is its default in `defaults`.
+    """The run's store, locked for this process: a new folder (never an existing one), or run
+    `run_id`: resumed when it exists (it must have been started with the same config), else
+    created under that name. A setting the saved config lacks (added to the code later) is no
+    change where its value is its default in `defaults`.
 
     config.json is written once, when the run starts. Resuming with another config is refused,
     naming the changed fields; `force_config` resumes anyway and appends the change to
     config-forced.jsonl (later resumes compare with the newest forced config). Rows stay apart:
-    every setting that changes a number is in the cell key."""
+    every setting that changes a number is in the cell key. The folder must be writable and no
+    other process may hold the run (both checked here, before any heavy work)."""
     runs = Path(results_dir) / "runs"
     if run_id is None:
         run_id = new_run_id(preset)
         while (runs / run_id).exists():  # two runs started in the same second
             run_id = f"{run_id}-b"
-    saved, forced = runs / run_id / "config.json", runs / run_id / "config-forced.jsonl"
+    store = ResultStore(runs / run_id)
+    store.lock()
+    saved, forced = store.run_dir / "config.json", store.run_dir / "config-forced.jsonl"
     new = json.loads(json.dumps(config, default=str))
     if not saved.is_file():
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        saved.write_text(json.dumps(config, indent=1, default=str))
+        store.write_text(saved, json.dumps(config, indent=1, default=str))
     else:
         history = read_rows(forced) if forced.is_file() else []
         old = history[-1]["config"] if history else json.loads(saved.read_text())
@@ -170,19 +178,29 @@ def open_run(
         if changed:
             stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
             record = {"forced_at": stamp, "changed": changed, "config": new}
-            with forced.open("a") as out:
-                out.write(json.dumps(record, sort_keys=True) + "\n")
+            store.write_text(forced, json.dumps(record, sort_keys=True) + "\n", append=True)
             print(f"[see] run {run_id}: config forced (changed {changed}), recorded in {forced}")
-    print(f"[see] run {run_id}: {runs / run_id}", flush=True)
-    return ResultStore(runs / run_id)
+    store.repair()
+    print(f"[see] run {run_id}: {store.run_dir}", flush=True)
+    return store
+
+
+# run folder -> the store of this process holding its lock
+_HELD: dict[Path, ResultStore] = {}
 
 
 class ResultStore:
-    """Append-only JSONL rows of one run, with the set of finished cell keys."""
+    """Append-only JSONL rows of one run, with the set of finished cell keys.
+
+    Durability: the rows of one cell key go in one append, each row carrying `cell_rows`
+    (the number of rows of that append), and are fsynced. A cell counts as done only when all
+    its rows are whole, so a torn or short write (a kill, a full disk) makes it run again;
+    `repair` cuts such a tail off before a resumed run appends."""
 
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "rows.jsonl"
+        self._lock_fd: int | None = None
 
     def rows(self) -> list[dict]:
         return read_rows(self.path)
@@ -190,43 +208,179 @@ class ResultStore:
     def done_keys(self) -> set[str]:
         return {row["cell_key"] for row in self.rows()}
 
+    def lock(self) -> None:
+        """Hold the run for this process (released when it exits): a second process on the
+        same run is refused, so no cell is measured twice."""
+        import fcntl
+
+        earlier = _HELD.pop(self.run_dir.resolve(), None)
+        if earlier is not None:  # this process opens the run again (a resume in one session)
+            earlier.unlock()
+        lock_path = self.run_dir / "lock"
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise ResultsWriteError(
+                f"results folder {self.run_dir.parent} is not writable: {err.strerror}"
+            ) from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ValueError(
+                f"run {self.run_dir.name!r} is in use by another process (pid {holder}); "
+                "wait for it to finish, or run the other models into a new run and bring the "
+                "rows together with `run --resume RUN --reuse OTHER_RUN --copy-only`"
+            ) from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as err:
+            os.close(fd)
+            raise ResultsWriteError(
+                f"results folder {self.run_dir} is not writable: {err.strerror}"
+            ) from err
+        self._lock_fd = fd
+        _HELD[self.run_dir.resolve()] = self
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    def write_text(self, path: Path, text: str, append: bool = False) -> None:
+        """A small file of the run (its config), with a one-line error if it cannot be written."""
+        try:
+            with path.open("a" if append else "w") as out:
+                out.write(text)
+        except OSError as err:
+            raise ResultsWriteError(f"cannot write {path}: {err.strerror}") from err
+
     def append(self, rows: list[dict]) -> None:
-        """Write the rows of one cell in a single O_APPEND write, then fsync."""
+        """Write the rows of one cell in a single O_APPEND write, then fsync. On a write error
+        the file is cut back to where it was (rows written before stay) and the run stops."""
         if not rows:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        data = "".join(json.dumps(row, sort_keys=True, default=str) + "\n" for row in rows)
-        self._repair_tail()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        data = "".join(
+            json.dumps({**row, "cell_rows": len(rows)}, sort_keys=True, default=str) + "\n"
+            for row in rows
+        ).encode()
+        if self.torn():
+            self.repair()
+        fd = None
         try:
-            os.write(fd, data.encode())
-            os.fsync(fd)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            size = os.fstat(fd).st_size
+            try:
+                written = 0
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+                os.fsync(fd)
+            except OSError:
+                try:
+                    os.ftruncate(fd, size)
+                except OSError:
+                    pass  # the torn tail is cut by `repair` on resume
+                raise
+        except OSError as err:
+            raise ResultsWriteError(
+                f"cannot write results to {self.run_dir}: {err.strerror or err}; the rows "
+                f"written before are kept: resume with --resume {self.run_dir.name} once "
+                "the folder is writable"
+            ) from err
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
 
-    def _repair_tail(self) -> None:
-        """A run killed mid-write may leave a partial last line: end it so new rows stay whole."""
-        if self.path.is_file() and self.path.stat().st_size:
-            with open(self.path, "rb+") as f:
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":
-                    f.write(b"\n")
+    def torn(self) -> bool:
+        """Does rows.jsonl end inside a line (a killed write)? One byte read."""
+        if not self.path.is_file() or not self.path.stat().st_size:
+            return False
+        with open(self.path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+
+    def repair(self) -> None:
+        """Cut off a tail of rows.jsonl that is not whole cells (a run killed mid-write, a full
+        disk), so that those cells run again and new rows start on a fresh line."""
+        if not self.path.is_file():
+            return
+        data = self.path.read_bytes()
+        end = whole_cells_end(data)
+        if end < len(data):
+            print(
+                f"[see] {self.path}: {len(data) - end} bytes of an unfinished cell removed "
+                "(a killed or failed write); that cell runs again",
+                flush=True,
+            )
+            try:
+                with open(self.path, "rb+") as f:
+                    f.truncate(end)
+                    os.fsync(f.fileno())
+            except OSError as err:
+                raise ResultsWriteError(f"cannot repair {self.path}: {err.strerror}") from err
+
+
+def whole_cells_end(data: bytes) -> int:
+    """Byte offset after the last whole cell of a rows.jsonl: its lines parse and all of its
+    `cell_rows` rows are there (rows without `cell_rows`, written before it existed, are
+    cells of their own). A corrupt line followed by whole cells stays (read_rows skips it):
+    only an unfinished tail is cut."""
+    end, offset, group_key, group_left = 0, 0, None, 0
+    for line in data.splitlines(keepends=True):
+        offset += len(line)
+        if not line.endswith(b"\n"):
+            break
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            group_key, group_left = None, 0
+            continue
+        if not isinstance(row, dict):
+            continue
+        if group_left and row.get("cell_key") == group_key:
+            group_left -= 1
+        else:
+            group_key, group_left = row.get("cell_key"), int(row.get("cell_rows") or 1) - 1
+        if group_left == 0:
+            end = offset
+    return end
 
 
 def read_rows(path: str | Path) -> list[dict]:
-    """Rows of a JSONL file; corrupt lines (a killed write) are reported and skipped."""
+    """Rows of a JSONL file; corrupt lines (a killed write) are reported and skipped, and so
+    are the rows of a cell that lacks some of its `cell_rows` (it is measured again)."""
     path = Path(path)
     if not path.is_file():
         return []
-    rows = []
+    rows, group, size = [], [], 0
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             warnings.warn(f"{path}:{number}: corrupt row skipped (a killed write?)", stacklevel=2)
-    return rows
+            continue
+        if group and (row.get("cell_key") != group[0].get("cell_key") or len(group) == size):
+            rows += whole_group(group, size, path)
+            group = []
+        if not group:
+            size = int(row.get("cell_rows") or 1)
+        group.append(row)
+    return rows + whole_group(group, size, path)
+
+
+def whole_group(group: list[dict], size: int, path: Path) -> list[dict]:
+    """The rows of one append if all `size` of them are there, else none (with a warning)."""
+    if len(group) >= size:
+        return group
+    key = group[0].get("cell_key")
+    warnings.warn(f"{path}: cell {key} has {len(group)} of its {size} rows: skipped", stacklevel=3)
+    return []
 
 
 def measured_rows(results_dir: str | Path, run_ids: list[str]) -> dict[str, list[dict]]:

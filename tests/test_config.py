@@ -29,7 +29,8 @@ def test_every_preset_loads_and_validates(preset):
     "text, message",
     [
         (GOOD.replace('"svd"', '"svdd"'), "unknown method 'svdd'"),
-        (GOOD.replace("[5]", "[1]"), "compression ratio must be > 1, got 1"),
+        (GOOD.replace("[5]", "[1]"), "compression ratio must be a finite number > 1, got 1"),
+        (GOOD.replace("[5]", "[inf]"), "compression ratio must be a finite number > 1, got inf"),
         (GOOD.replace("wikitext = 2", "wikitext = -1"), "limit of task 'wikitext' must be > 0"),
         ('head_policies = ["both"]\n' + GOOD, "unknown head policy 'both'"),
         ("colour = 1\n" + GOOD, "unknown keys \\['colour'\\]"),

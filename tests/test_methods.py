@@ -1,3 +1,4 @@
+import re
 import pytest
 import torch
 
@@ -42,9 +43,9 @@ def test_registry_has_spine_methods_and_rejects_unknown():
         get_method("nope")
 
 
-@pytest.mark.parametrize("cr", [1, 0.5, -3])
-def test_cr_at_most_one_is_rejected(cr):
-    with pytest.raises(ValueError, match="must be a number > 1"):
+@pytest.mark.parametrize("cr", [1, 0.5, -3, float("inf")])
+def test_cr_at_most_one_or_infinite_is_rejected(cr):
+    with pytest.raises(ValueError, match="must be a finite number > 1"):
         get_method("svd").from_table(torch.randn(10, 4), cr)
 
 
@@ -105,3 +106,21 @@ def test_shared_head_table_cache_follows_parameter_updates():
     assert not torch.allclose(module.head_logits(hidden), cached)
     module.head_cache = False
     assert torch.allclose(module.head_logits(hidden), hidden @ module.materialize().T, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "method, options, message",
+    [
+        ("pq", {"freq_weight": "a"}, "option freq_weight='a' of method 'pq' must be float, not str"),
+        ("see", {"steps": 2.5}, "option steps=2.5 of method 'see' must be int, not float"),
+        ("svd", {"codes_dtype": 8}, "option codes_dtype=8 of method 'svd' must be str, not int"),
+        ("pq", {"freq_weight": float("nan")}, "option freq_weight=nan of method 'pq' must be finite"),
+    ],
+)
+def test_options_of_the_wrong_type_name_the_option(method, options, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        get_method(method).make_options(options)
+
+
+def test_an_int_for_a_float_option_is_kept_as_given():
+    assert get_method("pq").make_options({"freq_weight": 1}).freq_weight == 1

@@ -1,4 +1,5 @@
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -30,7 +31,7 @@ def test_cell_key_ignores_provenance_but_not_settings():
     assert cell_key(cell) != cell_key({**cell, "limit": 3})
 
 
-def test_corrupt_last_line_is_reported_and_appends_stay_whole(tmp_path):
+def test_torn_last_line_is_reported_then_cut_before_the_next_append(tmp_path):
     store = ResultStore(tmp_path / "run")
     store.append([row()])
     with open(store.path, "a") as f:
@@ -38,9 +39,7 @@ def test_corrupt_last_line_is_reported_and_appends_stay_whole(tmp_path):
     with pytest.warns(UserWarning, match="corrupt row"):
         assert len(store.rows()) == 1
     store.append([row(value=1.0)])
-    with pytest.warns(UserWarning, match="corrupt row"):
-        values = [r["value"] for r in read_rows(store.path)]
-    assert values == [12.5, 1.0]
+    assert [r["value"] for r in read_rows(store.path)] == [12.5, 1.0]
     assert json.loads(store.path.read_text().splitlines()[-1])["value"] == 1.0
 
 
@@ -153,3 +152,91 @@ def test_every_grid_setting_changes_the_key_or_is_declared():
 def test_threads_and_wait_policy_are_provenance():
     cell = {"model": "m", "method": "svd", "target_cr": 10.0}
     assert cell_key(cell) == cell_key({**cell, "torch_threads": 1, "omp_wait_policy": "ACTIVE"})
+
+
+def cell_rows(key_value: str, metrics=("word_perplexity", "byte_perplexity", "bits_per_byte")):
+    return [row(model=key_value, metric=m, cell_key=key_value) for m in metrics]
+
+
+def test_a_cell_with_a_row_missing_is_not_done_and_is_cut_on_resume(tmp_path):
+    from see.results import open_run
+
+    store = open_run(tmp_path, {"name": "t"}, "t", "r")
+    store.append(cell_rows("a"))
+    store.append(cell_rows("b"))
+    lines = store.path.read_text().splitlines(keepends=True)
+    store.path.write_text("".join(lines[:-1]))  # b's last row lost (a short write)
+    with pytest.warns(UserWarning, match="cell b has 2 of its 3 rows"):
+        assert store.done_keys() == {"a"}
+    resumed = open_run(tmp_path, {"name": "t"}, "t", "r")
+    assert resumed.path.read_text() == "".join(lines[:3])  # b's partial rows are gone
+    assert resumed.done_keys() == {"a"}
+
+
+def test_a_full_disk_stops_the_run_and_loses_no_written_row(tmp_path, monkeypatch):
+    import errno
+
+    import see.results
+    from see.results import ResultsWriteError, open_run
+
+    store = open_run(tmp_path, {"name": "t"}, "t", "r")
+    store.append(cell_rows("a"))
+    before = store.path.read_bytes()
+    real_write = os.write
+
+    def short_then_full(fd, data):  # what a nearly full disk does: a short write, then ENOSPC
+        if len(data) > 40:
+            return real_write(fd, data[:40])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(see.results.os, "write", short_then_full)
+    with pytest.raises(ResultsWriteError, match=f"cannot write results to {store.run_dir}: No sp"):
+        store.append(cell_rows("b"))
+    monkeypatch.undo()
+    assert store.path.read_bytes() == before  # cut back: a's rows whole, nothing of b
+    assert open_run(tmp_path, {"name": "t"}, "t", "r").done_keys() == {"a"}
+
+
+def test_a_second_process_on_a_held_run_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    from see.results import open_run
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from see.results import open_run; "
+            f"open_run({str(tmp_path)!r}, {{'name': 't'}}, 't', 'r'); print('held', flush=True); "
+            "time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while holder.stdout.readline().strip() != "held":  # the holder has the run
+            pass
+        in_use = f"run 'r' is in use by another process \\(pid {holder.pid}"
+        with pytest.raises(ValueError, match=in_use):
+            open_run(tmp_path, {"name": "t"}, "t", "r")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert open_run(tmp_path, {"name": "t"}, "t", "r")  # free again once the holder is gone
+
+
+def test_an_unwritable_results_folder_is_a_one_line_error_before_any_work(tmp_path, monkeypatch):
+    import see.results
+    from see.results import ResultsWriteError, open_run
+
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if flags & (os.O_WRONLY | os.O_RDWR):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(see.results.os, "open", read_only)
+    with pytest.raises(ResultsWriteError, match="is not writable: Permission denied"):
+        open_run(tmp_path, {"name": "t"}, "t", "r")

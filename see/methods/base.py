@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -16,8 +19,10 @@ class UnreachableCR(ValueError):
 
 
 def check_target_cr(target_cr: float) -> float:
-    if not isinstance(target_cr, (int, float)) or not target_cr > 1:
-        raise ValueError(f"target compression ratio must be a number > 1, got {target_cr!r}")
+    if not isinstance(target_cr, (int, float)) or not 1 < target_cr < math.inf:
+        raise ValueError(
+            f"target compression ratio must be a finite number > 1, got {target_cr!r}"
+        )
     return float(target_cr)
 
 
@@ -31,6 +36,32 @@ def check_table(table: torch.Tensor) -> torch.Tensor:
             f"{bad[:5].tolist()})"
         )
     return table
+
+
+def check_option_type(method: str, name: str, value: Any, hint: Any) -> None:
+    """An option of the wrong type (e.g. `freq_weight = "a"`, a TOML string for a number)
+    fails naming the option, before its dataclass compares it with anything. Numbers must be
+    finite. The value is kept as given (an int stays an int: it is part of the cell key)."""
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return
+    kinds = [t for t in allowed if t in (bool, int, float, str)]
+    if not kinds:
+        return  # a type we do not check here: the dataclass validates it
+    ok = any(
+        isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is not float
+        else isinstance(value, (int, float)) and not isinstance(value, bool)
+        for kind in kinds
+    )
+    if ok and isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"option {name}={value!r} of method {method!r} must be finite")
+    if not ok:
+        names = " or ".join(k.__name__ for k in kinds)
+        raise ValueError(
+            f"option {name}={value!r} of method {method!r} must be {names}, "
+            f"not {type(value).__name__}"
+        )
 
 
 @dataclass(frozen=True)
@@ -104,6 +135,9 @@ class CompressedEmbedding(nn.Module):
             raise ValueError(
                 f"unknown option(s) {unknown} for method {cls.name!r}; allowed: {allowed}"
             )
+        hints = typing.get_type_hints(cls.Options)
+        for name, value in options.items():
+            check_option_type(cls.name, name, value, hints.get(name))
         return cls.Options(**options)
 
     @classmethod
