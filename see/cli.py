@@ -77,6 +77,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     reproduce.add_argument("--data-dir", help="local data folder (default: $SEE_DATA_DIR)")
     reproduce.add_argument("--models", help="comma list: run only these of the preset's models")
     reproduce.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="exit 0 even when the run does not reproduce the published one (default: exit 1)",
+    )
+    reproduce.add_argument(
         "--publish",
         action="store_true",
         help="run into results/runs, list it in results/PUBLISHED and rebuild reports/ "
@@ -251,13 +256,30 @@ def reproduce_preset(args: argparse.Namespace) -> None:
     from see.config import load_grid
     from see.grid import run_grid
     from see.report import build_reports
-    from see.report.verdict import compare_run_dirs, published_run, verdict_markdown
+    from see.report.verdict import (
+        compare_run_dirs,
+        published_run,
+        stale_reference,
+        verdict_markdown,
+    )
     from see.results import export_csv
 
     cfg = load_grid(args.preset, data_dir=args.data_dir)
     root = Path(args.results_dir)
+    models = args.models.split(",") if args.models else None
+    reference = published_run(root, cfg.name)
+    if reference is not None and not args.publish:
+        stale = stale_reference(cfg, reference, models)
+        if stale["new"] or stale["gone"]:
+            print(
+                f"[see] warning: published {reference.name} is stale: {len(stale['new'])} cell "
+                f"keys of preset {cfg.name!r} are not in it and {len(stale['gone'])} of its keys "
+                "are no longer made (a default changed since it was published); the verdict "
+                "cannot be REPRODUCED until it is republished (`reproduce --publish`)",
+                flush=True,
+            )
     out = root if args.publish else root / "local"
-    store = run_grid(cfg, out, models=args.models.split(",") if args.models else None)
+    store = run_grid(cfg, out, models=models)
     export_csv(store.run_dir)
     run = store.run_dir.relative_to(out).as_posix()
     if args.publish:
@@ -270,9 +292,12 @@ def reproduce_preset(args: argparse.Namespace) -> None:
     if reference is None:
         print(f"[see] no published run of preset {cfg.name!r} in {root / 'PUBLISHED'} to compare")
         return
-    verdict = verdict_markdown(compare_run_dirs(store.run_dir, reference))
+    result = compare_run_dirs(store.run_dir, reference)
+    verdict = verdict_markdown(result)
     (store.run_dir / "verdict.md").write_text(verdict + "\n")
     print(verdict)
+    if not result["reproduced"] and not args.allow_mismatch:
+        sys.exit(1)
 
 
 def publish(results_dir: Path, run_dir: Path) -> None:

@@ -15,7 +15,11 @@ GOOD = 'models = ["smollm2-135m"]\nmethods = ["baseline"]\nratios = [10]\n[tasks
     "preset, extra, message",
     [
         ("no-such-preset", [], "no grid config"),
-        (GOOD.replace("[10]", "[0.5]"), [], "compression ratio must be a finite number > 1, got 0.5"),
+        (
+            GOOD.replace("[10]", "[0.5]"),
+            [],
+            "compression ratio must be a finite number > 1, got 0.5",
+        ),
         (GOOD.replace("smollm2-135m", "nobody/no-model"), [], "unknown model 'nobody/no-model'"),
         (GOOD, ["--resume", "typo"], "no run 'typo' to resume"),
         (GOOD, ["--data-dir", "/no/such/folder"], "data directory '/no/such/folder'"),

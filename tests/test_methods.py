@@ -111,10 +111,18 @@ def test_shared_head_table_cache_follows_parameter_updates():
 @pytest.mark.parametrize(
     "method, options, message",
     [
-        ("pq", {"freq_weight": "a"}, "option freq_weight='a' of method 'pq' must be float, not str"),
+        (
+            "pq",
+            {"freq_weight": "a"},
+            "option freq_weight='a' of method 'pq' must be float, not str",
+        ),
         ("see", {"steps": 2.5}, "option steps=2.5 of method 'see' must be int, not float"),
         ("svd", {"codes_dtype": 8}, "option codes_dtype=8 of method 'svd' must be str, not int"),
-        ("pq", {"freq_weight": float("nan")}, "option freq_weight=nan of method 'pq' must be finite"),
+        (
+            "pq",
+            {"freq_weight": float("nan")},
+            "option freq_weight=nan of method 'pq' must be finite",
+        ),
     ],
 )
 def test_options_of_the_wrong_type_name_the_option(method, options, message):

@@ -105,7 +105,7 @@ def evaluate(
         num_fewshot=num_fewshot,
         bootstrap_iters=bootstrap_iters,
         task_manager=task_manager(include_path),
-        log_samples=False,
+        log_samples=True,  # per-document perplexity terms: intervals (see/intervals.py)
         random_seed=seed,
         numpy_random_seed=seed,
         torch_random_seed=seed,
@@ -115,8 +115,34 @@ def evaluate(
     return results_to_rows(out, include_path, wall_s / max(len(out["results"]), 1))
 
 
+def document_columns(samples: list[dict], metric: str) -> dict:
+    """A perplexity metric's per-document terms (loglik, words or bytes) and its bootstrap
+    interval over documents; {} for a metric that is not a perplexity."""
+    from see.intervals import ITERS, LEVEL, perplexity_interval
+
+    docs = sorted(samples, key=lambda sample: sample["doc_id"])
+    terms = [sample.get(metric) for sample in docs]
+    if not terms or not all(isinstance(t, list | tuple) and len(t) == 2 for t in terms):
+        return {}
+    loglik, units = [float(t[0]) for t in terms], [float(t[1]) for t in terms]
+    columns = {
+        "doc_ids": [int(sample["doc_id"]) for sample in docs],
+        "doc_loglik": loglik,
+        "doc_units": units,
+    }
+    if metric.endswith("perplexity"):
+        low, high = perplexity_interval(loglik, units)
+        columns |= {
+            "ci_low": low,
+            "ci_high": high,
+            "ci": f"{LEVEL:.0%} bootstrap over {len(docs)} documents ({ITERS} resamples)",
+        }
+    return columns
+
+
 def results_to_rows(out: dict, include_path: Path | None, wall_s: float) -> list[dict]:
     rows = []
+    samples = out.get("samples") or {}
     for task, metrics in out["results"].items():
         n = out.get("n-samples", {}).get(task, {}).get("effective")
         for key, value in metrics.items():
@@ -137,6 +163,7 @@ def results_to_rows(out: dict, include_path: Path | None, wall_s: float) -> list
                     "task_hash": task_hash(task, include_path),
                     "task_version": out.get("versions", {}).get(task),
                     "wall_s": wall_s,
+                    **document_columns(samples.get(task, []), metric),
                 }
             )
     return rows

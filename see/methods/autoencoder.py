@@ -8,7 +8,8 @@ P = V*k + k*d + d and k = floor((V*d/CR - d) / (V + d)).
 
 Loss presets (`loss=`):
 - `direction` (the authors' code): 0.1995 * mean(1 - cos) + 0.0025 * mean((|x_hat - x| + 1e-10)
-  ** alpha), alpha annealed linearly 1.0 -> 0.1 over the epochs;
+  ** alpha), alpha annealed linearly 1.0 -> 0.1 over 20 epochs (the paper's; a fit of fewer
+  epochs stops part-way, a longer one anneals over all of its epochs);
 - `revisited` (EACL 2023 follow-up): 0.9091 * mean(1 - cos) + 0.0909 * mean((x_hat - x) ** 2);
 - `mse` (ablation): mean((x_hat - x) ** 2), so that "direction matters" can be measured.
 
@@ -71,11 +72,18 @@ def ae_code_size(vocab: int, dim: int, target_cr: float, codes_dtype: str = "flo
     return k
 
 
+# The paper anneals alpha over its 20 epochs. A shorter fit follows the same schedule and stops
+# early: compressing the whole anneal into 2 epochs jumped alpha from 1.0 to 0.1, where
+# (|e| + 1e-10) ** 0.1 has huge gradients at tiny errors; that epoch worsened the fit and
+# diverged between an Intel and an AMD CPU (issue 38).
+ANNEAL_EPOCHS = 20
+
+
 def alpha_at(epoch: int, epochs: int, start: float = 1.0, end: float = 0.1) -> float:
-    """Exponent of the annealed L_alpha term at `epoch` (0-based), linear from start to end."""
-    if epochs <= 1:
-        return start
-    return start + (end - start) * epoch / (epochs - 1)
+    """Exponent of the annealed L_alpha term at `epoch` (0-based): linear from start to end
+    over max(epochs, ANNEAL_EPOCHS) epochs, so a short fit only begins the anneal."""
+    span = max(epochs, ANNEAL_EPOCHS)
+    return start + (end - start) * epoch / (span - 1)
 
 
 def ae_loss(x_hat: torch.Tensor, x: torch.Tensor, loss: str, alpha: float = 1.0) -> torch.Tensor:

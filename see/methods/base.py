@@ -20,9 +20,7 @@ class UnreachableCR(ValueError):
 
 def check_target_cr(target_cr: float) -> float:
     if not isinstance(target_cr, (int, float)) or not 1 < target_cr < math.inf:
-        raise ValueError(
-            f"target compression ratio must be a finite number > 1, got {target_cr!r}"
-        )
+        raise ValueError(f"target compression ratio must be a finite number > 1, got {target_cr!r}")
     return float(target_cr)
 
 

@@ -19,6 +19,37 @@ TOLERANCE = 1e-4
 KEY = ["cell_key", "metric", "metric_filter"]
 
 
+def expected_keys(cfg) -> set[str]:
+    """The cell keys a run of grid `cfg` writes with today's code and defaults (no compute:
+    keys hash identity and settings)."""
+    from see.grid.cells import expand
+    from see.grid.pipeline import cell_stages
+    from see.grid.rows import identity
+    from see.results import cell_key
+
+    return {
+        cell_key(identity(cfg, cell, task, stage))
+        for cell in expand(cfg)
+        for stage in cell_stages(cfg, cell)
+        for task in cfg.tasks
+    }
+
+
+def stale_reference(cfg, reference_dir: Path, models: list[str] | None = None) -> dict:
+    """Does the published run still match what the preset expands to today? A changed default
+    changes a cell key, so the reference can no longer be matched: `reproduce` would end NOT
+    reproduced whatever the machine. Returns the keys only today's preset has (`new`) and only
+    the reference has (`gone`), among `models` if given."""
+    import dataclasses
+
+    if models:
+        cfg = dataclasses.replace(cfg, models=[m for m in cfg.models if m in models])
+    ours = expected_keys(cfg)
+    rows = read_rows(Path(reference_dir) / "rows.jsonl")
+    theirs = {r["cell_key"] for r in rows if not models or r.get("model") in models}
+    return {"new": sorted(ours - theirs), "gone": sorted(theirs - ours)}
+
+
 def published_run(results_dir: str | Path, preset: str, exclude: Path | None = None):
     """The newest run of `preset` listed in results/PUBLISHED (other than `exclude`), or None."""
     results_dir = Path(results_dir)
