@@ -52,6 +52,10 @@ def test_wikitext_perplexity_matches_direct_torch_computation(smollm, wikitext_d
     loglik = logprobs.gather(1, torch.tensor(ids)[:, None]).sum().item()
     words = len(__import__("re").split(r"\s+", doc["page"]))
     assert word_ppl["value"] == pytest.approx(math.exp(-loglik / words), rel=1e-3)
+    # the per-document terms the intervals resample (see/intervals.py)
+    assert word_ppl["doc_ids"] == [0] and word_ppl["doc_units"] == [words]
+    assert word_ppl["doc_loglik"][0] == pytest.approx(loglik, rel=1e-4)
+    assert word_ppl["ci_low"] == pytest.approx(word_ppl["value"]) == word_ppl["ci_high"]
 
 
 @needs_data
@@ -66,11 +70,14 @@ def test_bad_task_inputs_fail_before_any_model_is_loaded(tmp_path):
         check_tasks(["wikitext"], 2, data_dir=tmp_path)
 
 
-def test_data_dir_that_does_not_exist_is_named(tmp_path):
+def test_data_dir_that_does_not_exist_is_named(tmp_path, monkeypatch):
     from see.data import data_dir
 
-    with pytest.raises(DataFileError, match="does-not-exist.*SEE_DATA_DIR"):
-        data_dir(tmp_path / "does-not-exist")
+    with pytest.raises(DataFileError, match="does-not-exist.*from --data-dir or the config"):
+        data_dir(tmp_path / "does-not-exist")  # not blamed on $SEE_DATA_DIR (issue 38)
+    monkeypatch.setenv("SEE_DATA_DIR", str(tmp_path / "gone"))
+    with pytest.raises(DataFileError, match="gone.*from \\$SEE_DATA_DIR"):
+        data_dir()
 
 
 def test_altered_data_file_is_rejected(tmp_path):

@@ -162,7 +162,7 @@ def byte_cell_row(run_id, model, method, target, byte_cr, task, value) -> dict:
 def test_frontier_names_the_best_method_per_byte_budget_and_its_pareto_points():
     import pandas as pd
 
-    from see.report.frontier import budget_table, frontier_cells, pareto_front, runner_up
+    from see.report.frontier import budget_table, frontier_cells, pareto_front, runner_up_cell
 
     cells = [  # method, target, byte_cr, word ppl, sst2
         ("baseline", 1.0, 1.0, 30.0, 0.9),
@@ -189,7 +189,8 @@ def test_frontier_names_the_best_method_per_byte_budget_and_its_pareto_points():
     meets = pd.DataFrame(  # pq at two ratios meet a budget: the runner-up is another method
         {"method": ["pq", "pq", "svd"], "method_options": ["", "", ""], "word_ppl": [60, 90, 800]}
     )
-    assert runner_up(meets, 0) == "svd (800)"
+    assert runner_up_cell(meets, 0).method == "svd"
+    assert set(table.separated) == {"no interval"}  # rows without per-document terms
     front = pareto_front(frontier_cells(rows))
     # the baseline ties int8 with more bytes; svd at 10.2 is beaten by pq with fewer bytes
     assert list(zip(front.method, front.byte_cr, strict=True)) == [
@@ -199,6 +200,46 @@ def test_frontier_names_the_best_method_per_byte_budget_and_its_pareto_points():
         ("svd", 40.7),
         ("pq", 47.5),
     ]
+
+
+def test_a_single_best_method_is_named_only_where_its_paired_interval_separates_it():
+    import math
+
+    import pandas as pd
+
+    from see.report.frontier import budget_table, frontier_cells
+    from see.report.headline import best_markdown
+
+    words = [100.0] * 12
+    swing = [1.0, -1.0] * 6  # per-document noise that sums to zero: no systematic difference
+
+    def documents(per_doc_loss, noise=None):
+        loglik = [-100 * per_doc_loss + (noise[i] if noise else 0.0) for i in range(12)]
+        return {"doc_ids": list(range(12)), "doc_loglik": loglik, "doc_units": words}
+
+    def cell(method, target, byte_cr, loss, noise=None):
+        row = byte_cell_row("20260101-000000-frontier", "m", method, target, byte_cr, "wikitext", 0)
+        terms = documents(loss, noise)
+        return row | terms | {"value": math.exp(-sum(terms["doc_loglik"]) / sum(words))}
+
+    rows = pd.DataFrame(
+        [
+            cell("baseline", 1.0, 1.0, 3.0),
+            cell("pq", 10.0, 11.0, 3.1),
+            cell("svd", 10.0, 10.5, 3.1, swing),  # the same quality up to noise: a tie
+            cell("pq", 40.0, 45.0, 3.5),
+            cell("svd", 40.0, 41.0, 4.0),  # clearly worse: pq is separated from it
+        ]
+    )
+    table = budget_table(frontier_cells(rows)).set_index("byte_budget")
+    assert table.loc[10.0, "separated"] == "tied"
+    assert table.loc[40.0, "separated"] == "yes" and table.loc[40.0, "best_method"] == "pq"
+    assert table.loc[40.0, "ratio_ci"] == f"{math.exp(0.5):.3g} [{math.exp(0.5):.3g}, " + (
+        f"{math.exp(0.5):.3g}]"  # every document 0.5 nats/word worse: a point interval
+    )
+    text = best_markdown(table.reset_index(), sizes=None)
+    assert "tied: pq ~ runner-up" in text or "tied: svd ~ runner-up" in text
+    assert "| pq " in text
 
 
 def test_tokens_to_recover_reads_the_curve_and_says_when_a_factor_is_not_reached():
@@ -294,7 +335,7 @@ def test_published_run_is_the_newest_of_the_preset(tmp_path):
 def test_claims_compare_default_cells_in_the_right_direction():
     import pandas as pd
 
-    from see.report.claims import CLAIMS, check_claim
+    from see.report.claims import CLAIMS, check_claim, claims_markdown
 
     def row(method, cr, value, options="", metric="word_perplexity", hib=False):
         return dict(
@@ -322,15 +363,23 @@ def test_claims_compare_default_cells_in_the_right_direction():
             row("svd", 40, 200.0),
             row("baseline", 1, 20.0),
             row("see", 10, 21.0, options="steps=60"),  # a budget only: still the default
+            row("see", 20, 20.5),  # initial quality: not the setting of SEE's claim
         ]
     )
     ae = check_claim(CLAIMS[0], rows)
     assert ae.set_index("target_cr").holds.to_dict() == {10: True, 20: False}
-    see = check_claim(CLAIMS[1], rows)
+    see_claim = next(c for c in CLAIMS if c.method == "see" and c.versus == "baseline")
+    assert see_claim.setting == "healed"
+    assert check_claim(see_claim, rows).empty  # initial rows never test a claim about training
+    healed = pd.concat([rows, pd.DataFrame([row("see", 10, 21.0) | {"heal_stage": "stage2"}])])
+    see = check_claim(see_claim, healed)
     assert see.holds.tolist() == [True] and see.quality_ratio.iloc[0] == pytest.approx(20 / 21)
     accuracy = rows.assign(metric="acc", higher_is_better=True, task="wikitext")
     flipped = check_claim(dataclasses.replace(CLAIMS[0], metric="acc"), accuracy)
     assert flipped.set_index("target_cr").holds.to_dict() == {10: False, 20: True}
+    text = claims_markdown(rows)
+    assert "SEE keeps the model's quality" in text and "Not tested: no healed rows" in text
+    assert "Not tested: no finetuned rows" in text  # the autoencoder's GLUE claim
 
 
 def test_headline_table_replaces_only_the_text_between_its_markers(tmp_path):
@@ -651,7 +700,8 @@ def test_headline_names_the_best_method_per_model_size_and_byte_budget():
     assert "20260101-000000-sizes" in lines[0]
     body = [line for line in lines[2].splitlines()[2:]]
     assert [line.split("|")[1].strip() for line in body] == ["small", "small", "big", "big"]
-    assert [line.split("|")[4].strip() for line in body] == ["svd", "svd", "see", "see"]
+    best = [line.split("|")[4].strip() for line in body]  # no documents: lowest, not tested
+    assert best == [f"{m} (lowest; no interval)" for m in ["svd", "svd", "see", "see"]]
     assert "135M" in table and "1.5B" in table and "nan" not in table and ">= 40x" in table
     assert "Not measured" not in table
     assert size_summary(pd.DataFrame(rows).assign(run_id="20260101-000000-frontier")) == []
@@ -681,7 +731,7 @@ def test_headline_names_the_best_method_per_byte_budget_from_the_newest_frontier
     assert new in lines[0] and old not in lines[0]
     body = [line.split("|") for line in lines[2].splitlines()[2:]]
     assert [(c[2].strip(), c[3].strip()) for c in body] == [
-        (">= 10x", "svd (codes_dtype=int8)"),
+        (">= 10x", "svd (codes_dtype=int8) (lowest; no interval)"),
         (">= 40x", "svd"),
     ]
     assert "see (400)" in lines[2] and "x baseline" in lines[2]

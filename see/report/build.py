@@ -28,7 +28,7 @@ from see.report.frontier import (  # noqa: E402
     newest_runs,
     pareto_front,
 )
-from see.report.headline import update_readme  # noqa: E402
+from see.report.headline import current_defaults, update_readme  # noqa: E402
 from see.report.healing import (  # noqa: E402
     curve_markdown,
     curve_points,
@@ -723,7 +723,7 @@ def build_reports(
         "after healing (see see/heal.py).",
         "",
     ]
-    claimed = claims_markdown(rows[rows.heal_stage == "initial"])
+    claimed = claims_markdown(rows[current_defaults(rows)])
     if claimed:
         lines += ["## Paper claims checked (see/report/claims.py)", "", claimed, ""]
     targets = targets_markdown(rows)

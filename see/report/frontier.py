@@ -14,6 +14,8 @@ import pandas as pd
 from see.report.markdown import markdown_table
 
 QUALITY = ("wikitext", "word_perplexity")
+# per-document WikiText terms (see/intervals.py): rows measured before they were stored lack them
+DOC_COLUMNS = ["doc_ids", "doc_loglik", "doc_units"]
 ACCURACIES = (("sst2", "acc"), ("rte", "acc"))
 
 
@@ -27,11 +29,13 @@ def frontier_cells(rows: pd.DataFrame, preset: str = "frontier") -> pd.DataFrame
     if data.empty:
         return pd.DataFrame()
     keys = ["run_id", "model", "method", "method_options", "target_cr"]
+    data = data.reindex(columns=data.columns.union(DOC_COLUMNS, sort=False))
     cells = None
     wanted = {"word_ppl": QUALITY, **{task: (task, metric) for task, metric in ACCURACIES}}
     for name, (task, metric) in wanted.items():
         part = data[(data.task == task) & (data.metric == metric)]
-        part = part[[*keys, "byte_cr", "value"]].rename(columns={"value": name})
+        extra = DOC_COLUMNS if name == "word_ppl" else []
+        part = part[[*keys, "byte_cr", "value", *extra]].rename(columns={"value": name})
         if cells is None:
             cells = part
         else:
@@ -70,16 +74,21 @@ def pareto_front(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def budget_table(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per (run, model, byte budget): the best method that meets the budget, and its quality."""
+    """Per (run, model, byte budget): the best method that meets the budget, its quality
+    against the baseline with a paired bootstrap interval, and whether it is separated from
+    the runner-up (the best other method) or tied with it."""
     budgets = sorted(cells[~cells.method.isin(["baseline", "int8", "int4"])].target_cr.unique())
+    cells = cells.reindex(columns=cells.columns.union(DOC_COLUMNS, sort=False))
     lines = []
     for (run, model), sub in cells.groupby(["run_id", "model"]):
-        base = sub[sub.method == "baseline"].word_ppl
+        base = sub[sub.method == "baseline"]
         for budget in budgets:
             meets = sub[(sub.byte_cr >= budget - 1e-9) & sub.word_ppl.notna()]
             if meets.empty:
                 continue
             best = meets.loc[meets.word_ppl.idxmin()]
+            second = runner_up_cell(meets, best.name)
+            ratio = paired_ratio(best, base.iloc[0]) if len(base) else None
             lines.append(
                 {
                     "run_id": run,
@@ -89,23 +98,58 @@ def budget_table(cells: pd.DataFrame) -> pd.DataFrame:
                     "options": best.method_options,
                     "byte_cr": best.byte_cr,
                     "word_ppl": best.word_ppl,
-                    "ppl_over_baseline": best.word_ppl / base.iloc[0] if len(base) else None,
+                    "ppl_over_baseline": best.word_ppl / base.word_ppl.iloc[0]
+                    if len(base)
+                    else None,
+                    "ratio_ci": interval_text(ratio),
                     **{task: best.get(task) for task, _ in ACCURACIES},
-                    "runner_up": runner_up(meets, best.name),
+                    "runner_up": None
+                    if second is None
+                    else f"{cell_label(second)} ({second.word_ppl:.4g})",
+                    "separated": separation(best, second),
                 }
             )
     return pd.DataFrame(lines)
 
 
-def runner_up(meets: pd.DataFrame, best_index) -> str | None:
+def has_documents(cell: pd.Series) -> bool:
+    return isinstance(cell.get("doc_loglik"), list) and isinstance(cell.get("doc_units"), list)
+
+
+def paired_ratio(a: pd.Series, b: pd.Series) -> tuple[float, float, float] | None:
+    """Word perplexity of cell a over cell b with its 95% paired bootstrap interval over the
+    documents both were evaluated on; None where a cell lacks per-document terms."""
+    from see.intervals import ratio_interval
+
+    if not (has_documents(a) and has_documents(b)) or a.get("doc_ids") != b.get("doc_ids"):
+        return None
+    return ratio_interval(a.doc_loglik, a.doc_units, b.doc_loglik, b.doc_units)
+
+
+def interval_text(ratio: tuple[float, float, float] | None) -> str | None:
+    return None if ratio is None else f"{ratio[0]:.3g} [{ratio[1]:.3g}, {ratio[2]:.3g}]"
+
+
+def separation(best: pd.Series, second: pd.Series | None) -> str:
+    """`yes` where the paired interval of best / runner-up lies below 1, `tied` where it
+    holds 1, `no interval` where either cell lacks per-document terms (then no single best
+    method is named)."""
+    if second is None:
+        return "only method"
+    ratio = paired_ratio(best, second)
+    if ratio is None:
+        return "no interval"
+    return "yes" if ratio[2] < 1 else "tied"
+
+
+def runner_up_cell(meets: pd.DataFrame, best_index) -> pd.Series | None:
     """The best other method (its lowest word perplexity): the best method at another ratio is
     no alternative to it."""
     best = cell_label(meets.loc[best_index])
     rest = meets[[cell_label(cell) != best for _, cell in meets.iterrows()]]
     if rest.empty:
         return None
-    second = rest.loc[rest.word_ppl.idxmin()]
-    return f"{cell_label(second)} ({second.word_ppl:.4g})"
+    return rest.loc[rest.word_ppl.idxmin()]
 
 
 def frontier_markdown(rows: pd.DataFrame) -> str | None:

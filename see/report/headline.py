@@ -34,6 +34,12 @@ HEADLINE_PRESETS = (
     "word2ketxs-freq",
     "sizes",
 )
+INTERVALS = (
+    "`x baseline, 95% CI`: a paired bootstrap over the WikiText documents against the same "
+    "run's baseline (see/intervals.py). A single best method is named only where the paired "
+    "interval of best / runner-up lies below 1, else `tied`; `no interval` marks rows measured "
+    "before per-document terms were stored, whose ranking is untested."
+)
 SIZE_BUDGETS = (10.0, 40.0)  # the byte budgets the per-size summary answers for (issue 20)
 METHOD_ORDER = [
     "baseline",
@@ -159,7 +165,7 @@ def budget_summary(rows: pd.DataFrame) -> list[str]:
         f"**Per byte budget** (runs: {', '.join(sorted(best.run_id.unique()))}): the method "
         "with the lowest word perplexity among all methods of the `frontier` preset that store "
         "at least that many times fewer embedding bytes; task accuracy only where the task is "
-        "informative for the model (else `-`).",
+        f"informative for the model (else `-`). {INTERVALS}",
         "",
         best_markdown(best, sizes=None),
         "",
@@ -183,7 +189,8 @@ def size_summary(rows: pd.DataFrame) -> list[str]:
     return [
         f"**Per model size** (runs: {', '.join(sorted(best.run_id.unique()))}): the method with "
         "the lowest word perplexity among those storing at least 10x / 40x fewer embedding "
-        "bytes; task accuracy only where the task is informative for the model (else `-`).",
+        "bytes; task accuracy only where the task is informative for the model (else `-`). "
+        + INTERVALS,
         "",
         best_markdown(best.drop(columns="params"), sizes=best.params),
         "",
@@ -212,7 +219,10 @@ def unmeasured(cells: pd.DataFrame) -> list[str]:
 
 def best_markdown(best: pd.DataFrame, sizes: pd.Series | None) -> str:
     """The rows of `budget_table` as the headline prints them (model sizes when given)."""
-    labels = [method_label(m, o) for m, o in zip(best.best_method, best.options, strict=True)]
+    labels = [
+        best_label(method_label(m, o), separated)
+        for m, o, separated in zip(best.best_method, best.options, best.separated, strict=True)
+    ]
     table = pd.DataFrame(
         {
             "model": best.model,
@@ -222,11 +232,21 @@ def best_markdown(best: pd.DataFrame, sizes: pd.Series | None) -> str:
             "byte ratio": best.byte_cr,
             "word ppl": best.word_ppl,
             "x baseline": best.ppl_over_baseline,
+            "x baseline, 95% CI": best.ratio_ci,
             **{task: best[task] for task in ("sst2", "rte") if task in best},
             "runner-up": best.runner_up,
         }
     )
     return markdown_table(table)
+
+
+def best_label(label: str, separated: str) -> str:
+    """A single best method only where the paired interval separates it from the runner-up."""
+    if separated == "tied":
+        return f"tied: {label} ~ runner-up"
+    if separated == "no interval":
+        return f"{label} (lowest; no interval)"
+    return label
 
 
 def size_label(params: float) -> str:
