@@ -148,6 +148,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     contention.add_argument("--results-dir", default="results")
     contention.add_argument("--publish", action="store_true", help="list it in results/PUBLISHED")
+    sub.add_parser("presets", help="list the presets a user runs, one line each")
     report = sub.add_parser("report", help="rebuild reports/ from results/PUBLISHED")
     report.add_argument("--results-dir", default="results")
     report.add_argument("--reports-dir", default="reports")
@@ -237,6 +238,13 @@ def dispatch(args: argparse.Namespace) -> None:
         )
         if args.publish:
             publish(Path(args.results_dir), run_dir)
+    elif args.command == "presets":
+        from see.config import EXPERIMENTS, presets
+
+        for name, line in presets().items():
+            print(f"{name:16s} {line}")
+        finished = len(list(EXPERIMENTS.glob("*.toml")))
+        print(f"\n{finished} finished experiments in {EXPERIMENTS} (each names its runs)")
     elif args.command == "report":
         from see.report import build_reports
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+EXPERIMENTS = BENCHMARKS / "experiments"  # finished experiments, kept for their published runs
 DTYPES = ("float32", "bfloat16", "float16")
 HEAD_POLICIES = ("dense", "shared")  # the LM head: kept dense, or rebuilt from the new table
 TIE_SOURCES = ("as_loaded", "retied")
@@ -132,14 +133,36 @@ def validate(cfg: GridConfig) -> None:
         raise ValueError(f"grid {cfg.name!r}: max_length must be >= 16, got {cfg.max_length}")
 
 
-def load_grid(preset: str | Path, **overrides) -> GridConfig:
-    """A preset name (benchmarks/<name>.toml) or a TOML path -> validated GridConfig."""
+def preset_path(preset: str | Path) -> Path:
+    """A preset name -> benchmarks/<name>.toml, or benchmarks/experiments/<name>.toml for a
+    finished experiment (published runs keep resolving their preset); a path as given."""
     path = Path(preset)
-    if not path.suffix:
-        path = BENCHMARKS / f"{preset}.toml"
+    if path.suffix:
+        return path
+    for folder in (BENCHMARKS, EXPERIMENTS):
+        if (folder / f"{preset}.toml").is_file():
+            return folder / f"{preset}.toml"
+    return BENCHMARKS / f"{preset}.toml"
+
+
+def presets() -> dict[str, str]:
+    """The presets a user runs (benchmarks/*.toml) -> the first line of each one's header."""
+    out = {}
+    for path in sorted(BENCHMARKS.glob("*.toml")):
+        first = next(iter(path.read_text().splitlines()), "")
+        out[path.stem] = first.removeprefix("#").strip()
+    return out
+
+
+def load_grid(preset: str | Path, **overrides) -> GridConfig:
+    """A preset name (benchmarks/<name>.toml, or a finished experiment in
+    benchmarks/experiments/) or a TOML path -> validated GridConfig."""
+    path = preset_path(preset)
     if not path.is_file():
-        known = sorted(p.stem for p in BENCHMARKS.glob("*.toml"))
-        raise FileNotFoundError(f"no grid config {str(path)!r}; presets: {known}")
+        known = sorted(presets())
+        raise FileNotFoundError(
+            f"no grid config {str(path)!r}; presets: {known} (and benchmarks/experiments/)"
+        )
     raw = tomllib.loads(path.read_text())
     raw.setdefault("name", path.stem)
     # TOML has no null: a task limit of 0 or "all" means the whole split

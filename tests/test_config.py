@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from see.config import BENCHMARKS, load_grid
+from see.config import BENCHMARKS, EXPERIMENTS, load_grid
 from see.grid.cells import check_methods
 
 
@@ -18,7 +18,9 @@ GOOD = (
 )
 
 
-@pytest.mark.parametrize("preset", sorted(p.stem for p in BENCHMARKS.glob("*.toml")))
+@pytest.mark.parametrize(
+    "preset", sorted(p.stem for p in [*BENCHMARKS.glob("*.toml"), *EXPERIMENTS.glob("*.toml")])
+)
 def test_every_preset_loads_and_validates(preset):
     cfg = load_grid(preset)
     check_methods(cfg)  # method options are checked against each method's own options
@@ -77,8 +79,8 @@ def test_config_parses_and_validates_without_torch():
 
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "from see.config import BENCHMARKS, HealConfig, load_grid\n"
-        "for path in sorted(BENCHMARKS.glob('*.toml')): load_grid(path)\n"
+        "from see.config import BENCHMARKS, EXPERIMENTS, HealConfig, load_grid\n"
+        "for path in [*BENCHMARKS.glob('*.toml'), *EXPERIMENTS.glob('*.toml')]: load_grid(path)\n"
         "try: HealConfig(row_loss='mean')\n"
         "except ValueError as err: print('refused:', err)\n"
         "print(sorted(m for m in sys.modules if m.startswith('see')))\n"
@@ -99,3 +101,20 @@ def test_unknown_model_name_is_a_clear_error():
 
     with pytest.raises(ModelLoadError, match="not a zoo short name \\(smollm2-135m.*hub"):
         load_model("no-such-org/no-such-model")
+
+
+def test_presets_lists_every_top_level_preset_with_its_header_line(capsys):
+    from see.cli import main
+    from see.config import presets
+
+    listed = presets()
+    assert set(listed) == {p.stem for p in BENCHMARKS.glob("*.toml")}
+    assert "smoke" in listed and "frontier" in listed and "see-strength" not in listed
+    assert all(line and not line.startswith("#") for line in listed.values())
+    main(["presets"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in listed) and "finished experiments" in out
+
+
+def test_a_finished_experiment_still_resolves_by_name():
+    assert load_grid("see-strength").name == "see-strength"  # benchmarks/experiments/
