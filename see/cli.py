@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,8 @@ def main(argv: list[str] | None = None) -> None:
     from see.results import ResultsWriteError
 
     args = parse(argv)
+    if not args.verbose:  # tqdm reads TQDM_* defaults; the grid's own bar sets disable=False
+        os.environ.setdefault("TQDM_DISABLE", "1")
     try:
         dispatch(args)
     except (ValueError, FileNotFoundError, ResultsWriteError) as err:
@@ -26,6 +29,12 @@ def main(argv: list[str] | None = None) -> None:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="see", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show every progress bar (fits, lm-eval's requests); default: the grid's bar and "
+        "one line per finished cell",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a grid preset (benchmarks/<preset>.toml)")
     run.add_argument("--preset", default="smoke", help="preset name or TOML path")
@@ -149,6 +158,26 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     contention.add_argument("--results-dir", default="results")
     contention.add_argument("--publish", action="store_true", help="list it in results/PUBLISHED")
     sub.add_parser("presets", help="list the presets a user runs, one line each")
+    comp = sub.add_parser("compress", help="compress a model's embedding and save it to a folder")
+    comp.add_argument("--model", required=True, help="zoo short name, HF hub id or local folder")
+    comp.add_argument("--method", required=True, help="a registered method, e.g. pq, see, svd")
+    comp.add_argument("--ratio", required=True, type=float, help="target compression ratio")
+    comp.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE", help="a method option"
+    )
+    comp.add_argument("--out", required=True, help="a new folder for the compressed model")
+    comp.add_argument("--seed", type=int, default=0)
+    comp.add_argument("--head-policy", default="dense", choices=["dense", "shared"])
+    comp.add_argument("--data-dir", help="local data folder (default: $SEE_DATA_DIR)")
+    score = sub.add_parser("eval", help="score a `see compress` folder (or a model) with lm-eval")
+    score.add_argument("model", help="a `see compress` folder, a zoo short name, hub id or folder")
+    score.add_argument("--tasks", default="wikitext", help="comma list of lm-eval tasks")
+    score.add_argument("--limit", type=float, help="documents per task (default: all)")
+    score.add_argument("--num-fewshot", type=int)
+    score.add_argument("--max-length", type=int, default=2048)
+    score.add_argument("--data-dir", help="local data folder (default: $SEE_DATA_DIR)")
+    for command in (comp, score):
+        command.add_argument("--threads", help="torch threads (default: $SEE_THREADS, all cores)")
     report = sub.add_parser("report", help="rebuild reports/ from results/PUBLISHED")
     report.add_argument("--results-dir", default="results")
     report.add_argument("--reports-dir", default="reports")
@@ -160,7 +189,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def dispatch(args: argparse.Namespace) -> None:
     from see.results import check_resumable
 
-    if args.command in ("run", "reproduce", "bench", "bench-heal", "signal"):
+    if args.command in ("run", "reproduce", "bench", "bench-heal", "signal", "compress", "eval"):
         from see.runtime import configure
 
         configure(args.threads)  # before torch is imported: the wait policy is read once
@@ -238,6 +267,26 @@ def dispatch(args: argparse.Namespace) -> None:
         )
         if args.publish:
             publish(Path(args.results_dir), run_dir)
+    elif args.command == "compress":
+        from see.models.saving import compress_to_folder, parse_options
+
+        summary = compress_to_folder(
+            args.model,
+            args.method,
+            args.ratio,
+            parse_options(args.option),
+            args.out,
+            seed=args.seed,
+            head_policy=args.head_policy,
+            data_dir=args.data_dir,
+        )
+        print(
+            f"[see] saved {args.out}: embedding {summary['embedding_bytes']:,} bytes instead of "
+            f"{summary['dense_fp32_bytes']:,} (fp32), {summary['byte_cr']:.3g}x fewer; "
+            f"fit {summary['compress_s']:.1f} s"
+        )
+    elif args.command == "eval":
+        evaluate_folder(args)
     elif args.command == "presets":
         from see.config import EXPERIMENTS, presets
 
@@ -255,6 +304,43 @@ def dispatch(args: argparse.Namespace) -> None:
         from see.results import published_rows
 
         print(targets_markdown(published_rows(Path(args.results_dir))) or "no see-strength rows")
+
+
+def evaluate_folder(args: argparse.Namespace) -> list[dict]:
+    """`see eval`: lm-eval on a saved compressed model with the grid's evaluation settings, so
+    the numbers equal the grid cell's for the same limit; one line per metric."""
+    import torch
+
+    from see.evaluation.lmeval import check_tasks, evaluate
+    from see.models.saving import is_compressed_folder, load_compressed
+    from see.models.zoo import check_model, load_model
+
+    tasks = [t for t in args.tasks.split(",") if t]
+    limit = int(args.limit) if args.limit and args.limit == int(args.limit) else args.limit
+    check_tasks(tasks, limit, args.data_dir)  # before any model loads
+    if is_compressed_folder(args.model):
+        model, tok, _ = load_compressed(args.model, torch.float32)
+    else:
+        check_model(args.model)
+        model, tok = load_model(args.model)
+    rows = []
+    for task in tasks:  # one task per call, as a grid cell evaluates them
+        rows += evaluate(
+            model,
+            tok,
+            [task],
+            limit=limit,
+            num_fewshot=args.num_fewshot,
+            max_length=args.max_length,
+            data_dir=args.data_dir,
+        )
+    for row in rows:
+        interval = (
+            f" (95% CI {row['ci_low']:.4g}-{row['ci_high']:.4g})" if row.get("ci_low") else ""
+        )
+        stderr = f" +- {row['stderr']:.3g}" if row.get("stderr") is not None else ""
+        print(f"{row['task']} {row['metric']} {row['value']:.6g}{stderr}{interval} n={row['n']}")
+    return rows
 
 
 def reproduce_preset(args: argparse.Namespace) -> None:

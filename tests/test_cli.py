@@ -72,18 +72,31 @@ def test_reproduce_compares_with_the_published_run_and_keeps_the_listing(tmp_pat
         done = subprocess.run(  # in tmp_path: --publish must not touch this checkout
             [*command, *extra], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path
         )
-        assert done.returncode == 0, done.stderr[-3000:]
         return done
 
     first = reproduce("--publish")
+    assert first.returncode == 0, first.stderr[-3000:]
     assert "no published run of preset 'tiny'" in first.stdout
+    # the console: the grid's bar and a line per cell, no lm-eval request bars (issue 39)
+    assert "Running loglikelihood" not in first.stdout + first.stderr
+    assert "[see] smollm2-135m" in first.stdout and "grid tiny" in first.stderr
     listing = (results / "PUBLISHED").read_text()
     reports = (tmp_path / "reports" / "README.md").read_text()
     second = reproduce()
+    assert second.returncode == 0, second.stderr[-3000:]
     assert "REPRODUCED" in second.stdout and "NOT" not in second.stdout
     assert (results / "PUBLISHED").read_text() == listing
     assert (tmp_path / "reports" / "README.md").read_text() == reports
     (local,) = (results / "local" / "runs").iterdir()
+    # a published value that this machine does not reproduce: exit 1, unless allowed
+    (published,) = (results / "runs").iterdir()
+    rows = (published / "rows.jsonl").read_text().splitlines()
+    first_row = json.loads(rows[0])
+    rows[0] = json.dumps({**first_row, "value": first_row["value"] * 1.01})
+    (published / "rows.jsonl").write_text("\n".join(rows) + "\n")
+    mismatch = reproduce()
+    assert mismatch.returncode == 1 and "NOT reproduced" in mismatch.stdout
+    assert reproduce("--allow-mismatch").returncode == 0
     assert (local / "verdict.md").is_file() and (local / "report" / "README.md").is_file()
     rows = [json.loads(line) for line in (local / "rows.jsonl").read_text().splitlines()]
     assert {r["torch_threads"] for r in rows} == {1}

@@ -118,3 +118,73 @@ def test_grid_bench_and_lm_eval_model_compress_through_one_service(monkeypatch, 
     cell = Cell("smollm2-135m", "svd", 10.0, "dense", 0, options)
     _, _, bench_module = load_compressed(save_cell(cell, cfg, tmp_path / "bench"))
     assert torch.equal(bench_module.materialize(), grid_table)
+
+
+@pytest.mark.slow
+@needs_data
+def test_see_compress_then_see_eval_gives_the_grids_cell(tmp_path, monkeypatch):
+    """`see compress` builds through the grid's service and saves; `see eval` on the folder
+    prints the grid cell's WikiText perplexity for the same limit (issue 39)."""
+    from see.config import GridConfig
+    from see.grid import run_grid
+
+    monkeypatch.setenv("SEE_DATA_DIR", DATA_DIR)
+    cfg = GridConfig(
+        name="t",
+        models=["smollm2-135m"],
+        methods=["svd"],
+        ratios=[10],
+        tasks={"wikitext": 1},
+        method_options={"svd": {"codes_dtype": "int8"}},
+    )
+    rows = run_grid(cfg, tmp_path / "results").rows()
+    grid = next(r for r in rows if r["method"] == "svd" and r["metric"] == "word_perplexity")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    see = [sys.executable, "-m", "see"]
+    out = tmp_path / "smollm2-svd10"
+    made = subprocess.run(
+        [*see, "compress", "--model", "smollm2-135m", "--method", "svd", "--ratio", "10"]
+        + ["--option", "codes_dtype=int8", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert f"saved {out}" in made.stdout and "fewer" in made.stdout
+    saved = json.loads((out / "see_compressed.json").read_text())
+    assert saved["options"]["codes_dtype"] == "int8" and saved["build_info"]["byte_cr"] > 9.9
+    scored = subprocess.run(
+        [*see, "eval", str(out), "--tasks", "wikitext", "--limit", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    line = next(x for x in scored.stdout.splitlines() if x.startswith("wikitext word_perplexity"))
+    assert float(line.split()[2]) == pytest.approx(grid["value"], rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "nope", "--method", "svd", "--ratio", "10"], "unknown model 'nope'"),
+        (["--model", "smollm2-135m", "--method", "svdd", "--ratio", "10"], "unknown method"),
+        (["--model", "smollm2-135m", "--method", "svd", "--ratio", "0.5"], "finite number > 1"),
+        (
+            ["--model", "smollm2-135m", "--method", "pq", "--ratio", "10", "--option", "bits=x"],
+            "option bits='x' of method 'pq' must be int",
+        ),
+    ],
+)
+def test_see_compress_bad_input_is_one_line_before_any_work(tmp_path, args, message):
+    done = subprocess.run(
+        [sys.executable, "-m", "see", "compress", *args, "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=120,
+    )
+    assert done.returncode == 2 and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()

@@ -111,7 +111,7 @@ def run_grid(
             print(f"[see] not measured (--copy-only): {where}: {', '.join(tasks)}")
         work = []
     if executor == "local":
-        for cell, pending in tqdm(work, desc=f"grid {cfg.name}", unit="cell"):
+        for cell, pending in tqdm(work, desc=f"grid {cfg.name}", unit="cell", disable=False):
             cell_start, cell_rows = time.perf_counter(), []
             for task_rows in run_cell(cell, cfg, pending, run_id, device, store.run_dir):
                 store.append(task_rows)
@@ -186,6 +186,6 @@ def run_with_submitit(
         pool.submit(cell_job, cell, cfg, pending, run_id, str(store.run_dir))
         for cell, pending in work
     ]
-    for job in tqdm(jobs, desc=f"grid {cfg.name} ({executor})", unit="cell"):
+    for job in tqdm(jobs, desc=f"grid {cfg.name} ({executor})", unit="cell", disable=False):
         for task_rows in job.result():
             store.append(task_rows)
