@@ -268,7 +268,7 @@ def dispatch(args: argparse.Namespace) -> None:
         if args.publish:
             publish(Path(args.results_dir), run_dir)
     elif args.command == "compress":
-        from see.models.saving import compress_to_folder, parse_options
+        from see.grid.pipeline import compress_to_folder
 
         summary = compress_to_folder(
             args.model,
@@ -304,6 +304,23 @@ def dispatch(args: argparse.Namespace) -> None:
         from see.results import published_rows
 
         print(targets_markdown(published_rows(Path(args.results_dir))) or "no see-strength rows")
+
+
+def parse_options(pairs: list[str]) -> dict:
+    """`k=v` strings -> options, each value read as a TOML value where it parses as one (so
+    `steps=300` is an int and `loss=mse` a string), as the presets give them."""
+    import tomllib
+
+    options = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--option {pair!r}: expected KEY=VALUE, e.g. steps=300")
+        try:
+            options[key.strip()] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            options[key.strip()] = text
+    return options
 
 
 def evaluate_folder(args: argparse.Namespace) -> list[dict]:

@@ -53,12 +53,37 @@ def test_reports_regenerate_identically_from_results(tmp_path):
     (results / "PUBLISHED").write_text("runs/r1\n")
     readme = build_reports(results, reports)
     first = readme.read_text()
-    assert (reports / "r1_wikitext_word_perplexity.png").stat().st_size > 1000
+    page = (reports / "runs" / "r1.md").read_text()  # each run's page in the archive
+    assert (reports / "runs" / "r1_wikitext_word_perplexity.png").stat().st_size > 1000
     assert (reports / "wikitext_word_perplexity_vs_size.png").stat().st_size > 1000
-    assert "| smollm2-135m | wikitext | word_perplexity | svd" in first.replace("  ", " ")
-    assert "0.1" in first  # recovery of svd at CR 5 = 30 / 300
+    assert "| smollm2-135m | wikitext | word_perplexity | svd" in page.replace("  ", " ")
+    assert "0.1" in page  # recovery of svd at CR 5 = 30 / 300
+    assert "[r1](r1.md)" in (reports / "runs" / "README.md").read_text()
     build_reports(results, reports)
     assert readme.read_text() == first
+
+
+def test_a_superseded_run_never_feeds_current_findings_but_keeps_its_archive_page(tmp_path):
+    """Two runs of one preset on the same model, the older with an earlier default: the
+    current findings read the newer run only; the archive lists both (issue 39)."""
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    old, new = "20260101-000000-frontier", "20260102-000000-frontier"
+    for run, svd_value in [(old, 777.0), (new, 300.0)]:
+        rows = [
+            r | {"run_id": run, "value": svd_value if r["method"] == "svd" else r["value"]}
+            for r in fixture_rows()
+            if r["model"] == "smollm2-135m" and r["metric"] == "word_perplexity"
+        ]
+        (results / "runs" / run).mkdir(parents=True)
+        (results / "runs" / run / "rows.jsonl").write_text(
+            "".join(json.dumps(r | {"byte_cr": r["target_cr"]}) + "\n" for r in rows)
+        )
+    (results / "PUBLISHED").write_text(f"runs/{old}\nruns/{new}\n")
+    current = build_reports(results, reports).read_text()
+    assert "777" not in current and "300" in current and old not in current
+    index = (reports / "runs" / "README.md").read_text()
+    assert f"superseded by {new}" in index and f"[{old}]({old}.md)" in index
+    assert "777" in (reports / "runs" / f"{old}.md").read_text()
 
 
 def test_claims_use_only_variants_that_keep_the_default_decisions():
@@ -385,7 +410,14 @@ def test_claims_compare_default_cells_in_the_right_direction():
 def test_headline_table_replaces_only_the_text_between_its_markers(tmp_path):
     import pandas as pd
 
-    from see.report.headline import BEGIN, DEFAULTS_CHANGED, END, headline_cells, update_readme
+    from see.report.headline import (
+        BEGIN,
+        DEFAULTS_CHANGED,
+        END,
+        headline_cells,
+        model_tables,
+        update_readme,
+    )
 
     def row(method, cr, value, run="20260101-000000-frontier", options=""):
         return dict(
@@ -419,8 +451,10 @@ def test_headline_table_replaces_only_the_text_between_its_markers(tmp_path):
     assert update_readme(readme, rows)
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith(f"{END}\noutro\n")
-    assert "old table" not in text and "baseline 30" in text and "| svd" in text
+    assert "old table" not in text and "| svd" in text and "Per byte budget" in text
     assert "800" in text and "900" not in text and "| see " not in text
+    per_model = model_tables(rows)  # every method at every CR: the report's table
+    assert "baseline 30" in per_model and "800" in per_model and "900" not in per_model
     # SEE's defaults changed: rows from older runs drop out, rows that spelled out the new
     # defaults count (DEFAULTS_CHANGED)
     since, spelled = DEFAULTS_CHANGED["see"]
@@ -549,7 +583,8 @@ def test_report_marks_tasks_where_the_baseline_is_at_chance(tmp_path):
     text = build_reports(results, reports).read_text()
     assert "## Which tasks can rank methods" in text
     marks = {}
-    for line in text.splitlines():
+    page = (reports / "runs" / "r1.md").read_text()  # the run's quality table, in the archive
+    for line in page.splitlines():
         cells = [c.strip() for c in line.split("|")]
         if len(cells) > 14 and cells[1] == "smollm2-135m" and cells[3] == "acc":
             marks[cells[2]] = cells[13]

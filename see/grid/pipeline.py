@@ -166,3 +166,62 @@ def run_cell(
             common["add_bos"] = adds_bos(tok)  # a fact of the model's tokenizer, not a setting
             common.update(provenance(run_id, device))
             yield [{**common, **row, "task": task} for row in metric_rows]
+
+
+def compress_to_folder(
+    model_name: str,
+    method: str,
+    ratio: float,
+    options: dict,
+    out: str | Path,
+    *,
+    seed: int = 0,
+    head_policy: str = "dense",
+    data_dir: str | None = None,
+) -> dict:
+    """Compress `model_name`'s embedding exactly as a grid cell does (see.grid.build_model,
+    the grid's default settings) and save it to `out`; returns the bytes and ratios."""
+    from see.grid.cells import check_methods
+    from see.methods.base import check_target_cr
+    from see.models.saving import save_compressed
+    from see.models.zoo import check_model
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"--out {str(out)!r} exists and is not empty; choose a new folder")
+    if method == "baseline":
+        raise ValueError("method 'baseline' compresses nothing; choose a compression method")
+    check_target_cr(ratio)
+    cfg = GridConfig(
+        name="compress",
+        models=[model_name],
+        methods=[method],
+        ratios=[float(ratio)],
+        tasks={"wikitext": None},
+        head_policies=[head_policy],
+        method_options={method: options} if options else {},
+        data_dir=data_dir,
+    )
+    check_methods(cfg)  # the method exists and its options build (before any model loads)
+    check_model(model_name)
+    cell = Cell(model_name, method, float(ratio), head_policy, seed, tuple(sorted(options.items())))
+    model, _, info, _ = build_model(cell, cfg)
+    compressed = model.get_input_embeddings().compressed
+    dense_bytes = compressed.num_embeddings * compressed.embedding_dim * 4
+    summary = {
+        "embedding_bytes": info["embedding_bytes"],
+        "dense_fp32_bytes": dense_bytes,
+        "byte_cr": info["byte_cr"],
+        "reached_cr": info["reached_cr"],
+        "compress_s": round(info["compress_s"], 2),
+    }
+    save_compressed(
+        out,
+        compressed,
+        base_model=model_name,
+        head_policy=head_policy,
+        tie_source=cfg.tie_source,
+        target_cr=float(ratio),
+        build_info=summary,
+    )
+    return summary

@@ -123,6 +123,13 @@ def headline_cells(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def headline_markdown(rows: pd.DataFrame) -> str | None:
+    """README's answer: per byte budget and per model size, the best method (compact)."""
+    parts = budget_summary(rows) + size_summary(rows)
+    return "\n".join(parts).rstrip() or None
+
+
+def model_tables(rows: pd.DataFrame) -> str | None:
+    """Per model, every method's word perplexity at every target CR (the report's table)."""
     cells = headline_cells(rows)
     if cells.empty:
         return None
@@ -148,7 +155,7 @@ def headline_markdown(rows: pd.DataFrame) -> str | None:
             markdown_table(table.reset_index()),
             "",
         ]
-    return "\n".join(parts + budget_summary(rows) + size_summary(rows)) or None
+    return "\n".join(parts) or None
 
 
 def budget_summary(rows: pd.DataFrame) -> list[str]:

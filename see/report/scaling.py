@@ -24,8 +24,10 @@ ABOVE_CHANCE = "recovery above chance"
 
 
 def model_params(rows: pd.DataFrame) -> pd.Series:
-    """Each model's parameter count, from its baseline rows (fp32 bytes / 4)."""
-    base = rows[(rows.method == "baseline") & rows.model_param_bytes.notna()]
+    """Each model's parameter count, from its fp32 baseline rows (bytes / 4; a bf16 run's
+    bytes would halve it)."""
+    fp32 = rows.dtype.fillna("float32") == "float32" if "dtype" in rows else True
+    base = rows[(rows.method == "baseline") & rows.model_param_bytes.notna() & fp32]
     return (base.groupby("model").model_param_bytes.first() / 4).astype("int64")
 
 
