@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from see.config import GridConfig
-from see.evaluation.lmeval import PERPLEXITY_DEFINITION
+from see.evaluation.lmeval import perplexity_definition
 from see.grid.cells import Cell, is_trained
 from see.results import cell_key, provenance
 
@@ -34,7 +34,7 @@ def identity(cfg: GridConfig, cell: Cell, task: str, stage: str = "initial") -> 
         "bootstrap_iters": cfg.bootstrap_iters,
         "dtype": cfg.dtype,
         "chat_template": False,
-        "perplexity_definition": PERPLEXITY_DEFINITION.format(max_length=cfg.max_length)
+        "perplexity_definition": perplexity_definition(cell.model, cfg.max_length)
         if task == "wikitext"
         else None,
         "weights": "pretrained",

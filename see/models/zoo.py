@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from see.config import TIE_SOURCES
+from see.config import RELEASE_HAS_NO_BOS, TIE_SOURCES
 from see.data import sha256_file
 
 CACHE_ENV = "SEE_CACHE_DIR"
@@ -229,4 +229,6 @@ def load_model(
         ) from err
     if tie_source == "retied" and not is_tied(model):
         retie_head(model)
+    if name_or_path in RELEASE_HAS_NO_BOS:  # as the hub release's tokenizer (see.config)
+        tokenizer.bos_token = None
     return model.eval(), tokenizer

@@ -53,9 +53,27 @@ def superseded_by(rows: pd.DataFrame) -> dict[str, str]:
     return out
 
 
+def current_definition(rows: pd.DataFrame) -> pd.Series:
+    """False for WikiText rows measured with an earlier perplexity definition than today's for
+    their model (e.g. Qwen led by `<|endoftext|>` before issue 38's fix)."""
+    from see.evaluation.lmeval import perplexity_definition
+
+    if "perplexity_definition" not in rows:
+        return pd.Series(True, index=rows.index)
+    stored = rows.perplexity_definition
+    today = [
+        perplexity_definition(model, int(length))
+        if isinstance(model, str) and length == length
+        else None
+        for model, length in zip(rows.model, rows.max_length, strict=True)
+    ]
+    return stored.isna() | (stored == pd.Series(today, index=rows.index))
+
+
 def current_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows of runs no newer run supersedes: what current findings are built from."""
-    return rows[~rows.run_id.isin(superseded_by(rows).keys())]
+    """The rows of runs no newer run supersedes, measured as today's code measures them: what
+    current findings are built from (the archive keeps the rest)."""
+    return rows[~rows.run_id.isin(superseded_by(rows).keys()) & current_definition(rows)]
 
 
 def answered(run_id: str) -> str:
