@@ -23,6 +23,17 @@ DTYPES = ("float32", "bfloat16", "float16")
 # 17-21% in token log-likelihood and swung by +-8% under tiny changes of that one row (int4
 # "improved" it by 11%); led by its EOS it is within 1% of no prefix (issue 38, RESULTS.md).
 RELEASE_HAS_NO_BOS = ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
+PERPLEXITY_DEFINITION = "lm-eval loglikelihood_rolling over documents, max_length={max_length}"
+NO_BOS_PREFIX = "; prefix: the release's EOS (its tokenizer has no BOS)"
+
+
+def perplexity_definition(model: str, max_length: int) -> str:
+    """How a WikiText perplexity is measured for `model` (part of the cell key): a model whose
+    prefix token changed (see.config.RELEASE_HAS_NO_BOS) gets new cells, never mixed ones."""
+    definition = PERPLEXITY_DEFINITION.format(max_length=max_length)
+    return definition + (NO_BOS_PREFIX if model in RELEASE_HAS_NO_BOS else "")
+
+
 HEAD_POLICIES = ("dense", "shared")  # the LM head: kept dense, or rebuilt from the new table
 TIE_SOURCES = ("as_loaded", "retied")
 

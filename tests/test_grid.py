@@ -145,8 +145,7 @@ def test_qwen_wikitext_cells_are_keyed_on_the_release_prefix_and_old_rows_leave_
     WikiText cells get new keys, and rows measured the old way leave current findings."""
     import pandas as pd
 
-    from see.config import RELEASE_HAS_NO_BOS, GridConfig
-    from see.evaluation.lmeval import NO_BOS_PREFIX, PERPLEXITY_DEFINITION
+    from see.config import NO_BOS_PREFIX, PERPLEXITY_DEFINITION, RELEASE_HAS_NO_BOS, GridConfig
     from see.grid import Cell, identity
     from see.report.archive import current_definition
 

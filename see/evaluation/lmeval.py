@@ -9,19 +9,6 @@ from pathlib import Path
 
 from see.evaluation.tasks import check_task_data, render_tasks, task_hash
 
-PERPLEXITY_DEFINITION = "lm-eval loglikelihood_rolling over documents, max_length={max_length}"
-NO_BOS_PREFIX = "; prefix: the release's EOS (its tokenizer has no BOS)"
-
-
-def perplexity_definition(model: str, max_length: int) -> str:
-    """How a WikiText perplexity is measured for `model` (part of the cell key): a model whose
-    prefix token changed (see.config.RELEASE_HAS_NO_BOS) gets new cells, never mixed ones."""
-    from see.config import RELEASE_HAS_NO_BOS
-
-    definition = PERPLEXITY_DEFINITION.format(max_length=max_length)
-    return definition + (NO_BOS_PREFIX if model in RELEASE_HAS_NO_BOS else "")
-
-
 # lm-eval warnings we know to be harmless here, by logger: they repeat for every cell.
 HARMLESS_WARNINGS = {
     # our offline task YAMLs (see/evaluation/tasks) replace the stock ones on purpose

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 
-from see.config import GridConfig
-from see.evaluation.lmeval import perplexity_definition
+from see.config import GridConfig, perplexity_definition
 from see.grid.cells import Cell, is_trained
 from see.results import cell_key, provenance
 

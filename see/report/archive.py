@@ -56,7 +56,7 @@ def superseded_by(rows: pd.DataFrame) -> dict[str, str]:
 def current_definition(rows: pd.DataFrame) -> pd.Series:
     """False for WikiText rows measured with an earlier perplexity definition than today's for
     their model (e.g. Qwen led by `<|endoftext|>` before issue 38's fix)."""
-    from see.evaluation.lmeval import perplexity_definition
+    from see.config import perplexity_definition
 
     if "perplexity_definition" not in rows:
         return pd.Series(True, index=rows.index)
