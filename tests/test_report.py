@@ -803,3 +803,23 @@ def test_heal_speed_compares_each_stage_with_its_old_default_whatever_the_string
     assert all(line.split("|")[columns.index("speedup")].strip() == "1" for line in lines)
     # not recorded by these runs
     assert all(line.split("|")[columns.index("compile")].strip() == "-" for line in lines)
+
+
+def test_short_autoencoder_fits_from_before_the_schedule_fix_are_not_current():
+    import pandas as pd
+
+    from see.report.headline import fitted_before_change
+
+    rows = pd.DataFrame(
+        {
+            "method": ["autoencoder"] * 4,
+            "method_options": ["epochs=3", "", "epochs=3", "epochs=20"],
+            "run_id": [
+                "20261123-155734-heal",  # 3 epochs, alpha jumped to 0.1: stale
+                "20261123-155734-heal",  # the 20-epoch default never changed
+                "20261206-090000-heal",  # 3 epochs with today's schedule
+                "20261123-155734-heal",
+            ],
+        }
+    )
+    assert fitted_before_change(rows).tolist() == [True, False, False, False]

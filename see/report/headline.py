@@ -83,11 +83,24 @@ def interim_default(run: str, method: str, cr: float) -> str:
     return spelled.get(cr, "") if isinstance(spelled, dict) else spelled
 
 
+# The autoencoder's alpha schedule changed on 2026-12-06 for fits shorter than the paper's 20
+# epochs (see/methods/autoencoder.py ANNEAL_EPOCHS): rows of such fits from earlier runs were
+# made with the old schedule; 20-epoch fits (the default) did not change.
+SHORT_AUTOENCODER_SINCE = "20261206-000000"
+
+
+def short_autoencoder_fit(options: str) -> bool:
+    epochs = [o.split("=", 1)[1] for o in options.split(",") if o.startswith("epochs=")]
+    return bool(epochs) and int(epochs[0]) < 20
+
+
 def fitted_before_change(rows: pd.DataFrame) -> pd.Series:
     """True where a row's method had its defaults changed (DEFAULTS_CHANGED) after its run."""
     stale = pd.Series(False, index=rows.index)
     for method, (since, _) in DEFAULTS_CHANGED.items():
         stale |= (rows.method == method) & (rows.run_id < since)
+    short = rows.method_options.fillna("").map(short_autoencoder_fit).astype(bool)
+    stale |= (rows.method == "autoencoder") & short & (rows.run_id < SHORT_AUTOENCODER_SINCE)
     return stale
 
 
