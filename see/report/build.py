@@ -463,7 +463,8 @@ def prefix_section(rows: pd.DataFrame) -> list[str]:
     """The prefix probe (see/evaluation/prefix_probe.py): NLL of the same tokens per prefix."""
     if rows.empty:
         return []
-    table = rows.pivot_table(index=["model", "doc", "prefix"], columns="method", values="nll")
+    shown = rows.assign(prefix=rows.prefix.str.replace("|", "\\|"))  # `<|...|>` in a table
+    table = shown.pivot_table(index=["model", "doc", "prefix"], columns="method", values="nll")
     table["int4 / baseline"] = table["int4"] / table["baseline"]
     return [
         "## Which token leads a WikiText window (prefix probe, issue 38)",
