@@ -39,7 +39,7 @@ def test_grid_heals_records_unreachable_and_resumes(tmp_path):
     assert healed[0]["heal_steps"] == 2 and healed[0]["heal_tokens"] == 64
     assert (store.run_dir / "heal").is_dir()
     undocumented = undocumented_columns({c for r in rows for c in r})
-    assert not undocumented, f"columns missing from README's column table: {undocumented}"
+    assert not undocumented, f"columns missing from docs/results.md's column table: {undocumented}"
     # a second run over the same folder finds every cell done and appends nothing
     before = store.path.read_text()
     run_grid(cfg, tmp_path, run_id="r1")
@@ -60,8 +60,8 @@ def test_method_option_variants_expand_to_cells():
 
 
 def undocumented_columns(columns: set[str]) -> list[str]:
-    """Columns not in README's results column table (`versions.*`-style entries: prefixes)."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    """Columns not in docs/results.md's column table (`versions.*`-style entries: prefixes)."""
+    readme = (Path(__file__).parent.parent / "docs" / "results.md").read_text()
     table = readme.split("| column | meaning |", 1)[1].split("\n\n", 1)[0]
     cells = [line.split("|")[1] for line in table.splitlines() if line.startswith("|")]
     names = {name for cell in cells for name in re.findall(r"`([^`]+)`", cell)}

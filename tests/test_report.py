@@ -823,3 +823,18 @@ def test_short_autoencoder_fits_from_before_the_schedule_fix_are_not_current():
         }
     )
     assert fitted_before_change(rows).tolist() == [True, False, False, False]
+
+
+def test_the_committed_archive_index_lists_every_published_run():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    published = [
+        line.strip().rsplit("/", 1)[-1]
+        for line in (root / "results" / "PUBLISHED").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    index = (root / "reports" / "runs" / "README.md").read_text()
+    missing = [run for run in published if f"[{run}]({run}.md)" not in index]
+    assert not missing, f"rebuild the reports (`python -m see report`): {missing}"
+    assert all((root / "reports" / "runs" / f"{run}.md").is_file() for run in published)

@@ -21,6 +21,8 @@ COMMAND_RUNS = {
     "bench-heal": "Healing tokens/s per stage, before and after each speed lever (bench-heal).",
     "signal": "Which tasks can rank methods: each model's baseline against chance (signal).",
     "contention": "A cell alone and beside a busy process (bench-contention).",
+    "prefix-probe": "Which token leads a WikiText window, and does it decide the comparison? "
+    "(see/evaluation/prefix_probe.py)",
 }
 
 

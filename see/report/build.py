@@ -19,7 +19,7 @@ from see.evaluation.signal import (  # noqa: E402
     informative_cells,
     signal_table,
 )
-from see.report.archive import current_rows, index_markdown  # noqa: E402
+from see.report.archive import answered, current_rows, index_markdown  # noqa: E402
 from see.report.bench import compared_to_baseline, newest_run_per_device  # noqa: E402
 from see.report.claims import LOWER_IS_BETTER, claims_markdown, lower_is_better  # noqa: E402
 from see.report.frontier import (  # noqa: E402
@@ -642,6 +642,22 @@ def run_section(rows: pd.DataFrame, run_id: str, reports_dir: Path) -> list[str]
     return lines
 
 
+def other_run_page(run_id: str) -> list[str]:
+    """The archive page of a run that is not a grid of quality cells."""
+    return [
+        f"# Run `{run_id}` (preset `{run_name(run_id)}`)",
+        "",
+        "[Archive index](README.md) · [current findings](../README.md)",
+        "",
+        answered(run_id),
+        "",
+        f"Its rows: `results/runs/{run_id}/rows.jsonl`. The report's sections on memory and "
+        "throughput, healing speed, the shared machine, which tasks can rank methods and the "
+        "prefix probe read the newest such runs.",
+        "",
+    ]
+
+
 def signal_of(signal_rows: pd.DataFrame, results_dir: Path) -> dict:
     """model -> task -> entry of the signal table, from published `signal` runs' rows, run by
     run as `python -m see signal` updates it: a (model, task) whose few-shot settings are not
@@ -709,6 +725,7 @@ def build_reports(
     for stale in [*reports_dir.glob("*.png"), *archive.glob("*.png"), *archive.glob("*.md")]:
         stale.unlink()
     rows = published_rows(results_dir, runs)
+    published = rows[["run_id", *(["model"] if "model" in rows else [])]].copy()
     if rows.empty:
         raise ValueError(
             f"no rows in the runs {runs or 'listed in ' + str(results_dir / 'PUBLISHED')}"
@@ -832,10 +849,13 @@ def build_reports(
     lines += heal_speed_section(heal_speed_rows)
     lines += contention_section(contention_rows)
     lines += prefix_section(probe_rows)
-    for run_id in sorted(every_run.run_id.unique()):
-        page = run_section(every_run, run_id, archive) if every_run.value.notna().any() else []
+    for run_id in sorted(published.run_id.unique()):
+        if run_id in set(every_run.run_id):
+            page = run_section(every_run, run_id, archive) if every_run.value.notna().any() else []
+        else:  # bench, bench-heal, contention, signal, prefix-probe: a section of the report
+            page = other_run_page(run_id)
         (archive / f"{run_id}.md").write_text("\n".join(page))
-    (archive / "README.md").write_text(index_markdown(every_run))
+    (archive / "README.md").write_text(index_markdown(published))
     out = reports_dir / "README.md"
     out.write_text("\n".join(lines))
     if readme is not None:
