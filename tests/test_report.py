@@ -260,7 +260,7 @@ def test_a_single_best_method_is_named_only_where_its_paired_interval_separates_
     assert table.loc[10.0, "separated"] == "tied"
     assert table.loc[40.0, "separated"] == "yes" and table.loc[40.0, "best_method"] == "pq"
     assert table.loc[40.0, "ratio_ci"] == f"{math.exp(0.5):.3g} [{math.exp(0.5):.3g}, " + (
-        f"{math.exp(0.5):.3g}]"  # every document 0.5 nats/word worse: a point interval
+        f"{math.exp(0.5):.3g}] (12 docs)"  # every document 0.5 nats/word worse: a point
     )
     text = best_markdown(table.reset_index(), sizes=None)
     assert "tied: pq ~ runner-up" in text or "tied: svd ~ runner-up" in text

@@ -101,7 +101,7 @@ def budget_table(cells: pd.DataFrame) -> pd.DataFrame:
                     "ppl_over_baseline": best.word_ppl / base.word_ppl.iloc[0]
                     if len(base)
                     else None,
-                    "ratio_ci": interval_text(ratio),
+                    "ratio_ci": interval_text(ratio, len(best.doc_ids) if ratio else 0),
                     **{task: best.get(task) for task, _ in ACCURACIES},
                     "runner_up": None
                     if second is None
@@ -126,8 +126,12 @@ def paired_ratio(a: pd.Series, b: pd.Series) -> tuple[float, float, float] | Non
     return ratio_interval(a.doc_loglik, a.doc_units, b.doc_loglik, b.doc_units)
 
 
-def interval_text(ratio: tuple[float, float, float] | None) -> str | None:
-    return None if ratio is None else f"{ratio[0]:.3g} [{ratio[1]:.3g}, {ratio[2]:.3g}]"
+def interval_text(ratio: tuple[float, float, float] | None, documents: int) -> str | None:
+    """`1.02 [1.01, 1.04] (20 docs)`: few documents give too narrow a bootstrap interval, so
+    the count is always shown beside it."""
+    if ratio is None:
+        return None
+    return f"{ratio[0]:.3g} [{ratio[1]:.3g}, {ratio[2]:.3g}] ({documents} docs)"
 
 
 def separation(best: pd.Series, second: pd.Series | None) -> str:
