@@ -16,6 +16,7 @@ import os
 import platform
 import subprocess
 import warnings
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -324,30 +325,41 @@ class ResultStore:
                 raise ResultsWriteError(f"cannot repair {self.path}: {err.strerror}") from err
 
 
-def whole_cells_end(data: bytes) -> int:
-    """Byte offset after the last whole cell of a rows.jsonl: its lines parse and all of its
-    `cell_rows` rows are there (rows without `cell_rows`, written before it existed, are
-    cells of their own). A corrupt line followed by whole cells stays (read_rows skips it):
-    only an unfinished tail is cut."""
-    end, offset, group_key, group_left = 0, 0, None, 0
-    for line in data.splitlines(keepends=True):
+def appends(data: bytes, path: Path | str = "rows.jsonl") -> Iterator[tuple[list[dict], int, bool]]:
+    """The appends that wrote a rows.jsonl, in order: runs of consecutive rows of one cell key,
+    `cell_rows` of them (rows written before that column existed: one each). Yields (rows, byte
+    offset after the append's last line, whole). A corrupt or unterminated line (a killed
+    write) is skipped with a warning and does not end the append it sits in. The one rule
+    `read_rows` (what is done) and `ResultStore.repair` (what is cut) both follow."""
+    group, size, end, offset = [], 0, 0, 0
+    for number, line in enumerate(data.splitlines(keepends=True), 1):
         offset += len(line)
-        if not line.endswith(b"\n"):
-            break
         try:
-            row = json.loads(line)
+            row = json.loads(line) if line.endswith(b"\n") else None
         except json.JSONDecodeError:
-            group_key, group_left = None, 0
-            continue
+            row = None
         if not isinstance(row, dict):
+            if line.strip():
+                warnings.warn(
+                    f"{path}:{number}: corrupt row skipped (a killed write?)", stacklevel=3
+                )
             continue
-        if group_left and row.get("cell_key") == group_key:
-            group_left -= 1
-        else:
-            group_key, group_left = row.get("cell_key"), int(row.get("cell_rows") or 1) - 1
-        if group_left == 0:
-            end = offset
-    return end
+        if group and (row.get("cell_key") != group[0].get("cell_key") or len(group) == size):
+            yield group, end, len(group) >= size
+            group = []
+        if not group:
+            size = int(row.get("cell_rows") or 1)
+        group.append(row)
+        end = offset
+    if group:
+        yield group, end, len(group) >= size
+
+
+def whole_cells_end(data: bytes) -> int:
+    """Byte offset after the last whole cell of a rows.jsonl (see `appends`): an unfinished
+    tail after it is cut by `repair`; an unfinished cell followed by whole ones stays (read
+    as not done)."""
+    return max((end for _, end, whole in appends(data) if whole), default=0)
 
 
 def read_rows(path: str | Path) -> list[dict]:
@@ -356,31 +368,16 @@ def read_rows(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         return []
-    rows, group, size = [], [], 0
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            warnings.warn(f"{path}:{number}: corrupt row skipped (a killed write?)", stacklevel=2)
-            continue
-        if group and (row.get("cell_key") != group[0].get("cell_key") or len(group) == size):
-            rows += whole_group(group, size, path)
-            group = []
-        if not group:
-            size = int(row.get("cell_rows") or 1)
-        group.append(row)
-    return rows + whole_group(group, size, path)
-
-
-def whole_group(group: list[dict], size: int, path: Path) -> list[dict]:
-    """The rows of one append if all `size` of them are there, else none (with a warning)."""
-    if len(group) >= size:
-        return group
-    key = group[0].get("cell_key")
-    warnings.warn(f"{path}: cell {key} has {len(group)} of its {size} rows: skipped", stacklevel=3)
-    return []
+    rows = []
+    for group, _, whole in appends(path.read_bytes(), path):
+        if whole:
+            rows += group
+        else:
+            key, size = group[0].get("cell_key"), group[0].get("cell_rows")
+            warnings.warn(
+                f"{path}: cell {key} has {len(group)} of its {size} rows: skipped", stacklevel=2
+            )
+    return rows
 
 
 def measured_rows(results_dir: str | Path, run_ids: list[str]) -> dict[str, list[dict]]:
