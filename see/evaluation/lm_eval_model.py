@@ -45,22 +45,21 @@ class TailLogitsHFLM(HFLM):
     _logits_to_keep = 0
 
     # lm-eval's per-request bars pass `disable` explicitly, so TQDM_DISABLE (set by the CLI
-    # unless --verbose) cannot reach them: its three request types take it here instead
-    def loglikelihood(self, requests, disable_tqdm: bool = False):
-        return super().loglikelihood(requests, disable_tqdm=disable_tqdm or quiet())
-
+    # unless --verbose) cannot reach them: the methods that draw them take it here instead
+    # (`loglikelihood` draws none: its bar is `_loglikelihood_tokens`')
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
         return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm or quiet())
 
     def generate_until(self, requests, disable_tqdm: bool = False):
         return super().generate_until(requests, disable_tqdm=disable_tqdm or quiet())
 
-    def _loglikelihood_tokens(self, requests, *args, **kwargs):
-        if quiet():  # loglikelihood_rolling passes disable_tqdm=False itself
-            args, kwargs = args[1:], {**kwargs, "disable_tqdm": True}
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
+        # quiet() also here: loglikelihood_rolling passes disable_tqdm=False itself
         self._logits_to_keep = max((len(cont) for _, _, cont in requests), default=0)
         try:
-            return super()._loglikelihood_tokens(requests, *args, **kwargs)
+            return super()._loglikelihood_tokens(
+                requests, disable_tqdm=disable_tqdm or quiet(), override_bs=override_bs
+            )
         finally:
             self._logits_to_keep = 0
 

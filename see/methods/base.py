@@ -46,12 +46,7 @@ def check_option_type(method: str, name: str, value: Any, hint: Any) -> None:
     kinds = [t for t in allowed if t in (bool, int, float, str)]
     if not kinds:
         return  # a type we do not check here: the dataclass validates it
-    ok = any(
-        isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-        if kind is not float
-        else isinstance(value, (int, float)) and not isinstance(value, bool)
-        for kind in kinds
-    )
+    ok = any(option_value_is(value, kind) for kind in kinds)
     if ok and isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"option {name}={value!r} of method {method!r} must be finite")
     if not ok:
@@ -60,6 +55,16 @@ def check_option_type(method: str, name: str, value: Any, hint: Any) -> None:
             f"option {name}={value!r} of method {method!r} must be {names}, "
             f"not {type(value).__name__}"
         )
+
+
+def option_value_is(value: Any, kind: type) -> bool:
+    """Is `value` a `kind` as an option means it: a bool is only a bool (not an int), an int
+    is also a float."""
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
 
 
 @dataclass(frozen=True)

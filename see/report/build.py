@@ -19,7 +19,7 @@ from see.evaluation.signal import (  # noqa: E402
     informative_cells,
     signal_table,
 )
-from see.report.archive import answered, current_rows, index_markdown  # noqa: E402
+from see.report.archive import answered, current_rows, index_markdown, preset_of  # noqa: E402
 from see.report.bench import compared_to_baseline, newest_run_per_device  # noqa: E402
 from see.report.claims import LOWER_IS_BETTER, claims_markdown, lower_is_better  # noqa: E402
 from see.report.frontier import (  # noqa: E402
@@ -579,7 +579,7 @@ def plot_heal_curves(rows: pd.DataFrame, out: Path) -> Path | None:
             stages = "stage 1 + 2" if run in with_stage1 else "stage 2 alone"
             label = (
                 f"{method}{f' [{options}]' if options else ''} CR {cr:g}, {stages} "
-                f"({run_name(run)})"
+                f"({preset_of(run)})"
             )
             style = "-" if run in with_stage1 else ":"
             ax.plot(curve.tokens, curve.value, style, marker="o", ms=3, label=label)
@@ -600,19 +600,20 @@ def plot_heal_curves(rows: pd.DataFrame, out: Path) -> Path | None:
     return out
 
 
-def run_name(run_id: str) -> str:
-    """`20261123-150125-autoencoder` -> `autoencoder` (the preset that made the run)."""
-    return run_id.split("-", 2)[-1]
-
-
-def run_section(rows: pd.DataFrame, run_id: str, reports_dir: Path) -> list[str]:
-    name = run_name(run_id)
-    sub = rows[rows.run_id == run_id]
-    lines = [
-        f"# Run `{run_id}` (preset `{name}`)",
+def page_head(run_id: str) -> list[str]:
+    """The top of a run's archive page."""
+    return [
+        f"# Run `{run_id}` (preset `{preset_of(run_id)}`)",
         "",
         "[Archive index](README.md) · [current findings](../README.md)",
         "",
+    ]
+
+
+def run_section(rows: pd.DataFrame, run_id: str, reports_dir: Path) -> list[str]:
+    sub = rows[rows.run_id == run_id]
+    lines = [
+        *page_head(run_id),
         f"Devices: {', '.join(sorted(sub.device.unique()))}.",
         "",
     ]
@@ -645,10 +646,7 @@ def run_section(rows: pd.DataFrame, run_id: str, reports_dir: Path) -> list[str]
 def other_run_page(run_id: str) -> list[str]:
     """The archive page of a run that is not a grid of quality cells."""
     return [
-        f"# Run `{run_id}` (preset `{run_name(run_id)}`)",
-        "",
-        "[Archive index](README.md) · [current findings](../README.md)",
-        "",
+        *page_head(run_id),
         answered(run_id),
         "",
         f"Its rows: `results/runs/{run_id}/rows.jsonl`. The report's sections on memory and "
@@ -849,9 +847,10 @@ def build_reports(
     lines += heal_speed_section(heal_speed_rows)
     lines += contention_section(contention_rows)
     lines += prefix_section(probe_rows)
+    grid_runs, has_values = set(every_run.run_id), every_run.value.notna().any()
     for run_id in sorted(published.run_id.unique()):
-        if run_id in set(every_run.run_id):
-            page = run_section(every_run, run_id, archive) if every_run.value.notna().any() else []
+        if run_id in grid_runs:
+            page = run_section(every_run, run_id, archive) if has_values else []
         else:  # bench, bench-heal, contention, signal, prefix-probe: a section of the report
             page = other_run_page(run_id)
         (archive / f"{run_id}.md").write_text("\n".join(page))
