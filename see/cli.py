@@ -181,7 +181,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     report = sub.add_parser("report", help="rebuild reports/ from results/PUBLISHED")
     report.add_argument("--results-dir", default="results")
     report.add_argument("--reports-dir", default="reports")
-    targets = sub.add_parser("targets", help="print the SEE targets from published rows")
+    targets = sub.add_parser(
+        "targets", help="print the SEE and frontier targets, met or missed, from published rows"
+    )
     targets.add_argument("--results-dir", default="results")
     return parser.parse_args(argv)
 
@@ -300,10 +302,13 @@ def dispatch(args: argparse.Namespace) -> None:
         report = build_reports(args.results_dir, args.reports_dir, readme="README.md")
         print(f"[see] wrote {report}")
     elif args.command == "targets":
-        from see.report.targets import targets_markdown
+        from see.report.targets import frontier_targets, targets_markdown
         from see.results import published_rows
 
-        print(targets_markdown(published_rows(Path(args.results_dir))) or "no see-strength rows")
+        rows = published_rows(Path(args.results_dir))
+        print(targets_markdown(rows) or "no see-strength rows")
+        print("\nIssue 40, training-free frontier targets (newest frontier run per model):\n")
+        print(frontier_targets(rows).to_markdown(index=False, floatfmt=".4g"))
 
 
 def parse_options(pairs: list[str]) -> dict:

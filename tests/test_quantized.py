@@ -8,6 +8,9 @@ from see.methods import get_method
 from see.methods.base import UnreachableCR
 from see.methods.quantized import pack_int4, unpack_int4
 
+# plain product quantization: no frequency weights, no residual stage (those need token counts)
+PLAIN = {"freq_weight": 0.0, "residual_share": 0.0}
+
 
 def test_int4_packs_two_values_per_byte_and_round_trips_representable_values():
     codes = torch.randint(-8, 8, (50, 64), dtype=torch.int8)
@@ -47,7 +50,7 @@ def test_pq_with_as_many_centroids_as_distinct_subvectors_is_exact():
     atoms = torch.randn(4, 16, 8)  # 4 distinct sub-vectors per sub-space
     picks = torch.randint(0, 4, (200, 16))
     table = atoms[picks, torch.arange(16)].reshape(200, 128)
-    module = get_method("pq").from_table(table, 1.5, bits=2, subvectors=16, iters=10)
+    module = get_method("pq").from_table(table, 1.5, bits=2, subvectors=16, iters=10, **PLAIN)
     torch.testing.assert_close(module.materialize(), table)
     assert module.codes.dtype == torch.uint8
 
@@ -56,23 +59,23 @@ def test_pq_with_16_centroids_packs_two_codes_per_byte():
     torch.manual_seed(0)
     atoms = torch.randn(16, 8, 4)  # 16 distinct sub-vectors per sub-space: 4 bits are exact
     table = atoms[torch.randint(0, 16, (300, 8)), torch.arange(8)].reshape(300, 32)
-    four = get_method("pq").from_table(table, 1.5, bits=4, subvectors=8, iters=10)
+    four = get_method("pq").from_table(table, 1.5, bits=4, subvectors=8, iters=10, **PLAIN)
     torch.testing.assert_close(four.materialize(), table)
     assert four.codes.shape == (300, 4) and four.codes.dtype == torch.uint8
-    eight = get_method("pq").from_table(table, 1.05, bits=8, subvectors=8, iters=2)
+    eight = get_method("pq").from_table(table, 1.05, bits=8, subvectors=8, iters=2, **PLAIN)
     codebooks = 8 * 4 * 4  # m x 2**bits x d/m fp32 values
     assert four.num_bytes() == 300 * 4 + 16 * codebooks
     assert eight.num_bytes() == 300 * 8 + 256 * codebooks
     with pytest.raises(ValueError, match="subvectors=1 must divide d=32 and be even"):
-        get_method("pq").from_table(table, 1.5, bits=4, subvectors=1)
+        get_method("pq").from_table(table, 1.5, bits=4, subvectors=1, **PLAIN)
 
 
 def test_impossible_targets_are_unreachable_with_the_reason():
     table = torch.randn(500, 64)
     with pytest.raises(UnreachableCR, match="int8 with group_size 32 stores 3.76x"):
         get_method("int8").from_table(table, 10)
-    with pytest.raises(UnreachableCR, match="pq with 256 centroids reaches at most"):
-        get_method("pq").from_table(table, 100)
+    with pytest.raises(UnreachableCR, match="pq with 256 centroids: the table .* out of reach"):
+        get_method("pq").from_table(table, 100, bits=8, **PLAIN)
     with pytest.raises(ValueError, match="group_size=48 must divide d=64"):
         get_method("int4").from_table(table, 2, group_size=48)
 
@@ -83,8 +86,9 @@ def test_impossible_targets_are_unreachable_with_the_reason():
     "method, ratio, options",
     [
         ("int4", 6, {}),
-        ("pq", 20, {"iters": 2}),
-        ("pq", 40, {"iters": 2, "bits": 4}),
+        # the default: weighted k-means and a residual stage for the frequent tokens
+        ("pq", 20, {"iters": 2, "token_counts": torch.arange(49152).flip(0)}),
+        ("pq", 40, {"iters": 2, "bits": 4, **PLAIN}),
         ("svd", 10, {"codes_dtype": "int8"}),
         ("word2ketxs", 20, {"steps": 2, "sampling": "uniform", "row_order": "pca"}),
     ],
@@ -160,7 +164,7 @@ def test_shared_head_of_a_quantizer_never_holds_a_dense_table(method):
     table's, and no V x d table is kept, even with head_cache on (else no bytes are saved)."""
     torch.manual_seed(0)
     table = torch.randn(3000, 64)
-    options = {"iters": 2} if method == "pq" else {}
+    options = {"iters": 2, **PLAIN} if method == "pq" else {}
     module = get_method(method).from_table(table, 2, **options)
     hidden = torch.randn(2, 5, 64)
     expected = hidden @ module.materialize().T

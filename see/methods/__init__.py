@@ -1,6 +1,15 @@
 """Embedding replacements. Importing this package registers every method."""
 
-from see.methods import autoencoder, baseline, pq, quantized, see, svd, word2ket  # noqa: F401
+from see.methods import (  # noqa: F401
+    autoencoder,
+    baseline,
+    groupreduce,
+    pq,
+    quantized,
+    see,
+    svd,
+    word2ket,
+)
 from see.methods.base import CompressedEmbedding
 from see.methods.registry import METHODS, get_method, register
 

@@ -222,8 +222,8 @@ class CompressedEmbedding(nn.Module):
         return sum(p.numel() for p in self.parameters()) + sum(b.numel() for b in self.buffers())
 
     def num_bytes(self) -> int:
-        tensors = [*self.parameters(), *self.buffers()]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        """Bytes stored (the saved state): an index derived at load is runtime memory only."""
+        return sum(t.numel() * t.element_size() for t in self.state_dict().values())
 
     @property
     def reached_cr(self) -> float:

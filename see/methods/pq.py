@@ -1,24 +1,44 @@
-"""`pq`: product quantization of the rows (Jegou et al. 2011), the other tool users reach for.
+"""`pq`: product quantization of the rows (Jegou et al. 2011), the other tool users reach for,
+with an optional second, residual stage for the most frequent tokens.
 
 Each d-row is cut into m sub-vectors of d/m values; sub-space j has a codebook of 2**bits
 centroids (k-means on the rows' j-th sub-vectors) and a row stores, per sub-space, the id of
 its nearest centroid: uint8 for bits <= 8, packed two per byte for bits <= 4 (16 centroids or
-fewer; m even), int16 past 8 bits. Bytes = V*m*bytes-per-code + m * 2**bits * (d/m) * 4 (fp32
-codebooks), so `reached_cr` = `byte_cr` = fp32 table bytes / stored bytes. The target is a
-byte ratio: m is the largest divisor of d whose bytes fit V*d*4 / target (`subvectors` fixes
-it instead). Fewer bits buy more, shorter sub-vectors at the same bytes (4 bits: twice the m).
+fewer; m even), int16 past 8 bits. The target is a byte ratio (fp32 table bytes / stored
+bytes, so `reached_cr` = `byte_cr`): m is the largest divisor of d whose bytes fit V*d*4 /
+target (`subvectors` fixes it instead). Fewer bits buy more, shorter sub-vectors.
 
-k-means: a torch implementation (k-means++ seeding, then `iters` (25) Lloyd iterations),
-batched over the m sub-spaces, rather than faiss-cpu: it is a few lines, runs
-on the GPU as it is, needs no extra dependency, and takes the row weights that the other
-fitted methods get: `sampling` / `freq_weight` as in rowfit.py (weighted centroid updates;
-default uniform rows, `freq_weight = 0`).
+Frequency, the lever GroupReduce (Chen et al. 2018) showed matters: a few thousand tokens carry
+most of any text.
+- `freq_weight`: k-means weighs each row by (count + 1) ** freq_weight (WikiText-2 validation
+  counts, rowfit.py's rule), so centroids sit where text goes.
+- `residual_share` > 0: that share of the byte budget buys a second pq over the residuals
+  (row - stage-1 row) of the most frequent tokens (ties: lower id first), with
+  `residual_subvectors` sub-vectors (0: sub-vectors of at least 6 values, or as many as the
+  bytes afford where the stage covers every token, at low ratios); stage 1 takes the
+  largest m that fits the rest, and whatever its m leaves over goes to stage 2 too: the
+  number of residual tokens K is what the bytes afford, so the byte ratio lands on the target
+  (a plain pq can only step between divisors of d). The K token ids are stored (int32, sorted:
+  a lookup is a searchsorted), so the tier membership is counted in the bytes like the codes
+  and the fp32 codebooks of both stages.
+- `counts`: `wikitext` (validation counts) or `token_order` (frequency.py, no corpus needed).
+Defaults, chosen on held-out text (docs/methods.md, RESULTS.md): `freq_weight` 1.0,
+`residual_share` 0.5, `bits` 0 (auto: 256 centroids unless the codebooks take too much).
+
+k-means is faiss's (`faiss.Kmeans`, one per sub-space, k-means++ seeding, on every row: a
+sample would drop frequent rows and their weight); codes are each sub-vector's nearest
+centroid. Random seeding is faster but misses well-separated clusters
+(tests/test_quantized.py). faiss runs on the CPU whatever the harness's device: plain pq at
+20x on SmolLM2 fits in 19 s (run 20261206-103243-heldout-sweep), where the torch k-means it
+replaced took 308 s at 10x (run 20261206-062626-smoke).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import faiss
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -30,9 +50,16 @@ from see.methods.base import (
     check_table,
     check_target_cr,
 )
+from see.methods.frequency import check_counts_source, token_counts
 from see.methods.quantized import pack_int4, unpack_int4
 from see.methods.registry import register
-from see.methods.rowfit import RowFit, row_probs
+from see.methods.rowfit import RowFit, check_counts, row_probs
+
+ID_BYTES = 4  # a residual tier's token ids are stored as int32
+# `bits = 0`: codebooks may take this share of the bytes. On SmolLM2 (heldout-sweep runs
+# 20261206-095522 and 20261206-100826) 256 centroids won at 20x and 40x (codebooks 21% and 42%
+# of the bytes); at 80x they would take 83%, and 128 or 64 centroids (42%, 21%) tied in domain.
+CODEBOOK_SHARE = 0.45
 
 
 def packs(bits: int) -> bool:
@@ -40,8 +67,8 @@ def packs(bits: int) -> bool:
     return bits <= 4
 
 
-def pq_bytes(vocab: int, dim: int, m: int, bits: int) -> int:
-    codes = vocab * m // 2 if packs(bits) else vocab * m * (1 if bits <= 8 else 2)
+def pq_bytes(rows: int, dim: int, m: int, bits: int) -> int:
+    codes = rows * m // 2 if packs(bits) else rows * m * (1 if bits <= 8 else 2)
     return codes + (2**bits) * dim * 4
 
 
@@ -50,102 +77,132 @@ def allowed_subvectors(dim: int, bits: int) -> list[int]:
     return [m for m in range(1, dim + 1) if dim % m == 0 and not (packs(bits) and m % 2)]
 
 
-def choose_subvectors(vocab: int, dim: int, target: float, bits: int) -> int:
-    """The largest allowed m whose stored bytes reach the target byte ratio."""
-    budget = vocab * dim * 4 / target
+def choose_subvectors(rows: int, dim: int, budget: float, bits: int, what: str) -> int:
+    """The largest allowed m whose stored bytes fit `budget` bytes."""
     allowed = allowed_subvectors(dim, bits)
-    fits = [m for m in allowed if pq_bytes(vocab, dim, m, bits) <= budget]
+    fits = [m for m in allowed if pq_bytes(rows, dim, m, bits) <= budget]
     if not fits:
-        best = vocab * dim * 4 / pq_bytes(vocab, dim, allowed[0], bits)
         raise UnreachableCR(
-            f"pq with {2**bits} centroids reaches at most byte ratio {best:.3g} (m = "
-            f"{allowed[0]}) on a {vocab} x {dim} table; {target:g} is out of reach"
+            f"pq with {2**bits} centroids: {what} ({rows} x {dim}) needs at least "
+            f"{pq_bytes(rows, dim, allowed[0], bits):,} bytes (m = {allowed[0]}) but has "
+            f"{budget:,.0f}; the byte ratio is out of reach"
         )
     return max(fits)
 
 
 def kmeans(
-    points: torch.Tensor,
-    k: int,
-    iters: int,
-    weights: torch.Tensor | None,
-    generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batched Lloyd k-means: points (m, N, s) -> (centroids (m, k, s), assignment (m, N))."""
-    m, n, _ = points.shape
-    w = torch.ones(n, device=points.device) if weights is None else weights.to(points)
-    centroids = kmeans_plus_plus(points, k, w, generator)
-    for _ in tqdm(range(iters), desc=f"pq k-means (m={m}, k={k})", mininterval=2):
-        assign = nearest(points, centroids)
-        sums = torch.zeros_like(centroids).scatter_add_(
-            1, assign[..., None].expand_as(points), points * w[None, :, None]
-        )
-        mass = torch.zeros(m, k, device=points.device).scatter_add_(
-            1, assign, w.expand(m, n).contiguous()
-        )
-        centroids = torch.where(
-            mass[..., None] > 0, sums / mass.clamp_min(1e-12)[..., None], centroids
-        )  # empty clusters keep their centroid
-    return centroids, nearest(points, centroids)
-
-
-def kmeans_plus_plus(
-    points: torch.Tensor, k: int, w: torch.Tensor, generator: torch.Generator
-) -> torch.Tensor:
-    """Seeding by D**2 sampling (Arthur & Vassilvitskii 2007), per sub-space: (m, k, s).
-
-    Draws by inverse CDF (cumsum + searchsorted), about 10x faster than torch.multinomial
-    over m x V probabilities at each of the k steps."""
-    m, n, _ = points.shape
-    slots = torch.arange(m, device=points.device)
-    first = torch.multinomial(w.cpu().double(), 1, generator=generator).to(points.device)
-    chosen = [points[:, first[0]]]
-    dist = (points - chosen[0][:, None]).pow(2).sum(-1)  # (m, N) to the nearest seed so far
-    for _ in tqdm(range(1, k), desc=f"pq k-means++ seeds (m={m})", mininterval=2):
-        cdf = (dist * w).double().cumsum(1)
-        u = torch.rand(m, 1, generator=generator, dtype=torch.float64).to(cdf) * cdf[:, -1:]
-        # right=True never picks a zero-mass point; all covered (total 0): the last point
-        pick = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_max(n - 1)
-        chosen.append(points[slots, pick])
-        dist = torch.minimum(dist, (points - chosen[-1][:, None]).pow(2).sum(-1))
-    return torch.stack(chosen, dim=1)
-
-
-def nearest(points: torch.Tensor, centroids: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
-    """(m, N) id of each point's nearest centroid, in chunks of rows (m x chunk x k floats):
-    argmin of |c|^2 - 2 x.c (|x|^2 is the same for every centroid)."""
-    c_sq = centroids.pow(2).sum(-1)[:, None, :]
-    return torch.cat(
-        [
-            torch.baddbmm(c_sq, part, centroids.transpose(1, 2), alpha=-2).argmin(-1)
-            for part in points.split(chunk, dim=1)
-        ],
-        dim=1,
+    points: np.ndarray, k: int, iters: int, weights: np.ndarray | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """faiss k-means of points (N, s) -> (centroids (k, s), each point's centroid id (N,))."""
+    km = faiss.Kmeans(
+        points.shape[1],
+        k,
+        niter=iters,
+        seed=seed,
+        max_points_per_centroid=-(-len(points) // k),
+        min_points_per_centroid=1,  # a small residual tier is fine: no warning per sub-space
+        init_method=faiss.ClusteringInitMethod_KMEANS_PLUS_PLUS,
     )
+    km.train(points, weights=weights)
+    return km.centroids, km.index.search(points, 1)[1][:, 0]
+
+
+def product_quantize(
+    rows: torch.Tensor, m: int, bits: int, iters: int, weights: torch.Tensor | None, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """rows (N, d) -> (codes (N, m) long, codebooks (m, 2**bits, d/m))."""
+    n, dim = rows.shape
+    if n < 2**bits:
+        raise ValueError(f"pq needs at least {2**bits} rows for {2**bits} centroids, got {n}")
+    faiss.omp_set_num_threads(torch.get_num_threads())
+    points = rows.float().reshape(n, m, dim // m).transpose(0, 1).contiguous().numpy()
+    w = None if weights is None else weights.double().numpy().astype(np.float32)
+    codebooks, codes = [], []
+    for j in tqdm(range(m), desc=f"pq k-means ({n} rows, m={m})", mininterval=2):
+        centroids, assign = kmeans(points[j], 2**bits, iters, w, seed + j)
+        codebooks.append(torch.from_numpy(centroids))
+        codes.append(torch.from_numpy(assign.astype(np.int64)))
+    return torch.stack(codes, dim=1), torch.stack(codebooks)
+
+
+def store_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Codes as stored: two per byte (bits <= 4), uint8 (<= 8), int16 past 8 bits."""
+    if packs(bits):
+        return pack_int4((codes - 8).to(torch.int8))
+    return codes.to(torch.uint8 if bits <= 8 else torch.int16)
+
+
+def decode(codes: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
+    """Stored codes (..., m or m/2) -> rows (..., d)."""
+    if codebooks.shape[1] <= 16:
+        codes = unpack_int4(codes) + 8
+    slots = torch.arange(codebooks.shape[0], device=codes.device)
+    return codebooks[slots, codes.long()].flatten(-2)
+
+
+def frequent_tokens(counts: torch.Tensor, k: int) -> torch.Tensor:
+    """The k most frequent token ids, sorted by id (ties in count: the lower id)."""
+    order = sorted(range(len(counts)), key=lambda t: (-int(counts[t]), t))
+    return torch.tensor(sorted(order[:k]), dtype=torch.int32)
 
 
 @dataclass(frozen=True)
 class PQOptions:
-    """Bits per code (2**bits centroids per sub-space), m (0: from the byte target), Lloyd
-    iterations, and the row weights of the other fitted methods (rowfit.py)."""
+    """Bits per code (2**bits centroids per sub-space), m (0: from the byte target), k-means
+    iterations, the row weights of the other fitted methods (rowfit.py), and the residual tier:
+    `residual_share` of the bytes for a second pq of the most frequent tokens' residuals, with
+    `residual_subvectors` sub-vectors (0: auto); share 0 is plain pq. `counts`: where token
+    frequencies come from (frequency.py: `wikitext` validation counts, or `token_order`, the
+    data-free proxy)."""
 
-    bits: int = 8
+    bits: int = 0
     subvectors: int = 0
     iters: int = 25
     sampling: str = "freq"
-    freq_weight: float = 0.0
+    freq_weight: float = 1.0
+    residual_share: float = 0.5
+    residual_subvectors: int = 0
+    counts: str = "wikitext"
 
     def __post_init__(self):
-        if not isinstance(self.bits, int) or not 1 <= self.bits <= 12:
-            raise ValueError(f"pq bits={self.bits!r}; allowed: an int from 1 to 12")
-        if not isinstance(self.subvectors, int) or self.subvectors < 0:
-            raise ValueError(f"pq subvectors={self.subvectors!r}; allowed: an int >= 0 (0 auto)")
+        if not isinstance(self.bits, int) or not 0 <= self.bits <= 12:
+            raise ValueError(f"pq bits={self.bits!r}; allowed: an int from 1 to 12, or 0 (auto)")
+        for name in ("subvectors", "residual_subvectors"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"pq {name}={value!r}; allowed: an int >= 0 (0 auto)")
         if not isinstance(self.iters, int) or self.iters < 1:
             raise ValueError(f"pq iters={self.iters!r}; allowed: an int >= 1")
+        if not 0 <= self.residual_share < 1:
+            raise ValueError(
+                f"pq residual_share={self.residual_share!r}; allowed: 0 <= x < 1 (0: no "
+                "residual stage)"
+            )
+        check_counts_source("pq", self.counts)
         self.levers()
 
     def levers(self) -> RowFit:
         return RowFit(sampling=self.sampling, freq_weight=self.freq_weight)
+
+
+def auto_bits(dim: int, budget: float, stages: int) -> int:
+    """`bits = 0`: the widest code (8 down to 4 bits) whose fp32 codebooks, `stages` of them,
+    take at most CODEBOOK_SHARE of the byte budget."""
+    fits = [
+        b for b in range(8, 3, -1) if stages * pq_bytes(0, dim, 1, b) <= CODEBOOK_SHARE * budget
+    ]
+    return fits[0] if fits else 4
+
+
+def residual_subvectors(dim: int, bits: int) -> int:
+    """The residual stage's default m: the largest allowed m with sub-vectors of >= 6 values."""
+    return max([m for m in allowed_subvectors(dim, bits) if dim // m >= 6] or [1])
+
+
+def residual_tokens(remainder: float, dim: int, m: int, bits: int) -> int:
+    """How many tokens a residual stage of m sub-vectors affords in `remainder` bytes."""
+    per_token = pq_bytes(1, dim, m, bits) - pq_bytes(0, dim, m, bits) + ID_BYTES
+    return int((remainder - pq_bytes(0, dim, m, bits)) // per_token)
 
 
 @register("pq")
@@ -153,15 +210,26 @@ class PQEmbedding(CompressedEmbedding):
     # a shared head decodes chunks of rows per call: a cached fp32 table would undo the saving
     caches_head = False
 
-    def __init__(self, codes: torch.Tensor, codebooks: torch.Tensor):
+    def __init__(
+        self,
+        codes: torch.Tensor,
+        codebooks: torch.Tensor,
+        residual_ids: torch.Tensor | None = None,
+        residual_codes: torch.Tensor | None = None,
+        residual_codebooks: torch.Tensor | None = None,
+    ):
         m, k, sub = codebooks.shape
         super().__init__(codes.shape[0], m * sub)
-        self.packed = k <= 16
-        if codes.shape[1] != (m // 2 if self.packed else m):
+        if codes.shape[1] != (m // 2 if k <= 16 else m):
             raise ValueError(f"pq codes {tuple(codes.shape)} do not match {m} sub-spaces of {k}")
         # V x m uint8 (V x m/2, two per byte, for 16 centroids or fewer; int16 past 256)
         self.register_buffer("codes", codes)
         self.codebooks = nn.Parameter(codebooks)  # m x 2**bits x d/m
+        self.residual = residual_ids is not None
+        if self.residual:  # the K frequent tokens' ids (sorted), codes and codebooks
+            self.register_buffer("residual_ids", residual_ids)
+            self.register_buffer("residual_codes", residual_codes)
+            self.residual_codebooks = nn.Parameter(residual_codebooks)
 
     Options = PQOptions
 
@@ -172,35 +240,73 @@ class PQEmbedding(CompressedEmbedding):
         table = check_table(table).float()
         vocab, dim = table.shape
         check_target_cr(target_cr)
-        bits, subvectors = options.bits, options.subvectors
-        if subvectors and subvectors not in allowed_subvectors(dim, bits):
-            packed = " and be even (bits <= 4: codes packed two per byte)" if packs(bits) else ""
-            raise ValueError(f"pq subvectors={subvectors} must divide d={dim}{packed}")
-        m = subvectors or choose_subvectors(vocab, dim, target_cr, bits)
+        budget = vocab * dim * 4 / target_cr
+        subvectors, share = options.subvectors, options.residual_share
+        bits = options.bits or auto_bits(dim, budget, 2 if share else 1)
+        m2 = options.residual_subvectors or residual_subvectors(dim, bits)
+        for name, m in (("subvectors", subvectors), ("residual_subvectors", m2)):
+            if m and m not in allowed_subvectors(dim, bits):
+                packed = (
+                    " and be even (bits <= 4: codes packed two per byte)" if packs(bits) else ""
+                )
+                raise ValueError(f"pq {name}={m} must divide d={dim}{packed}")
         levers = options.levers()
-        weights = row_probs(levers, ctx.token_counts if levers.needs_counts else None, vocab)
-        points = table.reshape(vocab, m, dim // m).transpose(0, 1).contiguous()
-        generator = torch.Generator().manual_seed(ctx.seed)
-        centroids, assign = kmeans(points, 2**bits, options.iters, weights, generator)
-        codes = assign.T.contiguous()
-        if packs(bits):
-            codes = pack_int4((codes - 8).to(torch.int8))
-        module = cls(codes.to(torch.uint8 if bits <= 8 else torch.int16), centroids)
+        counts = token_counts(ctx, options.counts, vocab) if levers.needs_counts or share else None
+        weights = row_probs(levers, counts if levers.needs_counts else None, vocab)
+        m = subvectors or choose_subvectors(vocab, dim, (1 - share) * budget, bits, "the table")
+        codes, codebooks = product_quantize(table, m, bits, options.iters, weights, ctx.seed)
+        second = None
+        if share:
+            remainder = budget - pq_bytes(vocab, dim, m, bits)
+            tokens = residual_tokens(remainder, dim, m2, bits)
+            if tokens >= vocab and not options.residual_subvectors:  # every token fits: finer
+                m2 = choose_subvectors(vocab, dim, remainder - vocab * ID_BYTES, bits, "stage 2")
+            if tokens < 2**bits:
+                raise UnreachableCR(
+                    f"pq residual_share={share}: the residual stage (m = {m2}) affords "
+                    f"{max(tokens, 0)} tokens at byte ratio {target_cr:g}, fewer than its "
+                    f"{2**bits} centroids; lower the share or the ratio"
+                )
+            tokens = min(tokens, vocab)
+            ids = frequent_tokens(check_counts(counts, vocab, "residual_share"), tokens)
+            rows = ids.long()
+            residual = table[rows] - decode(store_codes(codes[rows], bits), codebooks)
+            tier_weights = None if weights is None else weights[rows]
+            second = product_quantize(residual, m2, bits, options.iters, tier_weights, ctx.seed)
+            second = (ids, store_codes(second[0], bits), second[1])
+        module = cls(store_codes(codes, bits), codebooks, *(second or ()))
         if module.byte_cr < target_cr - 1e-9:
             raise UnreachableCR(
                 f"pq with m={m}: byte ratio {module.byte_cr:.3g} < target {target_cr:g}"
             )
-        module.fit_report = {**module.reconstruction_report(table), "pq_subvectors": m}
+        module.fit_report = {
+            **module.reconstruction_report(table),
+            "pq_bits": bits,
+            "pq_subvectors": m,
+        }
+        if share:
+            module.fit_report |= {"pq_residual_subvectors": m2, "pq_residual_tokens": tokens}
         return module
 
     def init_kwargs(self) -> dict:
-        return {"codes": self.codes, "codebooks": self.codebooks}
+        kwargs = {"codes": self.codes, "codebooks": self.codebooks}
+        if self.residual:
+            kwargs |= {
+                "residual_ids": self.residual_ids,
+                "residual_codes": self.residual_codes,
+                "residual_codebooks": self.residual_codebooks,
+            }
+        return kwargs
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        codes = self.codes[ids]
-        codes = (unpack_int4(codes) + 8 if self.packed else codes).long()  # (..., m)
-        slots = torch.arange(self.codebooks.shape[0], device=codes.device)
-        return self.codebooks[slots, codes].flatten(-2)
+        rows = decode(self.codes[ids], self.codebooks)
+        if not self.residual:
+            return rows
+        tier = self.residual_ids.to(ids.dtype)
+        slot = torch.searchsorted(tier, ids).clamp_max(len(tier) - 1)
+        hit = tier[slot] == ids
+        extra = decode(self.residual_codes[slot[hit]], self.residual_codebooks)
+        return rows.index_put((hit.nonzero(as_tuple=True)), extra.to(rows.dtype), accumulate=True)
 
     @property
     def reached_cr(self) -> float:

@@ -23,6 +23,8 @@ COMMAND_RUNS = {
     "contention": "A cell alone and beside a busy process (bench-contention).",
     "prefix-probe": "Which token leads a WikiText window, and does it decide the comparison? "
     "(see/evaluation/prefix_probe.py)",
+    "heldout-sweep": "Which options keep the most quality, on text no fit or report uses? "
+    "(see/evaluation/heldout_sweep.py)",
 }
 
 

@@ -478,6 +478,36 @@ def prefix_section(rows: pd.DataFrame) -> list[str]:
     ]
 
 
+def heldout_section(rows: pd.DataFrame) -> list[str]:
+    """Option sweeps on held-out text (see/evaluation/heldout_sweep.py): how each option
+    table scores against the baseline, in domain (WikiText-2 validation's second half) and
+    out of it (GLUE train sentences), with token counts from validation's first half."""
+    if rows.empty:
+        return []
+    table = rows.pivot_table(
+        index=["run_id", "model", "method", "target_cr", "options", "counts"],
+        columns="text",
+        values="ratio_to_baseline",
+    ).reset_index()
+    table = table.merge(
+        rows.groupby(["run_id", "method", "target_cr", "options", "counts"])
+        .byte_cr.first()
+        .reset_index(),
+        on=["run_id", "method", "target_cr", "options", "counts"],
+    )
+    return [
+        "## Options measured on held-out text (heldout-sweep, issue 40)",
+        "",
+        "Token perplexity over the baseline's on text no fit or report uses: the second half of "
+        "WikiText-2 validation (`wikitext_valid_b`; counts come from the first half) and GLUE "
+        "*train* sentences (MRPC news, SST-2 film reviews: out of domain). `options` are the "
+        "options given; runs before 20261206-1030 ran under pq's old defaults (their NOTE.md).",
+        "",
+        markdown_table(table.sort_values(["run_id", "method", "target_cr"])),
+        "",
+    ]
+
+
 def contention_section(rows: pd.DataFrame) -> list[str]:
     """`python -m see bench-contention` runs: a cell alone and beside one busy process."""
     if rows.empty:
@@ -738,9 +768,11 @@ def build_reports(
     heal_speed_rows = rows[rows.task == "bench-heal"]
     contention_rows = rows[rows.task == "contention"]
     probe_rows = rows[rows.task == "prefix-probe"]
+    sweep_rows = rows[rows.run_id.str.contains("-heldout-sweep")]
     is_signal = rows.run_id.str.contains("-signal")
     signal = signal_of(rows[is_signal], results_dir)
-    rows = rows[~rows.task.isin(["bench", "bench-heal", "contention", "prefix-probe"]) & ~is_signal]
+    others = ["bench", "bench-heal", "contention", "prefix-probe", "heldout-sweep"]
+    rows = rows[~rows.task.isin(others) & ~is_signal & ~rows.run_id.isin(sweep_rows.run_id)]
     rows = add_recovery(latest(rows)) if len(rows) else rows.assign(recovery=None)
     rows = mark_informative(rows, signal)
     every_run, rows = rows, current_rows(rows)  # current findings: no superseded run
@@ -847,6 +879,7 @@ def build_reports(
     lines += heal_speed_section(heal_speed_rows)
     lines += contention_section(contention_rows)
     lines += prefix_section(probe_rows)
+    lines += heldout_section(sweep_rows)
     grid_runs, has_values = set(every_run.run_id), every_run.value.notna().any()
     for run_id in sorted(published.run_id.unique()):
         if run_id in grid_runs:

@@ -47,6 +47,7 @@ METHOD_ORDER = [
     "int4",
     "pq",
     "svd",
+    "groupreduce",
     "autoencoder",
     "word2ketxs",
     "see",
@@ -60,6 +61,8 @@ DEFAULTS_CHANGED = {
     "see": ("20261201-222235", "n=0"),
     "see_morph": ("20261201-222235", "n=0"),
     "word2ketxs": ("20261201-154100", "sampling=freq"),
+    # frequency-weighted k-means with a residual stage for the frequent tokens (issue 40)
+    "pq": ("20261206-103000", "freq_weight=1.0,residual_share=0.5"),
 }
 # Runs from before a default change whose rows spelling an option out are what the current
 # default runs, per CR where it differs ({cr: options}); a method's other rows there are not

@@ -14,7 +14,7 @@ import pandas as pd
 
 from see.report.headline import interim_default
 
-FACTORISATIONS = ("svd", "autoencoder", "word2ketxs", "see", "see_morph")
+FACTORISATIONS = ("svd", "groupreduce", "autoencoder", "word2ketxs", "see", "see_morph")
 RATIO_TARGETS = {10.0: 40.0, 20.0: 10.0}  # CR -> SVD / SEE must be at least this
 FIT_SECONDS = 180.0
 
@@ -67,3 +67,46 @@ def targets_markdown(rows: pd.DataFrame) -> str | None:
     if table.empty:
         return None
     return table.to_markdown(index=False, floatfmt=".4g")
+
+
+# Issue 40: initial quality without training, the best method at or beyond a byte budget
+# against the same run's baseline (WikiText word perplexity); (budget, at most this ratio)
+FRONTIER_TARGETS = {
+    "smollm2-135m": ((20.0, 1.10), (40.0, 1.5), (80.0, 3.0)),
+    "gemma3-270m": ((20.0, 1.10), (40.0, 1.5), (80.0, 3.0)),
+    "qwen2.5-coder-0.5b": ((20.0, 1.10),),
+    "qwen2.5-coder-1.5b": ((20.0, 1.10),),
+}
+
+
+def frontier_targets(rows: pd.DataFrame) -> pd.DataFrame:
+    """One line per (model, target) from the newest `frontier` run that has the model: the
+    best method storing at least `budget`x fewer bytes, its ratio to the baseline with the
+    paired interval, and met / missed (missing: no published row reaches the budget)."""
+    from see.report.frontier import budget_table, frontier_cells, newest_runs
+    from see.report.headline import fitted_before_change
+
+    cells = newest_runs(frontier_cells(rows[~fitted_before_change(rows)], "frontier"))
+    best = budget_table(cells) if not cells.empty else pd.DataFrame()
+    lines = []
+    for model, targets in FRONTIER_TARGETS.items():
+        for budget, limit in targets:
+            line = {"model": model, "byte_budget": budget, "target": f"<= {limit:g}x baseline"}
+            mine = best[(best.model == model) & (best.byte_budget >= budget)] if len(best) else best
+            if mine.empty:
+                lines.append({**line, "met": "no published row"})
+                continue
+            top = mine.loc[mine.ppl_over_baseline.idxmin()]
+            lines.append(
+                {
+                    **line,
+                    "run_id": top.run_id,
+                    "best_method": top.best_method,
+                    "options": top.options or "",
+                    "byte_cr": top.byte_cr,
+                    "ppl_over_baseline": top.ppl_over_baseline,
+                    "ratio_ci": top.ratio_ci or "no interval",
+                    "met": "met" if top.ppl_over_baseline <= limit else "missed",
+                }
+            )
+    return pd.DataFrame(lines)

@@ -1,0 +1,180 @@
+"""Frequency-aware compression: pq's residual tier and weighted k-means, groupreduce, and the
+data-free frequency proxy (issue 40)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from see.methods import get_method
+from see.methods.base import UnreachableCR
+from see.methods.frequency import token_order_counts
+from see.methods.groupreduce import allocate_ranks
+from see.methods.pq import ID_BYTES, frequent_tokens, pq_bytes
+from tests.conftest import needs_data
+
+
+def zipf_table(vocab: int = 3000, dim: int = 48, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    table = torch.randn(vocab, dim, generator=generator)
+    counts = (vocab / torch.arange(1, vocab + 1).double()).floor()[torch.randperm(vocab)]
+    return table, counts
+
+
+def weighted_error(module, table: torch.Tensor, counts: torch.Tensor) -> float:
+    weights = counts.double() + 1
+    rest = (module.materialize().double() - table.double()).pow(2).sum(1)
+    return (weights * rest).sum().item() / weights.sum().item()
+
+
+def test_residual_tier_covers_the_most_frequent_tokens_and_its_bytes_add_up():
+    table, counts = zipf_table()
+    pq = get_method("pq").from_table(
+        table, 6, residual_share=0.4, subvectors=0, iters=4, token_counts=counts, bits=6
+    )
+    vocab, dim = table.shape
+    k = len(pq.residual_ids)
+    m, m2 = pq.fit_report["pq_subvectors"], pq.fit_report["pq_residual_subvectors"]
+    assert k == pq.fit_report["pq_residual_tokens"]
+    # the tier holds the k most frequent tokens: no token outside it is more frequent
+    inside = torch.zeros(vocab, dtype=torch.bool)
+    inside[pq.residual_ids.long()] = True
+    assert len(set(pq.residual_ids.tolist())) == k < vocab
+    assert counts[inside].min() >= counts[~inside].max()
+    assert pq.num_bytes() == pq_bytes(vocab, dim, m, 6) + pq_bytes(k, dim, m2, 6) + k * ID_BYTES
+    assert 6 <= pq.byte_cr < 6 * 1.01  # the residual tier takes what stage 1 leaves over
+    ids = torch.randint(0, vocab, (5, 9))
+    torch.testing.assert_close(pq(ids), pq.materialize()[ids])
+    rebuilt = pq.materialize()
+    stage1 = get_method("pq")(pq.codes, pq.codebooks).materialize()  # the tier's stage 1 alone
+    assert (rebuilt[inside] - table[inside]).norm() < (stage1[inside] - table[inside]).norm()
+    torch.testing.assert_close(rebuilt[~inside], stage1[~inside])
+
+
+def test_frequency_weighted_kmeans_lowers_the_weighted_error():
+    table, counts = zipf_table()
+    plain = {"iters": 8, "residual_share": 0.0, "bits": 8}
+    uniform = get_method("pq").from_table(table, 8, freq_weight=0.0, **plain)
+    weighted = get_method("pq").from_table(table, 8, token_counts=counts, **plain)  # default 1.0
+    assert weighted_error(weighted, table, counts) < 0.9 * weighted_error(uniform, table, counts)
+
+
+def test_frequent_tokens_breaks_ties_by_id():
+    counts = torch.tensor([5, 9, 5, 0, 9])
+    assert frequent_tokens(counts, 3).tolist() == [0, 1, 4]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"residual_share": 1.0}, "residual_share=1.0; allowed: 0 <= x < 1"),
+        ({"residual_share": -0.1}, "residual_share=-0.1; allowed"),
+        ({"residual_subvectors": -1}, "residual_subvectors=-1; allowed: an int >= 0"),
+        ({"counts": "books"}, "counts='books'; allowed: \\('wikitext', 'token_order'\\)"),
+    ],
+)
+def test_bad_pq_options_name_the_option(options, message):
+    with pytest.raises(ValueError, match=message):
+        get_method("pq").make_options(options)
+
+
+def test_a_residual_stage_the_budget_cannot_afford_is_unreachable():
+    table, counts = zipf_table()  # 256 x 48 fp32 codebooks: a 49 KB stage of a 96 KB budget
+    with pytest.raises(UnreachableCR, match="affords 0 tokens at byte ratio 6"):
+        get_method("pq").from_table(
+            table, 6, residual_share=0.2, iters=2, bits=8, token_counts=counts
+        )
+    with pytest.raises(ValueError, match="residual_subvectors=5 must divide d=48"):
+        get_method("pq").from_table(
+            table, 2, residual_share=0.2, residual_subvectors=5, token_counts=counts
+        )
+
+
+def test_groupreduce_meets_the_byte_target_and_favours_frequent_tokens():
+    table, counts = zipf_table()
+    module = get_method("groupreduce").from_table(table, 8, token_counts=counts, groups=4)
+    vocab, dim = table.shape
+    ranks = module.fit_report["groupreduce_ranks"]
+    assert ranks == sorted(ranks, reverse=True) and ranks[0] > ranks[-1]
+    stored = vocab + 4 * sum(r * (n + dim) for r, n in zip(ranks, module.sizes, strict=True))
+    assert module.num_bytes() == stored  # uint8 block ids + fp32 factors; the slot index is derived
+    assert 8 <= module.byte_cr < 8 * 1.1
+    ids = torch.randint(0, vocab, (4, 6))
+    torch.testing.assert_close(module(ids), module.materialize()[ids])
+    errors = module.fit_report["groupreduce_weighted_error"]
+    assert min(errors) <= errors[0]  # refinement never keeps a worse grouping
+    svd = get_method("svd").from_table(table, 8)
+    assert weighted_error(module, table, counts) < weighted_error(svd, table, counts)
+
+
+def test_groupreduce_rank_allocation_fills_the_budget():
+    ranks = allocate_ranks([100, 100, 100], [1.0, 0.25, 0.01], 16, 4 * 116 * 12, 0.5)
+    assert sum(4 * r * 116 for r in ranks) <= 4 * 116 * 12
+    assert ranks[0] >= ranks[1] >= ranks[2] >= 1
+    # a block at its full rank leaves the rest of the bytes to the others
+    ranks = allocate_ranks([100, 100, 100], [1.0, 1e-4, 1e-4], 16, 4 * 116 * 30, 1.5)
+    assert ranks[0] == 16 and ranks[1] == ranks[2] == 7
+    with pytest.raises(UnreachableCR, match="rank 1 in each of 3 blocks"):
+        allocate_ranks([100, 100, 100], [1.0, 0.5, 0.1], 16, 1000, 0.5)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"groups": 0}, "groups=0; allowed: an int from 1 to 255"),
+        ({"rank_power": -1}, "rank_power=-1; allowed"),
+        ({"refine_iters": -1}, "refine_iters=-1; allowed"),
+        ({"freq_weight": -0.5}, "freq_weight=-0.5; allowed"),
+    ],
+)
+def test_bad_groupreduce_options_name_the_option(options, message):
+    with pytest.raises(ValueError, match=message):
+        get_method("groupreduce").make_options(options)
+
+
+def test_saved_groupreduce_and_residual_pq_reload(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    table, counts = zipf_table()
+    for name, options in [
+        ("groupreduce", {"groups": 3}),
+        ("pq", {"residual_share": 0.3, "bits": 6, "iters": 2}),
+    ]:
+        module = get_method(name).from_table(table, 6, token_counts=counts, **options)
+        save_file(module.state_dict(), tmp_path / f"{name}.safetensors")
+        shapes = {
+            k: torch.empty(v.shape, dtype=v.dtype) if isinstance(v, torch.Tensor) else v
+            for k, v in module.init_kwargs().items()
+        }
+        again = get_method(name)(**shapes)
+        again.load_state_dict(load_file(tmp_path / f"{name}.safetensors"))
+        torch.testing.assert_close(again.materialize(), module.materialize())
+        assert again.num_bytes() == module.num_bytes()
+
+
+@needs_data
+def test_token_order_proxy_is_deterministic_and_tracks_real_counts(smollm):
+    from see.evaluation.validation import validation_ids
+
+    _, tok = smollm
+    vocab = len(tok)
+    proxy = token_order_counts(tok, vocab)
+    assert torch.equal(proxy, token_order_counts(tok, vocab))
+    assert proxy[tok.all_special_ids].sum() == 0
+    real = torch.bincount(validation_ids(tok, None), minlength=vocab)[:vocab].double()
+    top = proxy.argsort(descending=True)[:4096]
+    # the proxy's 4,096 first tokens carry most of the validation text (uniform: 8%)
+    assert real[top].sum() / real.sum() > 0.6
+
+
+@needs_data
+def test_heldout_sweep_scores_text_its_counts_never_saw(smollm):
+    from see.evaluation.heldout_sweep import TEXTS, held_out_texts
+    from see.evaluation.validation import validation_ids
+
+    _, tok = smollm
+    counted, texts = held_out_texts(tok, 256, None)
+    valid = validation_ids(tok, None)
+    assert torch.equal(counted, valid[: len(valid) // 2])
+    assert torch.equal(texts["wikitext_valid_b"], valid[len(valid) // 2 :][:256])
+    assert set(texts) == set(TEXTS) and all(len(ids) == 256 for ids in texts.values())
