@@ -710,7 +710,7 @@ def test_headline_names_the_best_method_per_model_size_and_byte_budget():
     from see.report.headline import size_summary
 
     def row(model, method, target, byte_cr, task, value, params):
-        cell = byte_cell_row("20260101-000000-sizes", model, method, target, byte_cr, task, value)
+        cell = byte_cell_row("20270101-000000-sizes", model, method, target, byte_cr, task, value)
         return cell | {"model_param_bytes": 4 * params}
 
     rows = []
@@ -732,7 +732,7 @@ def test_headline_names_the_best_method_per_model_size_and_byte_budget():
         rows.append(row(model, "see", 10.0, 10.0, "rte", None, params) | {"status": "skipped"})
     lines = size_summary(pd.DataFrame(rows))
     table = "\n".join(lines)
-    assert "20260101-000000-sizes" in lines[0]
+    assert "20270101-000000-sizes" in lines[0]
     body = [line for line in lines[2].splitlines()[2:]]
     assert [line.split("|")[1].strip() for line in body] == ["small", "small", "big", "big"]
     best = [line.split("|")[4].strip() for line in body]  # no documents: lowest, not tested
@@ -838,3 +838,20 @@ def test_the_committed_archive_index_lists_every_published_run():
     missing = [run for run in published if f"[{run}]({run}.md)" not in index]
     assert not missing, f"rebuild the reports (`python -m see report`): {missing}"
     assert all((root / "reports" / "runs" / f"{run}.md").is_file() for run in published)
+
+
+def test_rows_from_before_a_default_change_are_named_not_ranked():
+    import pandas as pd
+
+    from see.report.headline import DEFAULTS_CHANGED, left_out
+
+    since = DEFAULTS_CHANGED["pq"][0]
+    rows = pd.DataFrame(
+        {
+            "run_id": ["20261202-000000-frontier", f"{since}-frontier"],
+            "method": ["pq", "pq"],
+            "method_options": ["", ""],
+        }
+    )
+    assert "pq (defaults changed" in left_out(rows, {"20261202-000000-frontier"})[0]
+    assert left_out(rows, {f"{since}-frontier"}) == []

@@ -192,6 +192,7 @@ def budget_summary(rows: pd.DataFrame) -> list[str]:
         "",
         best_markdown(best, sizes=None),
         "",
+        *left_out(rows, set(cells.run_id)),
     ]
 
 
@@ -199,7 +200,7 @@ def size_summary(rows: pd.DataFrame) -> list[str]:
     """Per model size (from `sizes` runs): the method with the lowest WikiText word perplexity
     among those with at least 10x (40x) fewer embedding bytes, and its scores on the tasks
     that are informative for the model (a skipped, uninformative task shows as "-")."""
-    cells = frontier_cells(rows, "sizes")
+    cells = frontier_cells(rows[~fitted_before_change(rows)], "sizes")
     if cells.empty:
         return []
     best = budget_table(cells)
@@ -218,7 +219,21 @@ def size_summary(rows: pd.DataFrame) -> list[str]:
         best_markdown(best.drop(columns="params"), sizes=best.params),
         "",
         *([f"Not measured yet, so not ranked: {'; '.join(missing)}.", ""] if missing else []),
+        *left_out(rows, set(cells.run_id)),
     ]
+
+
+def left_out(rows: pd.DataFrame, runs: set[str]) -> list[str]:
+    """A line naming the methods whose rows in `runs` predate a change of their defaults
+    (DEFAULTS_CHANGED): they are not ranked until measured again."""
+    stale = rows[rows.run_id.isin(runs) & fitted_before_change(rows)]
+    if stale.empty:
+        return []
+    methods = ", ".join(
+        f"{m} (defaults changed {DEFAULTS_CHANGED[m][0][:8]})"
+        for m in sorted(set(stale.method) & set(DEFAULTS_CHANGED))
+    )
+    return [f"Left out of these runs until measured again with today's defaults: {methods}.", ""]
 
 
 def unmeasured(cells: pd.DataFrame) -> list[str]:
