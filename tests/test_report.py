@@ -855,3 +855,19 @@ def test_rows_from_before_a_default_change_are_named_not_ranked():
     )
     assert "pq (defaults changed" in left_out(rows, {"20261202-000000-frontier"})[0]
     assert left_out(rows, {f"{since}-frontier"}) == []
+
+
+def test_methods_an_older_run_had_are_named_while_the_newest_run_lacks_them():
+    import pandas as pd
+
+    from see.report.headline import not_yet_in_newest
+
+    every = pd.DataFrame(
+        {
+            "run_id": ["r1-frontier", "r1-frontier", "r2-frontier", "r1-frontier"],
+            "model": ["small", "small", "small", "big"],
+            "method": ["svd", "pq", "pq", "see"],
+        }
+    )
+    newest = every[every.run_id == "r2-frontier"]
+    assert not_yet_in_newest(every, newest) == ["small: svd"]

@@ -178,12 +178,14 @@ def budget_summary(rows: pd.DataFrame) -> list[str]:
     """Per model (the newest `frontier` run that has it) and byte budget: the method with the
     lowest WikiText word perplexity among those storing at least that many times fewer
     embedding bytes (issue 17's question: which method wins at which budget)."""
-    cells = newest_runs(frontier_cells(rows[~fitted_before_change(rows)], "frontier"))
+    every = frontier_cells(rows[~fitted_before_change(rows)], "frontier")
+    cells = newest_runs(every)
     if cells.empty:
         return []
     best = budget_table(cells)
     if best.empty:
         return []
+    pending = not_yet_in_newest(every, cells)
     return [
         f"**Per byte budget** (runs: {', '.join(sorted(best.run_id.unique()))}): the method "
         "with the lowest word perplexity among all methods of the `frontier` preset that store "
@@ -192,8 +194,21 @@ def budget_summary(rows: pd.DataFrame) -> list[str]:
         "",
         best_markdown(best, sizes=None),
         "",
+        *([f"Not measured yet in the newest run: {'; '.join(pending)}.", ""] if pending else []),
         *left_out(rows, set(cells.run_id)),
     ]
+
+
+def not_yet_in_newest(every: pd.DataFrame, newest: pd.DataFrame) -> list[str]:
+    """Per model, the methods an older run of the preset measured that its newest run (still
+    in progress) has not: they are not ranked there, e.g. `smollm2-135m: svd, see`."""
+    lines = []
+    for model, mine in newest.groupby("model"):
+        older = every[(every.model == model) & ~every.run_id.isin(mine.run_id)]
+        methods = sorted(set(older.method) - set(mine.method))
+        if methods:
+            lines.append(f"{model}: {', '.join(methods)}")
+    return lines
 
 
 def size_summary(rows: pd.DataFrame) -> list[str]:
