@@ -891,5 +891,5 @@ def build_reports(
     out = reports_dir / "README.md"
     out.write_text("\n".join(lines))
     if readme is not None:
-        update_readme(Path(readme), rows)
+        update_readme(Path(readme), rows, every_run)
     return out

@@ -138,9 +138,10 @@ def headline_cells(rows: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def headline_markdown(rows: pd.DataFrame) -> str | None:
-    """README's answer: per byte budget and per model size, the best method (compact)."""
-    parts = budget_summary(rows) + size_summary(rows)
+def headline_markdown(rows: pd.DataFrame, every: pd.DataFrame | None = None) -> str | None:
+    """README's answer: per byte budget and per model size, the best method (compact).
+    `every`: the published rows superseded runs included (what a run in progress lacks)."""
+    parts = budget_summary(rows, every) + size_summary(rows)
     return "\n".join(parts).rstrip() or None
 
 
@@ -174,18 +175,18 @@ def model_tables(rows: pd.DataFrame) -> str | None:
     return "\n".join(parts) or None
 
 
-def budget_summary(rows: pd.DataFrame) -> list[str]:
+def budget_summary(rows: pd.DataFrame, every: pd.DataFrame | None = None) -> list[str]:
     """Per model (the newest `frontier` run that has it) and byte budget: the method with the
     lowest WikiText word perplexity among those storing at least that many times fewer
     embedding bytes (issue 17's question: which method wins at which budget)."""
-    every = frontier_cells(rows[~fitted_before_change(rows)], "frontier")
-    cells = newest_runs(every)
+    every = rows if every is None else every
+    cells = newest_runs(frontier_cells(rows[~fitted_before_change(rows)], "frontier"))
     if cells.empty:
         return []
     best = budget_table(cells)
     if best.empty:
         return []
-    pending = not_yet_in_newest(every, cells)
+    pending = not_yet_in_newest(frontier_cells(every[~fitted_before_change(every)]), cells)
     return [
         f"**Per byte budget** (runs: {', '.join(sorted(best.run_id.unique()))}): the method "
         "with the lowest word perplexity among all methods of the `frontier` preset that store "
@@ -308,14 +309,14 @@ def size_label(params: float) -> str:
     return f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.0f}M"
 
 
-def update_readme(readme: Path, rows: pd.DataFrame) -> bool:
+def update_readme(readme: Path, rows: pd.DataFrame, every: pd.DataFrame | None = None) -> bool:
     """Replace the text between the markers; False when there is no such file or no markers."""
     if not readme.is_file():
         return False
     text = readme.read_text()
     if BEGIN not in text or END not in text:
         return False
-    table = headline_markdown(rows) or "(no published WikiText rows)"
+    table = headline_markdown(rows, every) or "(no published WikiText rows)"
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
     readme.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
