@@ -11,7 +11,7 @@ from see.methods.base import UnreachableCR
 from see.methods.frequency import token_order_counts
 from see.methods.groupreduce import allocate_ranks
 from see.methods.pq import ID_BYTES, frequent_tokens, pq_bytes
-from tests.conftest import needs_data
+from conftest import needs_data
 
 
 def zipf_table(vocab: int = 3000, dim: int = 48, seed: int = 0):
