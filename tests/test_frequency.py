@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import needs_data
 
 from see.methods import get_method
 from see.methods.base import UnreachableCR
 from see.methods.frequency import token_order_counts
 from see.methods.groupreduce import allocate_ranks
 from see.methods.pq import ID_BYTES, frequent_tokens, pq_bytes
-from conftest import needs_data
 
 
 def zipf_table(vocab: int = 3000, dim: int = 48, seed: int = 0):
