@@ -166,7 +166,10 @@ def test_an_untied_head_stays_dense_under_every_method(smollm):
         allowed = {f.name for f in dataclasses.fields(cls.Options)}
         options = {k: v for k, v in cheap.items() if k in allowed}
         ratio = 1.0 if name == "baseline" else cls.fixed_ratio(cls.make_options(options)) or 2.0
-        module = get_method(name).from_table(table, ratio, tokenizer=tok, **options)
+        counts = torch.arange(2000).flip(0)  # frequency-aware methods (pq, groupreduce) need some
+        module = get_method(name).from_table(
+            table, ratio, tokenizer=tok, token_counts=counts, **options
+        )
         compress_model(model, module, "shared")
         assert head_in_use(model, "shared") == "dense (untied)", name
         assert torch.equal(model.get_output_embeddings().weight, head), name
