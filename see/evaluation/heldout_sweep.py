@@ -21,6 +21,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -73,9 +74,8 @@ def sweep(args) -> Iterator[dict]:
         counts = token_order_counts(tok, len(table))
 
     def score(module=None) -> dict[str, float]:
-        if module is None:
-            return {n: token_perplexity(model, ids) for n, ids in texts.items()}
-        with swapped_embedding(model, module, "dense"):
+        swap = nullcontext() if module is None else swapped_embedding(model, module, "dense")
+        with swap:
             return {n: token_perplexity(model, ids) for n, ids in texts.items()}
 
     base = score()

@@ -24,6 +24,11 @@ def check_counts_source(method: str, source: str) -> None:
         raise ValueError(f"{method} counts={source!r}; allowed: {COUNT_SOURCES}")
 
 
+def frequency_order(counts: torch.Tensor) -> torch.Tensor:
+    """Token ids from the most frequent down (ties: the lower id first)."""
+    return torch.argsort(counts.double(), descending=True, stable=True)
+
+
 def token_counts(ctx: FitContext, source: str, vocab: int) -> torch.Tensor | None:
     """Token counts from `source`: the harness's WikiText-2 validation counts (`wikitext`) or
     the tokenizer's id order (`token_order`, needs the tokenizer in the fit context)."""

@@ -40,7 +40,7 @@ from see.methods.base import (
     check_table,
     check_target_cr,
 )
-from see.methods.frequency import check_counts_source, token_counts
+from see.methods.frequency import check_counts_source, frequency_order, token_counts
 from see.methods.registry import register
 from see.methods.rowfit import check_counts
 
@@ -201,12 +201,9 @@ class GroupReduceEmbedding(CompressedEmbedding):
         counts = token_counts(ctx, options.counts, vocab)
         counts = check_counts(counts, vocab, "groupreduce").double()
         weights = (counts + 1) ** options.freq_weight
-        order = sorted(range(vocab), key=lambda t: (-float(counts[t]), t))
         sizes = block_sizes(vocab, options.groups)
         group = torch.empty(vocab, dtype=torch.long)
-        starts = [sum(sizes[:i]) for i in range(len(sizes))]
-        for i, (start, n) in enumerate(zip(starts, sizes, strict=True)):
-            group[order[start : start + n]] = i
+        group[frequency_order(counts)] = torch.repeat_interleave(torch.tensor(sizes))
         means = [weights[group == i].mean().item() for i in range(len(sizes))]
         budget = vocab * dim * 4 / target_cr - vocab  # minus the uint8 block ids
         ranks = allocate_ranks(

@@ -50,7 +50,7 @@ from see.methods.base import (
     check_table,
     check_target_cr,
 )
-from see.methods.frequency import check_counts_source, token_counts
+from see.methods.frequency import check_counts_source, frequency_order, token_counts
 from see.methods.quantized import pack_int4, unpack_int4
 from see.methods.registry import register
 from see.methods.rowfit import RowFit, check_counts, row_probs
@@ -116,7 +116,7 @@ def product_quantize(
         raise ValueError(f"pq needs at least {2**bits} rows for {2**bits} centroids, got {n}")
     faiss.omp_set_num_threads(torch.get_num_threads())
     points = rows.float().reshape(n, m, dim // m).transpose(0, 1).contiguous().numpy()
-    w = None if weights is None else weights.double().numpy().astype(np.float32)
+    w = None if weights is None else weights.float().numpy()
     codebooks, codes = [], []
     for j in tqdm(range(m), desc=f"pq k-means ({n} rows, m={m})", mininterval=2):
         centroids, assign = kmeans(points[j], 2**bits, iters, w, seed + j)
@@ -142,8 +142,7 @@ def decode(codes: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
 
 def frequent_tokens(counts: torch.Tensor, k: int) -> torch.Tensor:
     """The k most frequent token ids, sorted by id (ties in count: the lower id)."""
-    order = sorted(range(len(counts)), key=lambda t: (-int(counts[t]), t))
-    return torch.tensor(sorted(order[:k]), dtype=torch.int32)
+    return frequency_order(counts)[:k].sort().values.to(torch.int32)
 
 
 @dataclass(frozen=True)

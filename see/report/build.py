@@ -485,16 +485,10 @@ def heldout_section(rows: pd.DataFrame) -> list[str]:
     if rows.empty:
         return []
     table = rows.pivot_table(
-        index=["run_id", "model", "method", "target_cr", "options", "counts"],
+        index=["run_id", "model", "method", "target_cr", "options", "counts", "byte_cr"],
         columns="text",
         values="ratio_to_baseline",
     ).reset_index()
-    table = table.merge(
-        rows.groupby(["run_id", "method", "target_cr", "options", "counts"])
-        .byte_cr.first()
-        .reset_index(),
-        on=["run_id", "method", "target_cr", "options", "counts"],
-    )
     return [
         "## Options measured on held-out text (heldout-sweep, issue 40)",
         "",
