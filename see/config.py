@@ -196,6 +196,8 @@ STAGES = ("stage1", "stage2")
 ROW_LOSSES = ("centred", "raw", "none")
 AUTOCASTS = ("auto", "bf16", "off")
 DEFAULT_TEXT = "wikitext-2-valid"
+SAMPLED_TEXT = "teacher-samples"  # text sampled from the uncompressed model (see.heal_text)
+NAMED_TEXTS = (DEFAULT_TEXT, SAMPLED_TEXT, f"{DEFAULT_TEXT}+{SAMPLED_TEXT}")
 TEST_TEXTS = ("wikitext-2-raw/wiki.test.raw", "wikitext-2/test.txt", "wiki.test", "test.txt")
 
 
@@ -240,6 +242,14 @@ class HealConfig:
     # tokens-to-recover curves: total healing tokens (stage 1 + stage 2) at which the cell is
     # evaluated, increasing; stage 2 then runs to the last one (stage2_steps must be 0)
     curve_tokens: tuple[int, ...] = ()
+    # `teacher-samples` (see.heal_text): tokens to sample (0 = as many as the budget reads, so
+    # that no window is read twice on average), tokens per sample, samples per generated chunk
+    # (the chunks are the unit of caching and seeding), temperature and seed
+    sample_tokens: int = 0
+    sample_length: int = 512
+    sample_batch: int = 32
+    sample_temperature: float = 1.0
+    sample_seed: int = 0
 
     def __post_init__(self):
         if self.stage1_steps < 0 or self.stage2_steps < 0:
@@ -259,12 +269,41 @@ class HealConfig:
             raise ValueError(f"healing row_loss={self.row_loss!r}; allowed: {ROW_LOSSES}")
         if self.temperature <= 0 or self.lr <= 0:
             raise ValueError(f"temperature and lr must be > 0: {self.temperature}, {self.lr}")
+        self.check_samples()
         name = self.text.replace("\\", "/")
         if any(name.endswith(t) for t in TEST_TEXTS) or name in ("wikitext", "wikitext-2-test"):
             raise ValueError(
                 f"healing text {self.text!r} is the evaluated test split; train on "
                 f"{DEFAULT_TEXT!r} (WikiText-2 validation) or another text file"
             )
+
+    def check_samples(self) -> None:
+        sizes = {
+            "sample_tokens": (self.sample_tokens, 0),
+            "sample_length": (self.sample_length, 2),
+            "sample_batch": (self.sample_batch, 1),
+            "sample_seed": (self.sample_seed, 0),
+        }
+        for name, (value, least) in sizes.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ValueError(f"healing {name}={value!r}; allowed: an int >= {least}")
+        if not isinstance(self.sample_temperature, (int, float)) or self.sample_temperature <= 0:
+            raise ValueError(
+                f"healing sample_temperature={self.sample_temperature!r}; allowed: a number > 0"
+            )
+        if "+" in self.text and self.text != NAMED_TEXTS[2]:
+            raise ValueError(f"healing text {self.text!r}; allowed: {NAMED_TEXTS} or a text file")
+        if self.text == NAMED_TEXTS[2] and self.batch_size % 2:
+            raise ValueError(
+                f"healing text {self.text!r} gives each text half of every batch: batch_size "
+                f"must be even, got {self.batch_size}"
+            )
+
+    def total_tokens(self) -> int:
+        """Tokens the whole budget trains on (stage 1 + stage 2, or the curve's last point)."""
+        if self.curve_tokens:
+            return self.curve_tokens[-1]
+        return (self.stage1_steps + self.stage2_steps) * self.tokens_per_step()
 
     def tokens_per_step(self) -> int:
         return self.batch_size * self.seq_len * self.grad_accum

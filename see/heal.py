@@ -14,12 +14,13 @@
 The teacher is the same model with its original embedding and head swapped back in: the body
 is frozen, so no second copy is needed (with `train_head_norms` a frozen copy is kept).
 
-Text: WikiText-2 *validation* (`wikitext-2-valid`, detokenized) by default, or a local text
-file; the evaluated test split is refused. Budget in steps x batch x seq_len tokens, equal
-across the methods of a comparison; fp32 on CPU, bf16 autocast on GPU (`autocast`; the frozen
-linear weights cast once per stage, `frozen_linears_in`); gradient accumulation; seeded;
-resumable from its last checkpoint. The student's forward and backward run compiled
-(`compile`, torch.compile; the model itself stays eager for evaluation).
+Text (`see.heal_text`): WikiText-2 *validation* (`wikitext-2-valid`, detokenized) by default,
+text sampled from the teacher, both, or a local text file; the evaluated test split is refused.
+Budget in steps x batch x seq_len tokens, equal across the methods of a comparison; fp32 on
+CPU, bf16 autocast on GPU (`autocast`; the frozen linear weights cast once per stage,
+`frozen_linears_in`); gradient accumulation; seeded; resumable from its last checkpoint. The
+student's forward and backward run compiled (`compile`, torch.compile; the model itself stays
+eager for evaluation).
 """
 
 from __future__ import annotations
@@ -36,27 +37,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from see.config import DEFAULT_TEXT, STAGES, HealConfig
+from see.config import STAGES, HealConfig
 from see.models.surgery import swapped_modules
 
-__all__ = ["HealConfig", "Healer", "TeacherCache", "training_ids"]
-
-
-def training_ids(cfg: HealConfig, tokenizer, data_dir: str | None = None) -> torch.Tensor:
-    """The healing text as one long 1-D tensor of token ids."""
-    if cfg.text == DEFAULT_TEXT:
-        from see.evaluation.validation import validation_ids
-
-        ids = validation_ids(tokenizer, None, data_dir)
-    else:
-        path = Path(cfg.text).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"healing text file {str(path)!r} does not exist")
-        text = path.read_text(encoding="utf-8")
-        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids[0]
-    if len(ids) <= cfg.seq_len:
-        raise ValueError(f"healing text has {len(ids)} tokens, fewer than seq_len {cfg.seq_len}")
-    return ids
+__all__ = ["HealConfig", "Healer", "TeacherCache"]
 
 
 def check_layers(layers: tuple[int, ...], num_layers: int) -> tuple[int, ...]:
@@ -191,7 +175,7 @@ class Healer:
         teacher_input: nn.Module,
         teacher_head: nn.Module,
         cfg: HealConfig,
-        ids: torch.Tensor,
+        texts: torch.Tensor | list[torch.Tensor],
         seed: int = 0,
         cache: TeacherCache | None = None,
     ):
@@ -203,7 +187,8 @@ class Healer:
                 f"aligned at the last layer ({num_layers} or -1; an early layer stops the "
                 "forward by a hook): set compile = false to align earlier"
             )
-        self.model, self.cfg, self.ids, self.seed = model, cfg, ids, seed
+        self.model, self.cfg, self.seed = model, cfg, seed
+        self.texts = [texts] if isinstance(texts, torch.Tensor) else list(texts)
         self.cache = cache
         self.teacher_input, self.teacher_head = teacher_input, teacher_head
         self.teacher = None
@@ -230,11 +215,13 @@ class Healer:
         return list(unique.values())
 
     def batch(self, stage: str, step: int) -> torch.Tensor:
+        """Random windows of seq_len tokens; with two texts, half of the windows from each."""
         gen = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}:{stage}:{step}".encode()))
-        starts = torch.randint(
-            0, len(self.ids) - self.cfg.seq_len, (self.cfg.batch_size,), generator=gen
-        )
-        return torch.stack([self.ids[s : s + self.cfg.seq_len] for s in starts]).to(self.device)
+        per_text, windows = self.cfg.batch_size // len(self.texts), []
+        for text in self.texts:
+            starts = torch.randint(0, len(text) - self.cfg.seq_len, (per_text,), generator=gen)
+            windows += [text[s : s + self.cfg.seq_len] for s in starts]
+        return torch.stack(windows).to(self.device)
 
     @torch.no_grad()
     def teacher_run(self, forward):

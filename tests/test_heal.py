@@ -10,17 +10,17 @@ from see.heal import (
     TeacherCache,
     check_layers,
     hidden_states_at,
-    training_ids,
 )
+from see.heal_text import file_ids
 from see.methods import get_method
 from see.models import compress_model
 from see.models.surgery import input_table
 
 
-def healer_for(fresh_smollm, method="svd", cr=10, **overrides):
+def healer_for(fresh_smollm, method="svd", cr=10, fit=None, **overrides):
     model, tok = fresh_smollm
     teacher = (model.get_input_embeddings(), model.get_output_embeddings())
-    compressed = get_method(method).from_table(input_table(model).float(), cr)
+    compressed = get_method(method).from_table(input_table(model).float(), cr, **(fit or {}))
     compress_model(model, compressed, "dense")
     for p in model.parameters():
         p.requires_grad_(False)
@@ -138,7 +138,7 @@ def test_cached_teacher_gives_the_live_losses_and_serves_every_method(
         healer.teacher_input,
         healer.teacher_head,
         healer.cfg,
-        healer.ids,
+        healer.texts,
         cache=TeacherCache(tmp_path / "grid", "smollm2-135m|test"),
     )
     again.run("stage2")
@@ -153,7 +153,7 @@ def test_resume_after_a_kill_restores_parameters_and_optimizer_bit_for_bit(fresh
     straight = torch.load(tmp_path / "straight.pt")
     module.load_state_dict(start)
     two_steps = dataclasses.replace(healer.cfg, stage1_steps=2)
-    short = Healer(model, healer.teacher_input, healer.teacher_head, two_steps, healer.ids)
+    short = Healer(model, healer.teacher_input, healer.teacher_head, two_steps, healer.texts)
     short.run("stage1", tmp_path / "killed.pt")  # "killed" after step 2
     module.load_state_dict(start)  # a fresh process: the module as compressed, then resume
     healer.run("stage1", tmp_path / "killed.pt")
@@ -177,7 +177,7 @@ def test_resume_continues_the_step_count(fresh_smollm, tmp_path):
         healer.teacher_input,
         healer.teacher_head,
         HealConfig(stage1_steps=3, batch_size=2, seq_len=48),
-        healer.ids,
+        healer.texts,
     )
     summary = longer.run("stage1", ckpt)
     assert summary["heal_resumed_from"] == 2 and longer.step["stage1"] == 3
@@ -202,7 +202,7 @@ def test_bad_healing_configs_give_clear_errors(fresh_smollm):
 @needs_data
 def test_training_text_is_wikitext_validation(smollm):
     _, tok = smollm
-    ids = training_ids(HealConfig(), tok)
+    ids = file_ids(HealConfig(), tok, None)
     assert len(ids) > 200_000
     assert "<unk>" not in tok.decode(ids[:2000])
 
@@ -372,3 +372,15 @@ def test_bf16_healing_casts_the_frozen_linears_once_with_the_same_numbers(stage,
     assert dtypes == (torch.float32, torch.float32)
     for name, tensor in autocast_only.items():
         assert torch.equal(cast_once[name], tensor), name
+
+
+def test_healing_trains_a_quantizers_codebooks_and_keeps_its_bytes(fresh_smollm):
+    healer, model = healer_for(
+        fresh_smollm, "pq", 20, {"token_counts": torch.ones(49152)}, stage1_steps=0, stage2_steps=2
+    )
+    compressed = model.get_input_embeddings().compressed
+    before = compressed.codebooks.detach().clone()
+    codes, nbytes = compressed.codes.clone(), compressed.num_bytes
+    healer.run("stage2")
+    assert not torch.equal(compressed.codebooks, before)  # the codebooks heal
+    assert torch.equal(compressed.codes, codes) and compressed.num_bytes == nbytes

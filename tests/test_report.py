@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import math
 
 import pytest
 
@@ -297,8 +298,45 @@ def test_tokens_to_recover_reads_the_curve_and_says_when_a_factor_is_not_reached
     )
     table = tokens_to_recover(curve_points(rows)).iloc[0]
     assert table["tokens_to_2x"] == "16,384" and table["tokens_to_1.5x"] == "65,536"
-    assert table["tokens_to_1.1x"] == "not reached within 65,536"
+    assert table["tokens_to_1.1x"].startswith("not reached within 65,536; extrapolated ~")
     assert table["initial"] == 9000.0 and table["final"] == 40.0
+
+
+def test_extrapolated_tokens_to_recover_equal_a_hand_computation():
+    import pandas as pd
+
+    from see.report.healing import extrapolate, tokens_to_recover
+
+    # log(ppl / base) = 8 * T ** -0.25 exactly: 2, 1, 0.5 nats at T = 256, 4,096, 65,536
+    base, tokens = 10.0, [0.0, 256.0, 4096.0, 65536.0]
+    values = [base * math.exp(40.0), *(base * math.exp(8 * t**-0.25) for t in tokens[1:])]
+    for factor in (1.5, 1.1):
+        by_hand = (8 / math.log(factor)) ** 4  # 8 * T ** -0.25 = log(factor)
+        estimate, low, high = extrapolate(tokens, values, base, factor)
+        assert estimate == pytest.approx(by_hand, rel=1e-9)
+        assert low == pytest.approx(by_hand, rel=1e-9) and high == pytest.approx(by_hand, rel=1e-9)
+    # one point off the line: the leave-one-out fits bracket the estimate
+    noisy = [*values[:3], values[3] * 1.05]
+    estimate, low, high = extrapolate(tokens, noisy, base, 1.1)
+    assert low < estimate < high
+    # a curve that does not fall cannot be extrapolated
+    assert extrapolate(tokens, [values[0], 50.0, 60.0, 70.0], base, 1.1) is None
+    rows = pd.DataFrame(
+        {
+            "run_id": "r-heal-frontier",
+            "model": "m",
+            "method": ["baseline", *["svd"] * 4],
+            "method_options": "",
+            "target_cr": [1.0, *[20.0] * 4],
+            "tokens": [0.0, *tokens],
+            "value": [base, *values],
+        }
+    )
+    line = tokens_to_recover(rows).iloc[0]
+    assert line["tokens_to_2x"] == "65,536"  # measured: 0.5 nats < log 2
+    assert line["tokens_to_1.5x"] == (
+        "not reached within 65,536; extrapolated ~152k [152k, 152k]"  # (8 / log 1.5) ** 4
+    )
 
 
 def verdict_rows(values: list[float | None]) -> list[dict]:
@@ -871,3 +909,43 @@ def test_methods_an_older_run_had_are_named_while_the_newest_run_lacks_them():
     )
     newest = every[every.run_id == "r2-frontier"]
     assert not_yet_in_newest(every, newest) == ["small: svd"]
+
+
+def test_healed_frontier_names_the_best_method_per_budget_and_tokens(tmp_path):
+    import pandas as pd
+
+    from see.report.build import plot_healed_frontier
+    from see.report.healing import curve_points, healed_frontier
+
+    def row(method, cr, stage, tokens, value):
+        return {
+            "run_id": "20260101-000000-heal-frontier",
+            "model": "m",
+            "method": method,
+            "method_options": "",
+            "target_cr": cr,
+            "byte_cr": cr,
+            "heal_stage": stage,
+            "heal_total_tokens": tokens,
+            "task": "wikitext",
+            "metric": "word_perplexity",
+            "value": value,
+        }
+
+    rows = pd.DataFrame(
+        [
+            row("baseline", 1.0, "initial", None, 10.0),
+            row("pq", 20.0, "initial", None, 13.0),
+            row("svd", 20.0, "initial", None, 900.0),
+            row("pq", 20.0, "stage2@65536", 65536, 12.0),
+            row("svd", 20.0, "stage2@65536", 65536, 11.0),  # healing overtakes
+            row("pq", 40.0, "initial", None, 40.0),
+            row("pq", 40.0, "stage2@65536", 65536, 20.0),
+        ]
+    )
+    table = healed_frontier(curve_points(rows)).set_index(["tokens", "target_cr"])
+    assert table.loc[(0, 20.0), "best_method"] == "pq"
+    assert table.loc[(65536, 20.0), "best_method"] == "svd"
+    assert table.loc[(65536, 20.0), "best_ratio"] == pytest.approx(1.1)
+    assert table.loc[(65536, 40.0), "all"] == "pq 2"
+    assert plot_healed_frontier(rows, tmp_path / "f.png").is_file()

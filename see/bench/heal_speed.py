@@ -123,7 +123,8 @@ def heal_speed(
     from see.config import GridConfig
     from see.evaluation.validation import token_perplexity, validation_ids
     from see.grid import Cell, build_model
-    from see.heal import HealConfig, Healer, TeacherCache, training_ids
+    from see.heal import HealConfig, Healer, TeacherCache
+    from see.heal_text import file_ids
 
     unknown = [s for s in stages if s not in STAGES]
     if unknown or not stages:
@@ -151,7 +152,7 @@ def heal_speed(
         stage, overrides, cache_mode = VARIANTS[name]
         budget = {"stage1_steps": 0, "stage2_steps": 0, f"{stage}_steps": steps}
         heal = HealConfig(batch_size=batch_size, seq_len=seq_len, **{**budget, **overrides})
-        ids = training_ids(heal, tok, data_dir)
+        ids = file_ids(heal, tok, data_dir)
         compressed.load_state_dict(start)
         warm_up = dataclasses.replace(heal, **{f"{stage}_steps": 1})
         began = time.perf_counter()

@@ -14,7 +14,8 @@ from see.config import GridConfig
 from see.evaluation.lmeval import evaluate
 from see.grid.cells import Cell
 from see.grid.rows import fewshot_setting, heal_key, identity, status_row
-from see.heal import HealConfig, Healer, TeacherCache, training_ids
+from see.heal import HealConfig, Healer, TeacherCache
+from see.heal_text import healing_texts, teacher_samples
 from see.results import cell_key, provenance
 
 
@@ -93,6 +94,20 @@ def teacher_cache(cfg: GridConfig, cell: Cell, heal: HealConfig) -> TeacherCache
     return TeacherCache(cache_dir() / "teacher", model_id)
 
 
+def sampler(cfg: GridConfig, cell: Cell, heal: HealConfig, model, tok, teacher):
+    """tokens -> (ids, record): text sampled from the uncompressed model (the teacher's
+    modules swapped in), cached per model and settings (see.heal_text)."""
+    from see.models.surgery import swapped_modules
+    from see.models.zoo import cache_dir
+
+    def sample(tokens: int):
+        model_id = f"{cell.model}|{cfg.dtype}|{cfg.tie_source}"
+        with swapped_modules(model, *teacher):
+            return teacher_samples(heal, tok, model, model_id, tokens, cache_dir() / "heal-text")
+
+    return sample
+
+
 def cell_stages(cfg: GridConfig, cell: Cell) -> list[str]:
     """`initial`, then the healing stages with a budget (none for the baseline)."""
     if cfg.heal is None or cell.method == "baseline":
@@ -125,15 +140,22 @@ def run_cell(
         return
     healer, heal_info = None, {}
     for stage in cell_stages(cfg, cell):
+        if stage != "initial" and not any(True for _ in model.get_input_embeddings().parameters()):
+            reason = f"{cell.method} has no trainable parameters: healing leaves it as it is"
+            for task in pending.get(stage, []):
+                yield [status_row(cfg, cell, task, run_id, device, "untrainable", reason, stage)]
+            continue
         if stage != "initial":
             if healer is None:
                 heal_cfg = HealConfig(**cfg.heal)
-                ids = training_ids(heal_cfg, tok, cfg.data_dir)
+                texts, text_info = healing_texts(
+                    heal_cfg, tok, cfg.data_dir, sampler(cfg, cell, heal_cfg, model, tok, teacher)
+                )
                 healer = Healer(
                     model,
                     *teacher,
                     heal_cfg,
-                    ids,
+                    texts,
                     seed=cell.seed,
                     cache=teacher_cache(cfg, cell, heal_cfg),
                 )
@@ -141,7 +163,7 @@ def run_cell(
             name = stage.partition("@")[0]
             key = heal_key(cfg, cell, name)
             checkpoint = run_dir / "heal" / key / f"{name}.pt" if run_dir else None
-            heal_info = healer.run(stage, checkpoint)
+            heal_info = {**text_info, **healer.run(stage, checkpoint)}
         for task in pending.get(stage, []):
             metric_rows = evaluate(
                 model,

@@ -33,6 +33,8 @@ from see.report.headline import current_defaults, model_tables, update_readme  #
 from see.report.healing import (  # noqa: E402
     curve_markdown,
     curve_points,
+    healed_frontier,
+    healed_frontier_markdown,
     stage_choice_markdown,
 )
 from see.report.markdown import markdown_table  # noqa: E402
@@ -624,6 +626,39 @@ def plot_heal_curves(rows: pd.DataFrame, out: Path) -> Path | None:
     return out
 
 
+def plot_healed_frontier(rows: pd.DataFrame, out: Path) -> Path | None:
+    """Word perplexity over the baseline vs byte ratio, a line per healing budget (the best
+    method at each byte budget, named at its point): the frontier moving down as tokens grow."""
+    table = healed_frontier(curve_points(rows))
+    if table.empty:
+        return None
+    models = sorted(table.model.unique())
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models) + 1, 4.5), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        for tokens, line in table[table.model == model].groupby("tokens"):
+            line = line.sort_values("target_cr")
+            ax.plot(line.target_cr, line.best_ratio, marker="o", label=f"{tokens:,} tokens")
+            for cr, ratio, method in zip(
+                line.target_cr, line.best_ratio, line.best_method, strict=True
+            ):
+                ax.annotate(
+                    method, (cr, ratio), fontsize=7, xytext=(3, 3), textcoords="offset points"
+                )
+        ax.axhline(1.0, color="black", ls="--", lw=1)
+        ax.set(
+            title=model,
+            xscale="log",
+            yscale="log",
+            xlabel="fp32 bytes / stored bytes",
+            ylabel="best word perplexity / baseline",
+        )
+        ax.legend(fontsize=7, title="healing")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
 def page_head(run_id: str) -> list[str]:
     """The top of a run's archive page."""
     return [
@@ -852,6 +887,21 @@ def build_reports(
                 choice,
                 "",
             ]
+    healed = healed_frontier_markdown(rows)
+    if healed:
+        figure = plot_healed_frontier(rows, reports_dir / "healed_frontier.png")
+        lines += [
+            "## The healed frontier (issue 41)",
+            "",
+            "After N healing tokens, which method is best at each byte budget? WikiText word "
+            "perplexity over the same run's baseline (`heal-frontier` runs; every method healed "
+            "with the same budget, text and learning rate); see see/report/healing.py.",
+            "",
+            f"![]({figure.name})",
+            "",
+            healed,
+            "",
+        ]
     frontier = frontier_markdown(rows)
     if frontier:
         figure = plot_frontier(rows, reports_dir / "frontier_ppl_vs_byte_ratio.png")

@@ -1,23 +1,33 @@
-"""Issue 18's tokens-to-recover curves, from published `heal-curve` runs (no torch here).
+"""Tokens-to-recover curves (issues 18 and 41), from published `heal-curve` and
+`heal-frontier` runs (no torch here).
 
 Each evaluated point of a healed cell is a row with its `heal_stage` (`initial`, `stage1`,
 `stage2@T`) and `heal_total_tokens` (stage 1 + stage 2 tokens so far; 0 for `initial`). The
-table gives, per (model, method, CR), the fewest healing tokens after which initial WikiText
-word perplexity is within 2x (1.5x, 1.1x) of the same run's baseline, or "not reached within
-N" where no evaluated point got there.
+table gives, per (model, method, CR), the fewest healing tokens after which WikiText word
+perplexity is within 2x (1.5x, 1.1x) of the same run's baseline. Where no evaluated point got
+there, it says "not reached within N" and, where the curve still falls, extrapolates: the
+excess log-perplexity log(ppl / baseline) is fitted as a power law a * T**-b of the tokens T
+through the last three healed points (a line in log-log), and solved for the factor. Its
+range is that of the same fit through each pair of those points (leave one out): a rough
+uncertainty, marked as an extrapolation wherever it is printed.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pandas as pd
 
 FACTORS = (2.0, 1.5, 1.1)
+HEAL_RUNS = ("-heal-curve", "-heal-frontier")
+FIT_POINTS = 3
 
 
 def curve_points(rows: pd.DataFrame) -> pd.DataFrame:
     """(run, model, method, options, CR, tokens, word ppl) of every point of a curve run."""
     data = rows[
-        rows.run_id.str.contains("-heal-curve")
+        rows.run_id.str.contains("|".join(HEAL_RUNS))
         & (rows.task == "wikitext")
         & (rows.metric == "word_perplexity")
         & rows.value.notna()
@@ -31,9 +41,59 @@ def curve_points(rows: pd.DataFrame) -> pd.DataFrame:
     if "method_config" not in data:
         data["method_config"] = None
     data["method_config"] = data.method_config.fillna("")  # the baseline has none
+    if "byte_cr" not in data:
+        data["byte_cr"] = None
     keep = ["run_id", "model", "method", "method_options", "target_cr", "heal_stage", "tokens"]
-    columns = [*keep, "method_config", "value"]
+    columns = [*keep, "method_config", "byte_cr", "value"]
     return data[columns].sort_values(keep[:5] + ["tokens"]).reset_index(drop=True)
+
+
+def power_fit(tokens: np.ndarray, excess: np.ndarray, factor: float) -> float | None:
+    """Tokens at which the line through (log T, log excess) reaches log(factor); None where
+    the line does not fall."""
+    slope, intercept = np.polyfit(np.log(tokens), np.log(excess), 1)
+    if slope >= 0:
+        return None
+    return float(math.exp((math.log(math.log(factor)) - intercept) / slope))
+
+
+def extrapolate(
+    tokens: list[float], values: list[float], base: float, factor: float
+) -> tuple[float, float, float] | None:
+    """(estimate, low, high) healing tokens to reach factor x base from the last FIT_POINTS
+    healed points of a curve, or None where it cannot be fitted or does not fall; low and high
+    come from the fits leaving one point out (high is inf where one of them does not fall)."""
+    points = [(t, v) for t, v in zip(tokens, values, strict=True) if t > 0][-FIT_POINTS:]
+    if len(points) < 2 or any(v <= base for _, v in points):
+        return None
+    t = np.array([p[0] for p in points], dtype=float)
+    excess = np.log(np.array([p[1] for p in points], dtype=float) / base)
+    estimate = power_fit(t, excess, factor)
+    if estimate is None:
+        return None
+    if len(points) < 3:
+        return estimate, estimate, estimate
+    others = [power_fit(np.delete(t, i), np.delete(excess, i), factor) for i in range(len(t))]
+    others = [math.inf if o is None else o for o in others] + [estimate]
+    return estimate, min(others), max(others)
+
+
+def tokens_text(tokens: float) -> str:
+    if math.isinf(tokens):
+        return "inf"
+    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if tokens >= size:
+            return f"{tokens / size:.3g}{unit}"
+    return f"{tokens:.3g}"
+
+
+def not_reached(curve: pd.DataFrame, base: float, factor: float) -> str:
+    text = f"not reached within {int(curve.tokens.max()):,}"
+    fit = extrapolate(curve.tokens.tolist(), curve.value.tolist(), base, factor)
+    if fit is None:
+        return f"{text} (no falling trend to extrapolate)"
+    estimate, low, high = (tokens_text(x) for x in fit)
+    return f"{text}; extrapolated ~{estimate} [{low}, {high}]"
 
 
 def tokens_to_recover(points: pd.DataFrame) -> pd.DataFrame:
@@ -46,6 +106,7 @@ def tokens_to_recover(points: pd.DataFrame) -> pd.DataFrame:
         for (method, options, cr), curve in sub[sub.method != "baseline"].groupby(
             ["method", "method_options", "target_cr"]
         ):
+            curve = curve.sort_values("tokens")
             line = {
                 "run_id": run,
                 "model": model,
@@ -53,7 +114,7 @@ def tokens_to_recover(points: pd.DataFrame) -> pd.DataFrame:
                 "options": options,
                 "target_cr": cr,
                 "initial": curve[curve.tokens == 0].value.min(),
-                "final": curve.loc[curve.tokens.idxmax()].value,
+                "final": curve.value.iloc[-1],
                 "final_tokens": int(curve.tokens.max()),
             }
             for factor in FACTORS:
@@ -61,7 +122,7 @@ def tokens_to_recover(points: pd.DataFrame) -> pd.DataFrame:
                 line[f"tokens_to_{factor:g}x"] = (
                     f"{int(reached.min()):,}"
                     if len(reached)
-                    else f"not reached within {int(curve.tokens.max()):,}"
+                    else not_reached(curve, base.iloc[0], factor)
                 )
             lines.append(line)
     return pd.DataFrame(lines)
@@ -104,3 +165,38 @@ def curve_markdown(rows: pd.DataFrame) -> str | None:
         return None
     table = tokens_to_recover(points)
     return table.to_markdown(index=False, floatfmt=".4g") if len(table) else None
+
+
+def healed_frontier(points: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, healing tokens, byte budget) of the `heal-frontier` runs: the best method
+    and its word perplexity over the same run's baseline, with every method's ratio."""
+    if points.empty:
+        return pd.DataFrame()
+    data, lines = points[points.run_id.str.contains("-heal-frontier")], []
+    for (run, model), sub in data.groupby(["run_id", "model"]):
+        base = sub[sub.method == "baseline"].value
+        if base.empty:
+            continue
+        healed = sub[sub.method != "baseline"]
+        for (tokens, cr), cell in healed.groupby(["tokens", "target_cr"]):
+            ratios = (cell.set_index("method").value / base.iloc[0]).sort_values()
+            lines.append(
+                {
+                    "model": model,
+                    "tokens": int(tokens),
+                    "target_cr": cr,
+                    "best_method": ratios.index[0],
+                    "best_ratio": ratios.iloc[0],
+                    "all": ", ".join(f"{m} {r:.3g}" for m, r in ratios.items()),
+                    "run_id": run,
+                }
+            )
+    return pd.DataFrame(lines)
+
+
+def healed_frontier_markdown(rows: pd.DataFrame) -> str | None:
+    table = healed_frontier(curve_points(rows))
+    if table.empty:
+        return None
+    table = table.assign(tokens=table.tokens.map(lambda t: f"{t:,}"))
+    return table.to_markdown(index=False, floatfmt=".3g")
