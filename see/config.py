@@ -68,6 +68,8 @@ class GridConfig:
     heal: dict | None = None
     # memory/throughput benchmark settings (BenchSettings fields, below)
     bench: dict | None = None
+    # task fine-tuning (FinetuneConfig fields, below); None = no fine-tuned rows
+    finetune: dict | None = None
 
     def __post_init__(self):
         validate(self)
@@ -120,6 +122,11 @@ def validate(cfg: GridConfig) -> None:
             HealConfig(**cfg.heal)
         except TypeError as err:
             raise ValueError(f"grid {cfg.name!r}: bad [heal] table: {err}") from err
+    if cfg.finetune is not None:
+        try:
+            FinetuneConfig(**cfg.finetune)
+        except TypeError as err:
+            raise ValueError(f"grid {cfg.name!r}: bad [finetune] table: {err}") from err
     if cfg.bench is not None:
         try:
             BenchSettings(**cfg.bench)
@@ -338,6 +345,44 @@ class HealConfig:
                 self.tokens_per_step()
             )
         return stage, getattr(self, f"{stage}_steps")
+
+
+FINETUNE_PARTS = ("all", "lora")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Task fine-tuning (see/finetune.py): the same budget for every method of a comparison.
+
+    Each task trains a fresh copy of the cell's model on `examples` documents of its training
+    split (drawn in a seeded order), `epochs` passes, in the prompt lm-eval scores it with
+    (zero-shot context; loss on the answer tokens), then lm-eval evaluates it zero-shot."""
+
+    examples: int = 1000
+    epochs: int = 1
+    lr: float = 1e-4
+    batch_size: int = 8
+    max_tokens: int = 256  # longer examples lose the start of their context (answers kept)
+    warmup_ratio: float = 0.06  # linear warmup, then linear decay to 0 (BERT's schedule)
+    weight_decay: float = 0.0
+    # "all": every parameter (the paper's setting); "lora": PEFT LoRA adapters on every
+    # linear layer of the body plus the compressed embedding's own parameters
+    train: str = "all"
+    lora_rank: int = 16
+
+    def __post_init__(self):
+        for name in ("examples", "epochs", "batch_size", "max_tokens", "lora_rank"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"finetune {name}={value!r}; allowed: an int >= 1")
+        if not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise ValueError(f"finetune lr={self.lr!r}; allowed: a number > 0")
+        for name in ("warmup_ratio", "weight_decay"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"finetune {name}={value!r}; allowed: a number in [0, 1)")
+        if self.train not in FINETUNE_PARTS:
+            raise ValueError(f"finetune train={self.train!r}; allowed: {FINETUNE_PARTS}")
 
 
 @dataclass(frozen=True)

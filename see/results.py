@@ -49,12 +49,15 @@ SETTINGS = (
     "selection_tokens",
     "bench_settings",
 )
+# hashed only where set: columns added after rows were published, so earlier keys stay
+OPTIONAL = ("finetune_config",)
 PACKAGES = ("torch", "transformers", "lm_eval", "datasets", "numpy", "gguf", "see-bench")
 
 
 def cell_key(cell: dict) -> str:
     """Hash of a cell's identity and settings (never of provenance)."""
     fields = {k: cell.get(k) for k in (*IDENTITY, *SETTINGS)}
+    fields |= {k: cell[k] for k in OPTIONAL if cell.get(k) is not None}
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

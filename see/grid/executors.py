@@ -90,8 +90,12 @@ def run_grid(
             for stage in cell_stages(cfg, cell)
         }
         pending = {stage: [t for t in cfg.tasks if keys[stage][t] not in done] for stage in keys}
-        reasons = {t: skipped.get(t) or uninformative.get((cell.model, t)) for t in cfg.tasks}
         for stage, tasks in pending.items():
+            # a fine-tuned task can rank methods where the zero-shot one cannot: not skipped
+            reasons = {
+                t: skipped.get(t) or (stage != "finetune" and uninformative.get((cell.model, t)))
+                for t in cfg.tasks
+            }
             for task in [t for t in tasks if reasons[t]]:
                 store.append(
                     [status_row(cfg, cell, task, run_id, device, "skipped", reasons[task], stage)]

@@ -109,10 +109,12 @@ def sampler(cfg: GridConfig, cell: Cell, heal: HealConfig, model, tok, teacher):
 
 
 def cell_stages(cfg: GridConfig, cell: Cell) -> list[str]:
-    """`initial`, then the healing stages with a budget (none for the baseline)."""
+    """`initial`, `finetune` with a [finetune] table (each task fine-tuned from the initial
+    model), then the healing stages with a budget (none for the baseline)."""
+    stages = ["initial"] + (["finetune"] if cfg.finetune is not None else [])
     if cfg.heal is None or cell.method == "baseline":
-        return ["initial"]
-    return ["initial", *HealConfig(**cfg.heal).stages()]
+        return stages
+    return [*stages, *HealConfig(**cfg.heal).stages()]
 
 
 def run_cell(
@@ -145,6 +147,9 @@ def run_cell(
             for task in pending.get(stage, []):
                 yield [status_row(cfg, cell, task, run_id, device, "untrainable", reason, stage)]
             continue
+        if stage == "finetune":
+            yield from finetuned_rows(cell, cfg, pending.get(stage, []), run_id, device, model, tok)
+            continue
         if stage != "initial":
             if healer is None:
                 heal_cfg = HealConfig(**cfg.heal)
@@ -165,29 +170,55 @@ def run_cell(
             checkpoint = run_dir / "heal" / key / f"{name}.pt" if run_dir else None
             heal_info = {**text_info, **healer.run(stage, checkpoint)}
         for task in pending.get(stage, []):
-            metric_rows = evaluate(
-                model,
-                tok,
-                [task],
-                limit=cfg.tasks[task],
-                num_fewshot=fewshot_setting(cfg, cell.model, task),
-                batch_size=cfg.batch_size,
-                max_length=cfg.max_length,
-                bootstrap_iters=cfg.bootstrap_iters,
-                seed=cell.seed,
-                data_dir=cfg.data_dir,
+            num_fewshot = fewshot_setting(cfg, cell.model, task)
+            yield task_rows(
+                cell, cfg, task, stage, run_id, device, model, tok, num_fewshot, info | heal_info
             )
-            base = identity(cfg, cell, task, stage)
-            common = {
-                **base,
-                **info,
-                **heal_info,
-                "cell_key": cell_key(base),
-                "config_hash": cfg.config_hash(),
-            }
-            common["add_bos"] = adds_bos(tok)  # a fact of the model's tokenizer, not a setting
-            common.update(provenance(run_id, device))
-            yield [{**common, **row, "task": task} for row in metric_rows]
+
+
+def task_rows(cell, cfg, task, stage, run_id, device, model, tok, num_fewshot, info) -> list:
+    """lm-eval's rows of one (cell, stage, task) with the cell's identity and settings."""
+    metric_rows = evaluate(
+        model,
+        tok,
+        [task],
+        limit=cfg.tasks[task],
+        num_fewshot=num_fewshot,
+        batch_size=cfg.batch_size,
+        max_length=cfg.max_length,
+        bootstrap_iters=cfg.bootstrap_iters,
+        seed=cell.seed,
+        data_dir=cfg.data_dir,
+    )
+    base = identity(cfg, cell, task, stage)
+    common = {**base, **info, "cell_key": cell_key(base), "config_hash": cfg.config_hash()}
+    common["add_bos"] = adds_bos(tok)  # a fact of the model's tokenizer, not a setting
+    common.update(provenance(run_id, device))
+    return [{**common, **row, "task": task} for row in metric_rows]
+
+
+def finetuned_rows(cell, cfg, tasks, run_id, device, model, tok) -> Iterator[list[dict]]:
+    """Each task fine-tuned from the cell's initial model (restored after it) and evaluated
+    zero-shot; a task with nothing to train on (WikiText) gets a `skipped` row."""
+    from see.finetune import (
+        FinetuneConfig,
+        NotFinetunable,
+        encode_pairs,
+        finetune,
+        restored,
+        task_pairs,
+    )
+
+    ft = FinetuneConfig(**cfg.finetune)
+    for task in tasks:
+        try:
+            pairs = task_pairs(task, ft.examples, cell.seed, cfg.data_dir)
+        except NotFinetunable as err:
+            yield [status_row(cfg, cell, task, run_id, device, "skipped", str(err), "finetune")]
+            continue
+        with restored(model):
+            summary = finetune(model, encode_pairs(tok, pairs, ft.max_tokens), ft, cell.seed)
+            yield task_rows(cell, cfg, task, "finetune", run_id, device, model, tok, 0, summary)
 
 
 def compress_to_folder(

@@ -13,8 +13,9 @@ from see.results import cell_key, provenance
 def identity(cfg: GridConfig, cell: Cell, task: str, stage: str = "initial") -> dict:
     """The identity and settings columns of a (cell, task, healing stage) key."""
     limit = cfg.tasks[task]
-    heal = None if stage == "initial" else json.dumps(cfg.heal, sort_keys=True)
-    return {
+    finetuned = stage == "finetune"
+    heal = None if stage in ("initial", "finetune") else json.dumps(cfg.heal, sort_keys=True)
+    identity = {
         "heal_config": heal,
         "model": cell.model,
         "method": cell.method,
@@ -28,7 +29,7 @@ def identity(cfg: GridConfig, cell: Cell, task: str, stage: str = "initial") -> 
         "task": task,
         "limit": limit,
         "max_length": cfg.max_length,
-        "num_fewshot": fewshot_setting(cfg, cell.model, task),
+        "num_fewshot": 0 if finetuned else fewshot_setting(cfg, cell.model, task),
         "batch_size": cfg.batch_size,
         "bootstrap_iters": cfg.bootstrap_iters,
         "dtype": cfg.dtype,
@@ -40,6 +41,9 @@ def identity(cfg: GridConfig, cell: Cell, task: str, stage: str = "initial") -> 
         "seed": cell.seed,
         "selection_tokens": cfg.selection_tokens if is_trained(cell.method) else None,
     }
+    if finetuned:  # only fine-tuned rows carry the key: earlier rows keep theirs
+        identity["finetune_config"] = json.dumps(cfg.finetune, sort_keys=True)
+    return identity
 
 
 def fewshot_setting(cfg: GridConfig, model: str, task: str) -> int | None:

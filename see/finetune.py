@@ -1,0 +1,221 @@
+"""Task fine-tuning: the autoencoder paper's downstream protocol (fine-tune, then evaluate).
+
+Balazy, Banaei et al. (2021) fine-tune the compressed model on each GLUE task (lr 2e-5, 3
+epochs, seq 128) and on SQuAD before scoring it. Here a task's training documents are turned
+into lm-eval's own prompts: the zero-shot context lm-eval builds for the document, and the
+continuation it scores as correct (the gold choice of a multiple-choice task, the reference
+answer of a generative one). The model trains on cross-entropy of the continuation tokens only,
+then lm-eval evaluates it zero-shot on the dev split exactly as for every other row. Examples,
+epochs, the learning-rate schedule and the seed are equal for every method (`FinetuneConfig`,
+recorded in the rows and in the cell key).
+
+Tokenisation follows lm-eval's HFLM (`encode_pairs`). An example longer than `max_tokens`
+loses the start of its context.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from see.config import FinetuneConfig
+
+__all__ = ["FinetuneConfig", "NotFinetunable", "answer_loss", "encode_pairs", "finetune"]
+
+
+class NotFinetunable(ValueError):
+    """A task with no training split, or no answer to train on (WikiText's rolling loglik)."""
+
+
+def lm_eval_task(task: str, data_dir: str | None = None):
+    from see.evaluation.lmeval import check_tasks, task_manager
+
+    include_path = check_tasks([task], None, data_dir)
+    return task_manager(include_path).load([task])["tasks"][task]
+
+
+def task_pairs(task: str, examples: int, seed: int, data_dir: str | None = None) -> list:
+    """(context, continuation) of `examples` training documents of `task`, in a seeded order:
+    the prompt lm-eval scores and the continuation it counts as correct."""
+    obj = lm_eval_task(task, data_dir)
+    if not obj.has_training_docs():
+        raise NotFinetunable(f"task {task!r} has no training split to fine-tune on")
+    docs = list(obj.training_docs())
+    order = list(range(len(docs)))
+    random.Random(seed).shuffle(order)
+    pairs = []
+    for index in order[:examples]:
+        doc = docs[index]
+        context = obj.fewshot_context(doc, 0)
+        if obj.OUTPUT_TYPE == "multiple_choice":
+            gold = obj.doc_to_target(doc)
+            choices = obj.doc_to_choice(doc)
+            gold = gold if isinstance(gold, int) else choices.index(gold)
+            requests = obj.construct_requests(doc, context, metadata=(task, index, 1))
+            pairs.append(requests[gold].arguments)
+        elif obj.OUTPUT_TYPE == "generate_until":
+            pairs.append((context, obj.config.target_delimiter + obj.doc_to_target(doc)))
+        else:
+            raise NotFinetunable(f"task {task!r} is {obj.OUTPUT_TYPE}: no answer to fine-tune on")
+    return pairs
+
+
+def encode_pairs(tok, pairs: list, max_tokens: int) -> list[tuple[list[int], int]]:
+    """(token ids, number of answer tokens at the end) per pair, encoded as lm-eval's HFLM
+    encodes a (context, continuation) request: trailing spaces of the context move to the
+    continuation, the whole and the context are encoded with the tokenizer's own special
+    tokens, the answer is what the whole adds to the context."""
+    encoded = []
+    for context, continuation in pairs:
+        spaces = len(context) - len(context.rstrip())
+        if spaces:
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        whole = tok(context + continuation).input_ids
+        answer = max(len(whole) - len(tok(context).input_ids), 1)
+        encoded.append((whole[-max_tokens:], min(answer, max_tokens - 1)))
+    return encoded
+
+
+def batch_of(encoded: list, pad_id: int, device) -> tuple[torch.Tensor, ...]:
+    """Right-padded ids, attention mask and labels (-100 outside the answers)."""
+    width = max(len(ids) for ids, _ in encoded)
+    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    labels = torch.full_like(ids, -100)
+    mask = torch.zeros_like(ids)
+    for row, (tokens, answer) in enumerate(encoded):
+        ids[row, : len(tokens)] = torch.tensor(tokens)
+        mask[row, : len(tokens)] = 1
+        labels[row, len(tokens) - answer : len(tokens)] = ids[
+            row, len(tokens) - answer : len(tokens)
+        ]
+    return ids.to(device), mask.to(device), labels.to(device)
+
+
+def answer_loss(model, encoded: list, batch_size: int = 8) -> float:
+    """Mean cross-entropy per answer token (what fine-tuning lowers)."""
+    pad = pad_id(model)
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(encoded), batch_size):
+            ids, mask, labels = batch_of(encoded[start : start + batch_size], pad, device)
+            loss, n = summed_loss(model, ids, mask, labels)
+            total, count = total + loss.item(), count + n
+    return total / count
+
+
+def summed_loss(model, ids, mask, labels) -> tuple[torch.Tensor, int]:
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+    target = labels[:, 1:]
+    loss = nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum"
+    )
+    return loss, int((target != -100).sum())
+
+
+def pad_id(model) -> int:
+    config = model.config.get_text_config()
+    pad = getattr(config, "pad_token_id", None)
+    return pad if pad is not None else 0  # padded positions are masked out of the loss
+
+
+def trainable_parameters(model, cfg: FinetuneConfig) -> list[nn.Parameter]:
+    if cfg.train == "all":
+        return [p for p in model.parameters()]
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    return lora + list(model.get_input_embeddings().parameters())
+
+
+@contextmanager
+def restored(model):
+    """Every parameter and buffer of `model` put back as it was after the block (one fine-tuned
+    task does not leak into the next one's model)."""
+    saved = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for key, value in model.state_dict(keep_vars=True).items():
+                value.data.copy_(saved[key])
+
+
+@contextmanager
+def lora_adapters(model, cfg: FinetuneConfig):
+    """With train = "lora": PEFT LoRA adapters on every linear layer of the body, merged into
+    the weights after training (so lm-eval scores a plain model; `restored` undoes it)."""
+    if cfg.train != "lora":
+        yield model
+        return
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank, target_modules="all-linear")
+    wrapped = get_peft_model(model, config)
+    try:
+        yield wrapped
+    finally:
+        wrapped.merge_and_unload()
+
+
+def finetune(model, encoded: list, cfg: FinetuneConfig, seed: int = 0) -> dict:
+    """Train `model` in place on the encoded examples; returns the budget and losses."""
+    gen = torch.Generator().manual_seed(seed)
+    steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
+    steps = steps_per_epoch * cfg.epochs
+    warmup = round(cfg.warmup_ratio * steps)
+    pad = pad_id(model)
+    device = next(model.parameters()).device
+    began, tokens, losses = time.perf_counter(), 0, []
+    with lora_adapters(model, cfg) as trained:
+        params = trainable_parameters(trained, cfg)
+        for p in trained.parameters():
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            opt,
+            lambda step: (
+                (step + 1) / max(warmup, 1)
+                if step < warmup
+                else max(steps - step, 0) / max(steps - warmup, 1)
+            ),
+        )
+        trained.train()
+        bar = tqdm(total=steps, desc="finetune", unit="step")
+        for _ in range(cfg.epochs):
+            order = torch.randperm(len(encoded), generator=gen).tolist()
+            for start in range(0, len(order), cfg.batch_size):
+                chunk = [encoded[i] for i in order[start : start + cfg.batch_size]]
+                ids, mask, labels = batch_of(chunk, pad, device)
+                loss, count = summed_loss(trained, ids, mask, labels)
+                if not math.isfinite(loss.item()):
+                    raise FloatingPointError(f"fine-tuning loss is {loss.item()}")
+                (loss / count).backward()
+                opt.step()
+                schedule.step()
+                opt.zero_grad(set_to_none=True)
+                losses.append(loss.item() / count)
+                tokens += int(mask.sum())
+                bar.update()
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        bar.close()
+        trained.eval()
+        for p in trained.parameters():
+            p.requires_grad_(False)
+    wall = time.perf_counter() - began
+    tail = losses[-max(1, steps_per_epoch // 4) :]
+    return {
+        "finetune_examples": len(encoded),
+        "finetune_steps": steps,
+        "finetune_tokens": tokens,
+        "finetune_wall_s": wall,
+        "finetune_tokens_per_s": tokens / wall if wall else None,
+        "finetune_first_loss": losses[0],
+        "finetune_last_loss": sum(tail) / len(tail),
+    }
