@@ -949,3 +949,44 @@ def test_healed_frontier_names_the_best_method_per_budget_and_tokens(tmp_path):
     assert table.loc[(65536, 20.0), "best_ratio"] == pytest.approx(1.1)
     assert table.loc[(65536, 40.0), "all"] == "pq 2"
     assert plot_healed_frontier(rows, tmp_path / "f.png").is_file()
+
+
+def test_finetuned_ranking_names_a_best_method_only_beyond_two_stderr():
+    import pandas as pd
+
+    from see.report.finetuned import finetune_signal, finetuned_points, finetuned_ranking
+
+    def row(method, cr, task, metric, value, stderr, chance=None):
+        return {
+            "run_id": "20260101-000000-finetune",
+            "model": "m",
+            "method": method,
+            "target_cr": cr,
+            "byte_cr": cr,
+            "task": task,
+            "metric": metric,
+            "value": value,
+            "stderr": stderr,
+            "chance": chance,
+            "heal_stage": "finetune",
+        }
+
+    rows = pd.DataFrame(
+        [
+            row("baseline", 1.0, "sst2", "acc", 0.80, 0.02, 0.51),
+            row("svd", 10.0, "sst2", "acc", 0.70, 0.02),
+            row("pq", 10.0, "sst2", "acc", 0.79, 0.02),  # 0.09 > 2 * hypot(0.02, 0.02)
+            row("svd", 40.0, "sst2", "acc", 0.60, 0.03),
+            row("pq", 40.0, "sst2", "acc", 0.65, 0.03),  # 0.05 < 2 * 0.042: tied
+            row("baseline", 1.0, "cola", "mcc", 0.05, 0.03, 0.0),  # within 2 stderr of 0
+            {**row("baseline", 1.0, "sst2", "acc", 0.5, 0.02), "heal_stage": "initial"},
+        ]
+    )
+    points = finetuned_points(rows)
+    assert len(points) == 6  # the initial row is not a fine-tuned one
+    signal = finetune_signal(points).set_index("task")
+    assert bool(signal.loc["sst2", "informative"]) and not bool(signal.loc["cola", "informative"])
+    ranking = finetuned_ranking(points).set_index("target_cr")
+    assert ranking.loc[10.0, "best_method"] == "pq"
+    assert ranking.loc[10.0, "separated"] == "yes, from svd"
+    assert ranking.loc[40.0, "separated"] == "tied ~ svd"

@@ -137,6 +137,20 @@ def document_columns(samples: list[dict], metric: str) -> dict:
     return columns
 
 
+def chance_column(task: str, metric: str, samples: list[dict]) -> dict:
+    """What the best constant answer scores on the evaluated documents (see.evaluation.signal),
+    where the metric has a chance level; {} elsewhere."""
+    from see.evaluation.chance import chance_level
+
+    labels = [sample.get("target") for sample in samples]
+    labels = labels if labels and all(isinstance(label, int) for label in labels) else None
+    try:
+        chance = chance_level(task, metric, labels)
+    except ValueError:
+        return {}
+    return {} if chance is None else {"chance": chance}
+
+
 def results_to_rows(out: dict, include_path: Path | None, wall_s: float) -> list[dict]:
     rows = []
     samples = out.get("samples") or {}
@@ -161,6 +175,7 @@ def results_to_rows(out: dict, include_path: Path | None, wall_s: float) -> list
                     "task_version": out.get("versions", {}).get(task),
                     "wall_s": wall_s,
                     **document_columns(samples.get(task, []), metric),
+                    **chance_column(task, metric, samples.get(task, [])),
                 }
             )
     return rows

@@ -23,35 +23,18 @@ import tomllib
 from pathlib import Path
 
 from see.config import BENCHMARKS
+from see.evaluation.chance import NO_CHANCE_TASKS, chance_level
+
+__all__ = ["NO_CHANCE_TASKS", "chance_level", "fewshot_for", "is_informative", "primary_metric"]
 
 SIGNAL_TABLE = BENCHMARKS / "tables" / "signal.toml"  # not a preset: benchmarks/*.toml are
 # a task's primary metric: the first of these it reports (the report's figures use the same)
 PRIMARY_METRICS = ("word_perplexity", "acc", "f1", "mcc", "exact_match")
-ZERO_CHANCE_METRICS = ("mcc", "exact_match")
-NO_CHANCE_TASKS = ("wikitext",)  # perplexity: no chance level
-ZERO_CHANCE_TASKS = ("squad",)  # generated answers: a constant string scores ~0
 
 
 def primary_metric(metrics: list[str]) -> str:
     preferred = [m for m in PRIMARY_METRICS if m in metrics]
     return (preferred or metrics)[0]
-
-
-def chance_level(task: str, metric: str, labels: list[int] | None) -> float | None:
-    """What the best constant answer scores on documents with these gold labels."""
-    if task in NO_CHANCE_TASKS:
-        return None
-    if task in ZERO_CHANCE_TASKS or metric in ZERO_CHANCE_METRICS:
-        return 0.0
-    if not labels:
-        raise ValueError(f"chance of {task} {metric} needs the documents' gold labels")
-    shares = {label: labels.count(label) / len(labels) for label in set(labels)}
-    if metric == "acc":
-        return max(shares.values())
-    if metric == "f1":
-        positive = shares.get(1, 0.0)
-        return 2 * positive / (1 + positive)
-    raise ValueError(f"no chance level for {task} metric {metric!r}; known: acc, f1, mcc")
 
 
 def is_informative(value: float, stderr: float | None, chance: float | None) -> bool:

@@ -22,6 +22,7 @@ from see.evaluation.signal import (  # noqa: E402
 from see.report.archive import answered, current_rows, index_markdown, preset_of  # noqa: E402
 from see.report.bench import compared_to_baseline, newest_run_per_device  # noqa: E402
 from see.report.claims import LOWER_IS_BETTER, claims_markdown, lower_is_better  # noqa: E402
+from see.report.finetuned import finetuned_markdown  # noqa: E402
 from see.report.frontier import (  # noqa: E402
     cell_label,
     frontier_cells,
@@ -887,6 +888,7 @@ def build_reports(
                 choice,
                 "",
             ]
+    lines += finetuned_markdown(rows)
     healed = healed_frontier_markdown(rows)
     if healed:
         figure = plot_healed_frontier(rows, reports_dir / "healed_frontier.png")
