@@ -71,6 +71,7 @@ def test_frequent_tokens_breaks_ties_by_id():
         ({"residual_share": -0.1}, "residual_share=-0.1; allowed"),
         ({"residual_subvectors": -1}, "residual_subvectors=-1; allowed: an int >= 0"),
         ({"counts": "books"}, "counts='books'; allowed: \\('wikitext', 'token_order'\\)"),
+        ({"codebook_dtype": "int8"}, "codebook_dtype='int8'; allowed: \\('float32', 'float16'\\)"),
     ],
 )
 def test_bad_pq_options_name_the_option(options, message):
@@ -150,6 +151,36 @@ def test_saved_groupreduce_and_residual_pq_reload(tmp_path):
         again.load_state_dict(load_file(tmp_path / f"{name}.safetensors"))
         torch.testing.assert_close(again.materialize(), module.materialize())
         assert again.num_bytes() == module.num_bytes()
+
+
+def test_float16_codebooks_are_stored_counted_and_computed_as_float16(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    table, counts = zipf_table()
+    options = {"residual_share": 0.4, "bits": 6, "iters": 2, "token_counts": counts}
+    full = get_method("pq").from_table(table, 6, **options)
+    half = get_method("pq").from_table(table, 6, codebook_dtype="float16", **options)
+    state = half.state_dict()
+    assert state["codebooks"].dtype == state["residual_codebooks"].dtype == torch.float16
+    vocab, dim = table.shape
+    report = half.fit_report
+    m, m2 = report["pq_subvectors"], report["pq_residual_subvectors"]
+    k = report["pq_residual_tokens"]
+    stored = pq_bytes(vocab, dim, m, 6, 2) + pq_bytes(k, dim, m2, 6, 2) + k * ID_BYTES
+    assert half.num_bytes() == stored and 6 <= half.byte_cr < 6 * 1.01
+    # the bytes the codebooks no longer take buy codes: a finer stage 1 or more tier tokens
+    assert (m, k) > (full.fit_report["pq_subvectors"], full.fit_report["pq_residual_tokens"])
+    # the model computes with the values it stores: a reload gives the same rows, bit for bit
+    assert torch.equal(half.stored(half.codebooks), state["codebooks"].float())
+    save_file(state, tmp_path / "pq.safetensors")
+    shapes = {
+        k: torch.empty(v.shape, dtype=v.dtype) if isinstance(v, torch.Tensor) else v
+        for k, v in half.init_kwargs().items()
+    }
+    again = get_method("pq")(**shapes)
+    again.load_state_dict(load_file(tmp_path / "pq.safetensors"))
+    assert torch.equal(again.materialize(), half.materialize())
+    assert again.num_bytes() == half.num_bytes()
 
 
 @needs_data

@@ -20,7 +20,7 @@ most of any text.
   number of residual tokens K is what the bytes afford, so the byte ratio lands on the target
   (a plain pq can only step between divisors of d). The K token ids are stored (int32, sorted:
   a lookup is a searchsorted), so the tier membership is counted in the bytes like the codes
-  and the fp32 codebooks of both stages.
+  and the codebooks of both stages (fp32, or fp16 with `codebook_dtype = "float16"`).
 - `counts`: `wikitext` (validation counts) or `token_order` (frequency.py, no corpus needed).
 Defaults, chosen on held-out text (docs/methods.md, RESULTS.md): `freq_weight` 1.0,
 `residual_share` 0.5, `bits` 0 (auto: 256 centroids unless the codebooks take too much).
@@ -67,9 +67,12 @@ def packs(bits: int) -> bool:
     return bits <= 4
 
 
-def pq_bytes(rows: int, dim: int, m: int, bits: int) -> int:
+CODEBOOK_DTYPES = {"float32": 4, "float16": 2}  # bytes per stored codebook number
+
+
+def pq_bytes(rows: int, dim: int, m: int, bits: int, value_bytes: int = 4) -> int:
     codes = rows * m // 2 if packs(bits) else rows * m * (1 if bits <= 8 else 2)
-    return codes + (2**bits) * dim * 4
+    return codes + (2**bits) * dim * value_bytes
 
 
 def allowed_subvectors(dim: int, bits: int) -> list[int]:
@@ -77,15 +80,17 @@ def allowed_subvectors(dim: int, bits: int) -> list[int]:
     return [m for m in range(1, dim + 1) if dim % m == 0 and not (packs(bits) and m % 2)]
 
 
-def choose_subvectors(rows: int, dim: int, budget: float, bits: int, what: str) -> int:
+def choose_subvectors(
+    rows: int, dim: int, budget: float, bits: int, what: str, value_bytes: int = 4
+) -> int:
     """The largest allowed m whose stored bytes fit `budget` bytes."""
     allowed = allowed_subvectors(dim, bits)
-    fits = [m for m in allowed if pq_bytes(rows, dim, m, bits) <= budget]
+    fits = [m for m in allowed if pq_bytes(rows, dim, m, bits, value_bytes) <= budget]
     if not fits:
         raise UnreachableCR(
             f"pq with {2**bits} centroids: {what} ({rows} x {dim}) needs at least "
-            f"{pq_bytes(rows, dim, allowed[0], bits):,} bytes (m = {allowed[0]}) but has "
-            f"{budget:,.0f}; the byte ratio is out of reach"
+            f"{pq_bytes(rows, dim, allowed[0], bits, value_bytes):,} bytes (m = {allowed[0]}) "
+            f"but has {budget:,.0f}; the byte ratio is out of reach"
         )
     return max(fits)
 
@@ -162,6 +167,10 @@ class PQOptions:
     residual_share: float = 0.5
     residual_subvectors: int = 0
     counts: str = "wikitext"
+    # the codebooks' stored dtype: float16 halves their bytes (they take 21-42% of the bytes
+    # of 256-centroid pq at 20-40x on SmolLM2) and the bytes go to codes; the model always
+    # computes with the stored (rounded) values
+    codebook_dtype: str = "float32"
 
     def __post_init__(self):
         if not isinstance(self.bits, int) or not 0 <= self.bits <= 12:
@@ -178,17 +187,23 @@ class PQOptions:
                 "residual stage)"
             )
         check_counts_source("pq", self.counts)
+        if self.codebook_dtype not in CODEBOOK_DTYPES:
+            raise ValueError(
+                f"pq codebook_dtype={self.codebook_dtype!r}; allowed: {tuple(CODEBOOK_DTYPES)}"
+            )
         self.levers()
 
     def levers(self) -> RowFit:
         return RowFit(sampling=self.sampling, freq_weight=self.freq_weight)
 
 
-def auto_bits(dim: int, budget: float, stages: int) -> int:
-    """`bits = 0`: the widest code (8 down to 4 bits) whose fp32 codebooks, `stages` of them,
-    take at most CODEBOOK_SHARE of the byte budget."""
+def auto_bits(dim: int, budget: float, stages: int, value_bytes: int = 4) -> int:
+    """`bits = 0`: the widest code (8 down to 4 bits) whose codebooks, `stages` of them, take
+    at most CODEBOOK_SHARE of the byte budget."""
     fits = [
-        b for b in range(8, 3, -1) if stages * pq_bytes(0, dim, 1, b) <= CODEBOOK_SHARE * budget
+        b
+        for b in range(8, 3, -1)
+        if stages * pq_bytes(0, dim, 1, b, value_bytes) <= CODEBOOK_SHARE * budget
     ]
     return fits[0] if fits else 4
 
@@ -198,10 +213,17 @@ def residual_subvectors(dim: int, bits: int) -> int:
     return max([m for m in allowed_subvectors(dim, bits) if dim // m >= 6] or [1])
 
 
-def residual_tokens(remainder: float, dim: int, m: int, bits: int) -> int:
+def residual_tokens(remainder: float, dim: int, m: int, bits: int, value_bytes: int = 4) -> int:
     """How many tokens a residual stage of m sub-vectors affords in `remainder` bytes."""
     per_token = pq_bytes(1, dim, m, bits) - pq_bytes(0, dim, m, bits) + ID_BYTES
-    return int((remainder - pq_bytes(0, dim, m, bits)) // per_token)
+    return int((remainder - pq_bytes(0, dim, m, bits, value_bytes)) // per_token)
+
+
+def codebooks_in_float16(module, state_dict, prefix, local_metadata) -> None:
+    """State-dict hook: codebooks saved as float16 (what they are counted and used as)."""
+    for name in ("codebooks", "residual_codebooks"):
+        if prefix + name in state_dict:
+            state_dict[prefix + name] = state_dict[prefix + name].half()
 
 
 @register("pq")
@@ -216,6 +238,7 @@ class PQEmbedding(CompressedEmbedding):
         residual_ids: torch.Tensor | None = None,
         residual_codes: torch.Tensor | None = None,
         residual_codebooks: torch.Tensor | None = None,
+        codebook_dtype: str = "float32",
     ):
         m, k, sub = codebooks.shape
         super().__init__(codes.shape[0], m * sub)
@@ -223,12 +246,22 @@ class PQEmbedding(CompressedEmbedding):
             raise ValueError(f"pq codes {tuple(codes.shape)} do not match {m} sub-spaces of {k}")
         # V x m uint8 (V x m/2, two per byte, for 16 centroids or fewer; int16 past 256)
         self.register_buffer("codes", codes)
-        self.codebooks = nn.Parameter(codebooks)  # m x 2**bits x d/m
+        self.codebook_dtype = codebook_dtype
+        self.codebooks = nn.Parameter(codebooks.float())  # m x 2**bits x d/m
         self.residual = residual_ids is not None
         if self.residual:  # the K frequent tokens' ids (sorted), codes and codebooks
             self.register_buffer("residual_ids", residual_ids)
             self.register_buffer("residual_codes", residual_codes)
-            self.residual_codebooks = nn.Parameter(residual_codebooks)
+            self.residual_codebooks = nn.Parameter(residual_codebooks.float())
+        if codebook_dtype == "float16":  # saved (and counted) in the dtype they are used in
+            self.register_state_dict_post_hook(codebooks_in_float16)
+
+    def stored(self, codebooks: nn.Parameter) -> torch.Tensor:
+        """The codebook values the model computes with: rounded to the stored dtype (the
+        rounding passes gradients through, so healing trains the fp32 values beneath)."""
+        if self.codebook_dtype == "float32":
+            return codebooks
+        return codebooks.half().to(codebooks.dtype)
 
     Options = PQOptions
 
@@ -241,7 +274,8 @@ class PQEmbedding(CompressedEmbedding):
         check_target_cr(target_cr)
         budget = vocab * dim * 4 / target_cr
         subvectors, share = options.subvectors, options.residual_share
-        bits = options.bits or auto_bits(dim, budget, 2 if share else 1)
+        value_bytes = CODEBOOK_DTYPES[options.codebook_dtype]
+        bits = options.bits or auto_bits(dim, budget, 2 if share else 1, value_bytes)
         m2 = options.residual_subvectors or residual_subvectors(dim, bits)
         for name, m in (("subvectors", subvectors), ("residual_subvectors", m2)):
             if m and m not in allowed_subvectors(dim, bits):
@@ -252,14 +286,18 @@ class PQEmbedding(CompressedEmbedding):
         levers = options.levers()
         counts = token_counts(ctx, options.counts, vocab) if levers.needs_counts or share else None
         weights = row_probs(levers, counts if levers.needs_counts else None, vocab)
-        m = subvectors or choose_subvectors(vocab, dim, (1 - share) * budget, bits, "the table")
+        m = subvectors or choose_subvectors(
+            vocab, dim, (1 - share) * budget, bits, "the table", value_bytes
+        )
         codes, codebooks = product_quantize(table, m, bits, options.iters, weights, ctx.seed)
         second = None
         if share:
-            remainder = budget - pq_bytes(vocab, dim, m, bits)
-            tokens = residual_tokens(remainder, dim, m2, bits)
+            remainder = budget - pq_bytes(vocab, dim, m, bits, value_bytes)
+            tokens = residual_tokens(remainder, dim, m2, bits, value_bytes)
             if tokens >= vocab and not options.residual_subvectors:  # every token fits: finer
-                m2 = choose_subvectors(vocab, dim, remainder - vocab * ID_BYTES, bits, "stage 2")
+                m2 = choose_subvectors(
+                    vocab, dim, remainder - vocab * ID_BYTES, bits, "stage 2", value_bytes
+                )
             if tokens < 2**bits:
                 raise UnreachableCR(
                     f"pq residual_share={share}: the residual stage (m = {m2}) affords "
@@ -269,11 +307,17 @@ class PQEmbedding(CompressedEmbedding):
             tokens = min(tokens, vocab)
             ids = frequent_tokens(check_counts(counts, vocab, "residual_share"), tokens)
             rows = ids.long()
-            residual = table[rows] - decode(store_codes(codes[rows], bits), codebooks)
+            stage1 = codebooks.half().float() if value_bytes == 2 else codebooks
+            residual = table[rows] - decode(store_codes(codes[rows], bits), stage1)
             tier_weights = None if weights is None else weights[rows]
             second = product_quantize(residual, m2, bits, options.iters, tier_weights, ctx.seed)
             second = (ids, store_codes(second[0], bits), second[1])
-        module = cls(store_codes(codes, bits), codebooks, *(second or ()))
+        module = cls(
+            store_codes(codes, bits),
+            codebooks,
+            *(second or (None, None, None)),
+            codebook_dtype=options.codebook_dtype,
+        )
         if module.byte_cr < target_cr - 1e-9:
             raise UnreachableCR(
                 f"pq with m={m}: byte ratio {module.byte_cr:.3g} < target {target_cr:g}"
@@ -288,7 +332,11 @@ class PQEmbedding(CompressedEmbedding):
         return module
 
     def init_kwargs(self) -> dict:
-        kwargs = {"codes": self.codes, "codebooks": self.codebooks}
+        kwargs = {
+            "codes": self.codes,
+            "codebooks": self.codebooks,
+            "codebook_dtype": self.codebook_dtype,
+        }
         if self.residual:
             kwargs |= {
                 "residual_ids": self.residual_ids,
@@ -298,13 +346,13 @@ class PQEmbedding(CompressedEmbedding):
         return kwargs
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        rows = decode(self.codes[ids], self.codebooks)
+        rows = decode(self.codes[ids], self.stored(self.codebooks))
         if not self.residual:
             return rows
         tier = self.residual_ids.to(ids.dtype)
         slot = torch.searchsorted(tier, ids).clamp_max(len(tier) - 1)
         hit = tier[slot] == ids
-        extra = decode(self.residual_codes[slot[hit]], self.residual_codebooks)
+        extra = decode(self.residual_codes[slot[hit]], self.stored(self.residual_codebooks))
         return rows.index_put((hit.nonzero(as_tuple=True)), extra.to(rows.dtype), accumulate=True)
 
     @property
