@@ -41,12 +41,13 @@ def test_residual_tier_covers_the_most_frequent_tokens_and_its_bytes_add_up():
     inside[pq.residual_ids.long()] = True
     assert len(set(pq.residual_ids.tolist())) == k < vocab
     assert counts[inside].min() >= counts[~inside].max()
-    assert pq.num_bytes() == pq_bytes(vocab, dim, m, 6) + pq_bytes(k, dim, m2, 6) + k * ID_BYTES
+    stored = pq_bytes(vocab, dim, m, 6, 2) + pq_bytes(k, dim, m2, 6, 2) + k * ID_BYTES  # fp16
+    assert pq.num_bytes() == stored
     assert 6 <= pq.byte_cr < 6 * 1.01  # the residual tier takes what stage 1 leaves over
     ids = torch.randint(0, vocab, (5, 9))
     torch.testing.assert_close(pq(ids), pq.materialize()[ids])
     rebuilt = pq.materialize()
-    stage1 = get_method("pq")(pq.codes, pq.codebooks).materialize()  # the tier's stage 1 alone
+    stage1 = get_method("pq")(pq.codes, pq.codebooks, codebook_dtype="float16").materialize()
     assert (rebuilt[inside] - table[inside]).norm() < (stage1[inside] - table[inside]).norm()
     torch.testing.assert_close(rebuilt[~inside], stage1[~inside])
 
@@ -158,8 +159,8 @@ def test_float16_codebooks_are_stored_counted_and_computed_as_float16(tmp_path):
 
     table, counts = zipf_table()
     options = {"residual_share": 0.4, "bits": 6, "iters": 2, "token_counts": counts}
-    full = get_method("pq").from_table(table, 6, **options)
-    half = get_method("pq").from_table(table, 6, codebook_dtype="float16", **options)
+    full = get_method("pq").from_table(table, 6, codebook_dtype="float32", **options)
+    half = get_method("pq").from_table(table, 6, **options)  # the default
     state = half.state_dict()
     assert state["codebooks"].dtype == state["residual_codebooks"].dtype == torch.float16
     vocab, dim = table.shape

@@ -9,7 +9,7 @@ from see.methods.base import UnreachableCR
 from see.methods.quantized import pack_int4, unpack_int4
 
 # plain product quantization: no frequency weights, no residual stage (those need token counts)
-PLAIN = {"freq_weight": 0.0, "residual_share": 0.0}
+PLAIN = {"freq_weight": 0.0, "residual_share": 0.0, "codebook_dtype": "float32"}
 
 
 def test_int4_packs_two_values_per_byte_and_round_trips_representable_values():

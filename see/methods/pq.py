@@ -23,7 +23,8 @@ most of any text.
   and the codebooks of both stages (fp32, or fp16 with `codebook_dtype = "float16"`).
 - `counts`: `wikitext` (validation counts) or `token_order` (frequency.py, no corpus needed).
 Defaults, chosen on held-out text (docs/methods.md, RESULTS.md): `freq_weight` 1.0,
-`residual_share` 0.5, `bits` 0 (auto: 256 centroids unless the codebooks take too much).
+`residual_share` 0.5, `bits` 0 (auto: 256 centroids unless the codebooks take too much),
+`codebook_dtype` float16.
 
 k-means is faiss's (`faiss.Kmeans`, one per sub-space, k-means++ seeding, on every row: a
 sample would drop frequent rows and their weight); codes are each sub-vector's nearest
@@ -167,10 +168,11 @@ class PQOptions:
     residual_share: float = 0.5
     residual_subvectors: int = 0
     counts: str = "wikitext"
-    # the codebooks' stored dtype: float16 halves their bytes (they take 21-42% of the bytes
-    # of 256-centroid pq at 20-40x on SmolLM2) and the bytes go to codes; the model always
-    # computes with the stored (rounded) values
-    codebook_dtype: str = "float32"
+    # the codebooks' stored dtype: float16 halves their bytes (fp32 ones take 21-42% of the
+    # bytes of 256-centroid pq at 20-40x on SmolLM2) and the bytes go to codes; the model
+    # always computes with the stored (rounded) values. float16 won at 20x, 40x and 80x in
+    # domain and out of it (heldout-sweep run 20261206-132558)
+    codebook_dtype: str = "float16"
 
     def __post_init__(self):
         if not isinstance(self.bits, int) or not 0 <= self.bits <= 12:

@@ -61,9 +61,14 @@ DEFAULTS_CHANGED = {
     "see": ("20261201-222235", "n=0"),
     "see_morph": ("20261201-222235", "n=0"),
     "word2ketxs": ("20261201-154100", "sampling=freq"),
-    # frequency-weighted k-means with a residual stage for the frequent tokens (issue 40)
-    "pq": ("20261206-103000", "freq_weight=1.0,residual_share=0.5"),
+    # frequency-weighted k-means with a residual stage for the frequent tokens (issue 40),
+    # then float16 codebooks (heldout-sweep run 20261206-132558)
+    "pq": ("20261206-134500", "codebook_dtype=float16"),
 }
+# A row whose resolved options (`method_config`) hold this text was fitted with the current
+# defaults whatever its run's date: a run started before a change and resumed after it
+# measures the new defaults under new cell keys.
+CURRENT_CONFIG = {"pq": '"codebook_dtype": "float16"'}
 # Runs from before a default change whose rows spelling an option out are what the current
 # default runs, per CR where it differs ({cr: options}); a method's other rows there are not
 # its defaults. SEE's order is now chosen by the budget (n = 0: order 2 where its rank reaches
@@ -100,8 +105,11 @@ def short_autoencoder_fit(options: str) -> bool:
 def fitted_before_change(rows: pd.DataFrame) -> pd.Series:
     """True where a row's method had its defaults changed (DEFAULTS_CHANGED) after its run."""
     stale = pd.Series(False, index=rows.index)
+    config = rows.method_config.fillna("") if "method_config" in rows else pd.Series("", rows.index)
     for method, (since, _) in DEFAULTS_CHANGED.items():
-        stale |= (rows.method == method) & (rows.run_id < since)
+        mark = CURRENT_CONFIG.get(method)
+        current = config.str.contains(mark, regex=False) if mark else stale & False
+        stale |= (rows.method == method) & (rows.run_id < since) & ~current
     short = rows.method_options.fillna("").map(short_autoencoder_fit).astype(bool)
     stale |= (rows.method == "autoencoder") & short & (rows.run_id < SHORT_AUTOENCODER_SINCE)
     return stale
