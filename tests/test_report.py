@@ -990,3 +990,40 @@ def test_finetuned_ranking_names_a_best_method_only_beyond_two_stderr():
     assert ranking.loc[10.0, "best_method"] == "pq"
     assert ranking.loc[10.0, "separated"] == "yes, from svd"
     assert ranking.loc[40.0, "separated"] == "tied ~ svd"
+
+
+def test_text_choice_pairs_each_healing_text_with_validation_on_the_same_documents():
+    import json as js
+
+    import pandas as pd
+
+    from see.report.healing import text_choice
+
+    def row(text, value, loglik):
+        return {
+            "run_id": f"20260101-000000-heal-text-{text[:5]}",
+            "model": "m",
+            "method": "svd",
+            "target_cr": 20.0,
+            "heal_stage": "stage2@65536",
+            "heal_total_tokens": 65536,
+            "heal_config": js.dumps({"text": text}),
+            "task": "wikitext",
+            "metric": "word_perplexity",
+            "value": value,
+            "doc_ids": [0, 1, 2],
+            "doc_loglik": loglik,
+            "doc_units": [10.0, 10.0, 10.0],
+            "heal_text_passes": 0.3,
+        }
+
+    rows = pd.DataFrame(
+        [
+            row("wikitext-2-valid", 50.0, [-40.0, -40.0, -40.0]),
+            row("teacher-samples", 40.0, [-30.0, -30.0, -30.0]),  # 1 nat/word better per doc
+        ]
+    )
+    table = text_choice(rows).set_index("text")
+    assert table.loc["wikitext-2-valid", "vs_validation"] == ""
+    expected = f"{math.exp(-1):.3g} [{math.exp(-1):.3g}, {math.exp(-1):.3g}] (3 docs)"
+    assert table.loc["teacher-samples", "vs_validation"] == expected

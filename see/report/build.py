@@ -37,6 +37,7 @@ from see.report.healing import (  # noqa: E402
     healed_frontier,
     healed_frontier_markdown,
     stage_choice_markdown,
+    text_choice,
 )
 from see.report.markdown import markdown_table  # noqa: E402
 from see.report.scaling import scaling_markdown, scaling_points  # noqa: E402
@@ -877,6 +878,19 @@ def build_reports(
             curves,
             "",
         ]
+        texts = text_choice(rows)
+        if len(texts):
+            lines += [
+                "### Which healing text (issue 41)",
+                "",
+                "WikiText word perplexity at equal healing tokens with each healing text "
+                "(heal-text-* runs), and its paired ratio to healing on WikiText-2 validation "
+                "over the same test documents (95% bootstrap; below 1: healed more). `passes`: "
+                "how often the budget read the most-read text.",
+                "",
+                texts.to_markdown(index=False, floatfmt=".4g"),
+                "",
+            ]
         choice = stage_choice_markdown(rows)
         if choice:
             lines += [

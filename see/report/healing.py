@@ -14,13 +14,16 @@ uncertainty, marked as an extrapolation wherever it is printed.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pandas as pd
 
+from see.config import DEFAULT_TEXT
+
 FACTORS = (2.0, 1.5, 1.1)
-HEAL_RUNS = ("-heal-curve", "-heal-frontier")
+HEAL_RUNS = ("-heal-curve", "-heal-frontier", "-heal-text")
 FIT_POINTS = 3
 
 
@@ -200,3 +203,43 @@ def healed_frontier_markdown(rows: pd.DataFrame) -> str | None:
         return None
     table = table.assign(tokens=table.tokens.map(lambda t: f"{t:,}"))
     return table.to_markdown(index=False, floatfmt=".3g")
+
+
+def text_choice(rows: pd.DataFrame) -> pd.DataFrame:
+    """The healing-text comparison (heal-text-* runs): per (model, method, CR, tokens) each
+    text's word perplexity and, against WikiText-2 validation, the paired ratio with its 95%
+    bootstrap interval over the same test documents (< 1: the other text healed more)."""
+    from see.report.frontier import interval_text, paired_ratio
+
+    data = rows[
+        rows.run_id.str.contains("-heal-text-")
+        & (rows.task == "wikitext")
+        & (rows.metric == "word_perplexity")
+        & rows.value.notna()
+        & (rows.heal_stage != "initial")
+    ]
+    if data.empty:
+        return pd.DataFrame()
+    data = data.assign(text=data.heal_config.map(lambda c: json.loads(c).get("text", DEFAULT_TEXT)))
+    lines = []
+    keys = ["model", "method", "target_cr", "heal_total_tokens"]
+    for (model, method, cr, tokens), cell in data.groupby(keys):
+        by_text = {row.text: row for _, row in cell.iterrows()}
+        valid = by_text.get(DEFAULT_TEXT)
+        for text, row in sorted(by_text.items()):
+            ratio = None if valid is None or text == DEFAULT_TEXT else paired_ratio(row, valid)
+            docs = len(row.doc_ids) if isinstance(row.get("doc_ids"), list) else 0
+            lines.append(
+                {
+                    "model": model,
+                    "method": method,
+                    "target_cr": cr,
+                    "tokens": int(tokens),
+                    "text": text,
+                    "word_perplexity": row.value,
+                    "vs_validation": interval_text(ratio, docs) or "",
+                    "passes": row.get("heal_text_passes"),
+                    "run_id": row.run_id,
+                }
+            )
+    return pd.DataFrame(lines)
