@@ -130,6 +130,7 @@ def test_every_grid_setting_changes_the_key_or_is_declared():
         "seeds": "chooses cells",
         "bench": "bench rows: keyed by bench_settings (checked below)",
         "skip_uninformative": "chooses tasks: a skipped (cell, task) has a status row",
+        "finetune": "keys the rows of its own stage (finetune_config; tests/test_finetune.py)",
     }
     assert {f.name for f in dataclasses.fields(GridConfig)} == set(changed) | set(not_keyed)
 
