@@ -142,13 +142,13 @@ def run_cell(
         return
     healer, heal_info = None, {}
     for stage in cell_stages(cfg, cell):
+        if stage == "finetune":  # trains the whole model: an integer-coded table is no bar
+            yield from finetuned_rows(cell, cfg, pending.get(stage, []), run_id, device, model, tok)
+            continue
         if stage != "initial" and not any(True for _ in model.get_input_embeddings().parameters()):
             reason = f"{cell.method} has no trainable parameters: healing leaves it as it is"
             for task in pending.get(stage, []):
                 yield [status_row(cfg, cell, task, run_id, device, "untrainable", reason, stage)]
-            continue
-        if stage == "finetune":
-            yield from finetuned_rows(cell, cfg, pending.get(stage, []), run_id, device, model, tok)
             continue
         if stage != "initial":
             if healer is None:
