@@ -70,7 +70,7 @@ def sample_teacher(
 
 
 def start_token(tokenizer) -> int:
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else None
+    start = tokenizer.bos_token_id
     start = start if start is not None else tokenizer.eos_token_id
     if start is None:
         raise ValueError("teacher-samples needs a BOS or EOS token to start each sample")

@@ -90,8 +90,12 @@ def teacher_cache(cfg: GridConfig, cell: Cell, heal: HealConfig) -> TeacherCache
         return None
     from see.models.zoo import cache_dir
 
-    model_id = f"{cell.model}|{cfg.dtype}|{cfg.tie_source}"
-    return TeacherCache(cache_dir() / "teacher", model_id)
+    return TeacherCache(cache_dir() / "teacher", teacher_id(cfg, cell))
+
+
+def teacher_id(cfg: GridConfig, cell: Cell) -> str:
+    """What the uncompressed model's outputs depend on: the caches of its outputs key on it."""
+    return f"{cell.model}|{cfg.dtype}|{cfg.tie_source}"
 
 
 def sampler(cfg: GridConfig, cell: Cell, heal: HealConfig, model, tok, teacher):
@@ -101,9 +105,9 @@ def sampler(cfg: GridConfig, cell: Cell, heal: HealConfig, model, tok, teacher):
     from see.models.zoo import cache_dir
 
     def sample(tokens: int):
-        model_id = f"{cell.model}|{cfg.dtype}|{cfg.tie_source}"
         with swapped_modules(model, *teacher):
-            return teacher_samples(heal, tok, model, model_id, tokens, cache_dir() / "heal-text")
+            folder = cache_dir() / "heal-text"
+            return teacher_samples(heal, tok, model, teacher_id(cfg, cell), tokens, folder)
 
     return sample
 
