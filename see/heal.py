@@ -76,6 +76,15 @@ def top_k_kl(
     return kl.mean() * temperature**2
 
 
+def save_atomic(obj, path: Path) -> None:
+    """torch.save to a temporary name, then rename: a killed process (or another one writing
+    the same file) never leaves a torn file under `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{time.monotonic_ns()}.tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
 class TeacherCache:
     """The teacher's outputs on disk, content-addressed by (model, token ids, what is kept):
     stage 2's top-k log-probs (`top64|T=2.0`) and stage 1's aligned hidden states
@@ -95,10 +104,7 @@ class TeacherCache:
             return tuple(t.to(ids.device) for t in torch.load(path))
         self.forwards += 1
         tensors = tuple(compute())
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{time.monotonic_ns()}.tmp")  # another process may write too
-        torch.save(tuple(t.cpu() for t in tensors), tmp)
-        tmp.replace(path)
+        save_atomic(tuple(t.cpu() for t in tensors), path)
         return tensors
 
 
@@ -340,17 +346,12 @@ class Healer:
                 self.step[stage] = step + 1
                 done = step + 1
                 if checkpoint is not None and (done % self.cfg.save_every == 0 or done == steps):
-                    checkpoint.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = checkpoint.with_suffix(".tmp")
-                    torch.save(
-                        {
-                            "params": [p.detach() for p in params],
-                            "step": step + 1,
-                            "optimizer": opt.state_dict(),
-                        },
-                        tmp,
-                    )
-                    tmp.replace(checkpoint)
+                    state = {
+                        "params": [p.detach() for p in params],
+                        "step": step + 1,
+                        "optimizer": opt.state_dict(),
+                    }
+                    save_atomic(state, checkpoint)
         self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)

@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from see.config import DEFAULT_TEXT, SAMPLED_TEXT, HealConfig
+from see.heal import save_atomic
 
 __all__ = ["healing_texts", "passes", "sample_teacher", "teacher_samples", "text_hash"]
 
@@ -109,9 +110,7 @@ def teacher_samples(
                 cfg.sample_temperature,
                 seed,
             )
-            tmp = path.with_suffix(f".{time.monotonic_ns()}.tmp")
-            torch.save(ids.to(torch.int32), tmp)
-            tmp.replace(path)
+            save_atomic(ids.to(torch.int32), path)
         parts.append(torch.load(path).flatten().long())
     ids = torch.cat(parts)
     record = {**settings, "tokens": len(ids), "sha256": text_hash(ids)}

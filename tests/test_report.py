@@ -268,24 +268,30 @@ def test_a_single_best_method_is_named_only_where_its_paired_interval_separates_
     assert "| pq " in text
 
 
+def curve_row(**fields) -> dict:
+    """A WikiText row of a healing curve: one curve point, `fields` override them."""
+    return {
+        "run_id": "20260101-000000-heal-curve",
+        "model": "m",
+        "method": "svd",
+        "method_options": "",
+        "target_cr": 10.0,
+        "heal_stage": "initial",
+        "heal_total_tokens": None,
+        "task": "wikitext",
+        "metric": "word_perplexity",
+        "value": 0.0,
+        **fields,
+    }
+
+
 def test_tokens_to_recover_reads_the_curve_and_says_when_a_factor_is_not_reached():
     import pandas as pd
 
     from see.report.healing import curve_points, tokens_to_recover
 
     def row(method, stage, tokens, value):
-        return {
-            "run_id": "20260101-000000-heal-curve",
-            "model": "m",
-            "method": method,
-            "method_options": "",
-            "target_cr": 10.0,
-            "heal_stage": stage,
-            "heal_total_tokens": tokens,
-            "task": "wikitext",
-            "metric": "word_perplexity",
-            "value": value,
-        }
+        return curve_row(method=method, heal_stage=stage, heal_total_tokens=tokens, value=value)
 
     rows = pd.DataFrame(
         [
@@ -635,19 +641,13 @@ def test_stage_choice_compares_runs_with_and_without_stage1_at_equal_tokens():
     from see.report.healing import curve_points, stage_choice
 
     def row(run, stage, tokens, value, config='{"rank": 8}'):
-        return {
-            "run_id": f"20260101-00000{run}-heal-curve",
-            "model": "m",
-            "method": "svd",
-            "method_options": "",
-            "method_config": config,
-            "target_cr": 10.0,
-            "heal_stage": stage,
-            "heal_total_tokens": tokens,
-            "task": "wikitext",
-            "metric": "word_perplexity",
-            "value": value,
-        }
+        return curve_row(
+            run_id=f"20260101-00000{run}-heal-curve",
+            method_config=config,
+            heal_stage=stage,
+            heal_total_tokens=tokens,
+            value=value,
+        )
 
     rows = pd.DataFrame(
         [
@@ -918,19 +918,15 @@ def test_healed_frontier_names_the_best_method_per_budget_and_tokens(tmp_path):
     from see.report.healing import curve_points, healed_frontier
 
     def row(method, cr, stage, tokens, value):
-        return {
-            "run_id": "20260101-000000-heal-frontier",
-            "model": "m",
-            "method": method,
-            "method_options": "",
-            "target_cr": cr,
-            "byte_cr": cr,
-            "heal_stage": stage,
-            "heal_total_tokens": tokens,
-            "task": "wikitext",
-            "metric": "word_perplexity",
-            "value": value,
-        }
+        return curve_row(
+            run_id="20260101-000000-heal-frontier",
+            method=method,
+            target_cr=cr,
+            byte_cr=cr,
+            heal_stage=stage,
+            heal_total_tokens=tokens,
+            value=value,
+        )
 
     rows = pd.DataFrame(
         [
@@ -948,7 +944,7 @@ def test_healed_frontier_names_the_best_method_per_budget_and_tokens(tmp_path):
     assert table.loc[(65536, 20.0), "best_method"] == "svd"
     assert table.loc[(65536, 20.0), "best_ratio"] == pytest.approx(1.1)
     assert table.loc[(65536, 40.0), "all"] == "pq 2"
-    assert plot_healed_frontier(rows, tmp_path / "f.png").is_file()
+    assert plot_healed_frontier(curve_points(rows), tmp_path / "f.png").is_file()
 
 
 def test_finetuned_ranking_names_a_best_method_only_beyond_two_stderr():
@@ -986,7 +982,7 @@ def test_finetuned_ranking_names_a_best_method_only_beyond_two_stderr():
     assert len(points) == 6  # the initial row is not a fine-tuned one
     signal = finetune_signal(points).set_index("task")
     assert bool(signal.loc["sst2", "informative"]) and not bool(signal.loc["cola", "informative"])
-    ranking = finetuned_ranking(points).set_index("target_cr")
+    ranking = finetuned_ranking(points, finetune_signal(points)).set_index("target_cr")
     assert ranking.loc[10.0, "best_method"] == "pq"
     assert ranking.loc[10.0, "separated"] == "yes, from svd"
     assert ranking.loc[40.0, "separated"] == "tied ~ svd"

@@ -221,6 +221,14 @@ def residual_tokens(remainder: float, dim: int, m: int, bits: int, value_bytes: 
     return int((remainder - pq_bytes(0, dim, m, bits, value_bytes)) // per_token)
 
 
+def as_stored(codebooks: torch.Tensor, codebook_dtype: str) -> torch.Tensor:
+    """The codebook values the model computes with: rounded to the stored dtype (the
+    rounding passes gradients through, so healing trains the fp32 values beneath)."""
+    if codebook_dtype == "float32":
+        return codebooks
+    return codebooks.half().to(codebooks.dtype)
+
+
 def codebooks_in_float16(module, state_dict, prefix, local_metadata) -> None:
     """State-dict hook: codebooks saved as float16 (what they are counted and used as)."""
     for name in ("codebooks", "residual_codebooks"):
@@ -259,11 +267,7 @@ class PQEmbedding(CompressedEmbedding):
             self.register_state_dict_post_hook(codebooks_in_float16)
 
     def stored(self, codebooks: nn.Parameter) -> torch.Tensor:
-        """The codebook values the model computes with: rounded to the stored dtype (the
-        rounding passes gradients through, so healing trains the fp32 values beneath)."""
-        if self.codebook_dtype == "float32":
-            return codebooks
-        return codebooks.half().to(codebooks.dtype)
+        return as_stored(codebooks, self.codebook_dtype)
 
     Options = PQOptions
 
@@ -309,7 +313,7 @@ class PQEmbedding(CompressedEmbedding):
             tokens = min(tokens, vocab)
             ids = frequent_tokens(check_counts(counts, vocab, "residual_share"), tokens)
             rows = ids.long()
-            stage1 = codebooks.half().float() if value_bytes == 2 else codebooks
+            stage1 = as_stored(codebooks, options.codebook_dtype)
             residual = table[rows] - decode(store_codes(codes[rows], bits), stage1)
             tier_weights = None if weights is None else weights[rows]
             second = product_quantize(residual, m2, bits, options.iters, tier_weights, ctx.seed)

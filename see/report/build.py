@@ -590,10 +590,9 @@ def plot_frontier(rows: pd.DataFrame, out: Path) -> Path | None:
     return out
 
 
-def plot_heal_curves(rows: pd.DataFrame, out: Path) -> Path | None:
+def plot_heal_curves(points: pd.DataFrame, out: Path) -> Path | None:
     """Word perplexity vs healing tokens (log-log; the initial point drawn at 0 on a symlog
     axis), a line per (method, CR), the baseline as a dashed line; a panel per model."""
-    points = curve_points(rows)
     if points.empty:
         return None
     models = sorted(points.model.unique())
@@ -628,10 +627,10 @@ def plot_heal_curves(rows: pd.DataFrame, out: Path) -> Path | None:
     return out
 
 
-def plot_healed_frontier(rows: pd.DataFrame, out: Path) -> Path | None:
+def plot_healed_frontier(points: pd.DataFrame, out: Path) -> Path | None:
     """Word perplexity over the baseline vs byte ratio, a line per healing budget (the best
     method at each byte budget, named at its point): the frontier moving down as tokens grow."""
-    table = healed_frontier(curve_points(rows))
+    table = healed_frontier(points)
     if table.empty:
         return None
     models = sorted(table.model.unique())
@@ -864,9 +863,10 @@ def build_reports(
     lines += scaling_section(rows, reports_dir, signal)
     lines += ["## Models", "", models_table(rows), ""]
     lines += signal_section(signal)
-    curves = curve_markdown(rows)
+    points = curve_points(rows)  # every healing section reads these
+    curves = curve_markdown(points)
     if curves:
-        figure = plot_heal_curves(rows, reports_dir / "heal_curves.png")
+        figure = plot_heal_curves(points, reports_dir / "heal_curves.png")
         lines += [
             "## Tokens to recover (issue 18)",
             "",
@@ -891,7 +891,7 @@ def build_reports(
                 texts.to_markdown(index=False, floatfmt=".4g"),
                 "",
             ]
-        choice = stage_choice_markdown(rows)
+        choice = stage_choice_markdown(points)
         if choice:
             lines += [
                 "### Is stage 1 worth its tokens?",
@@ -903,9 +903,9 @@ def build_reports(
                 "",
             ]
     lines += finetuned_markdown(rows)
-    healed = healed_frontier_markdown(rows)
+    healed = healed_frontier_markdown(points)
     if healed:
-        figure = plot_healed_frontier(rows, reports_dir / "healed_frontier.png")
+        figure = plot_healed_frontier(points, reports_dir / "healed_frontier.png")
         lines += [
             "## The healed frontier (issue 41)",
             "",

@@ -55,9 +55,8 @@ def finetune_signal(points: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(lines)
 
 
-def finetuned_ranking(points: pd.DataFrame) -> pd.DataFrame:
+def finetuned_ranking(points: pd.DataFrame, signal: pd.DataFrame) -> pd.DataFrame:
     """Per (run, model, task, CR): the methods by fine-tuned score, best vs runner-up."""
-    signal = finetune_signal(points)
     informative = {(s.run_id, s.model, s.task): s.informative for s in signal.itertuples()}
     lines = []
     compressed = points[points.method != "baseline"]
@@ -81,7 +80,7 @@ def finetuned_ranking(points: pd.DataFrame) -> pd.DataFrame:
         if len(cell) > 1:
             runner = cell.iloc[1]
             gap = best.value - runner.value
-            combined = math.hypot(best.stderr or 0.0, runner.stderr or 0.0)
+            combined = math.hypot(*(0.0 if pd.isna(e) else e for e in (best.stderr, runner.stderr)))
             line["separated"] = (
                 f"yes, from {runner.method}" if gap > 2 * combined else f"tied ~ {runner.method}"
             )
@@ -94,7 +93,7 @@ def finetuned_markdown(rows: pd.DataFrame) -> list[str]:
     if points.empty:
         return []
     signal = finetune_signal(points)
-    ranking = finetuned_ranking(points)
+    ranking = finetuned_ranking(points, signal)
     lines = [
         "## Fine-tuned GLUE and SQuAD (issue 42)",
         "",

@@ -108,8 +108,10 @@ def fitted_before_change(rows: pd.DataFrame) -> pd.Series:
     config = rows.method_config.fillna("") if "method_config" in rows else pd.Series("", rows.index)
     for method, (since, _) in DEFAULTS_CHANGED.items():
         mark = CURRENT_CONFIG.get(method)
-        current = config.str.contains(mark, regex=False) if mark else stale & False
-        stale |= (rows.method == method) & (rows.run_id < since) & ~current
+        old = (rows.method == method) & (rows.run_id < since)
+        if mark:  # rows fitted with the new defaults count as current whatever their run
+            old &= ~config.str.contains(mark, regex=False)
+        stale |= old
     short = rows.method_options.fillna("").map(short_autoencoder_fit).astype(bool)
     stale |= (rows.method == "autoencoder") & short & (rows.run_id < SHORT_AUTOENCODER_SINCE)
     return stale

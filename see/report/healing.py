@@ -157,13 +157,12 @@ def stage_choice(points: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(keys).reset_index(drop=True)
 
 
-def stage_choice_markdown(rows: pd.DataFrame) -> str | None:
-    table = stage_choice(curve_points(rows))
+def stage_choice_markdown(points: pd.DataFrame) -> str | None:
+    table = stage_choice(points)
     return table.to_markdown(index=False, floatfmt=".4g") if len(table) else None
 
 
-def curve_markdown(rows: pd.DataFrame) -> str | None:
-    points = curve_points(rows)
+def curve_markdown(points: pd.DataFrame) -> str | None:
     if points.empty:
         return None
     table = tokens_to_recover(points)
@@ -197,8 +196,8 @@ def healed_frontier(points: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(lines)
 
 
-def healed_frontier_markdown(rows: pd.DataFrame) -> str | None:
-    table = healed_frontier(curve_points(rows))
+def healed_frontier_markdown(points: pd.DataFrame) -> str | None:
+    table = healed_frontier(points)
     if table.empty:
         return None
     table = table.assign(tokens=table.tokens.map(lambda t: f"{t:,}"))
