@@ -52,6 +52,36 @@ def test_residual_tier_covers_the_most_frequent_tokens_and_its_bytes_add_up():
     torch.testing.assert_close(rebuilt[~inside], stage1[~inside])
 
 
+def test_residual_tiers_nest_by_frequency_and_their_bytes_add_up():
+    table, counts = zipf_table()
+    options = {"residual_share": 0.6, "bits": 6, "iters": 4, "token_counts": counts}
+    three = get_method("pq").from_table(table, 10, residual_tiers=3, **options)
+    vocab, dim = table.shape
+    report, stored = three.fit_report, pq_bytes(vocab, dim, three.fit_report["pq_subvectors"], 6, 2)
+    previous = set(range(vocab))
+    for tier, suffix in ((1, ""), (2, "2"), (3, "3")):
+        ids = getattr(three, "residual_ids" if tier == 1 else f"residual{tier}_ids")
+        k = report[f"pq_residual{suffix}_tokens"]
+        assert len(ids) == k and set(ids.tolist()) <= previous  # the top k, nested
+        assert counts[ids.long()].min() >= counts[[i for i in range(vocab) if i not in ids]].max()
+        stored += pq_bytes(k, dim, report[f"pq_residual{suffix}_subvectors"], 6, 2) + k * ID_BYTES
+        previous = set(ids.tolist())
+    assert three.num_bytes() == stored and 10 <= three.byte_cr < 10 * 1.01
+    ids = torch.randint(0, vocab, (5, 9))
+    torch.testing.assert_close(three(ids), three.materialize()[ids])
+    # each tier adds to its tokens' rows only: the most frequent token gets all three stages
+    top, rare = frequent_tokens(counts, 1).long(), frequent_tokens(-counts, 1).long()
+    tier1 = get_method("pq")(three.codes, three.codebooks, codebook_dtype="float16").materialize()
+    assert (three.materialize()[top] - table[top]).norm() < (tier1[top] - table[top]).norm()
+    torch.testing.assert_close(three.materialize()[rare], tier1[rare])
+
+
+@pytest.mark.parametrize("tiers", [0, 9])
+def test_bad_residual_tiers_name_the_option(tiers):
+    with pytest.raises(ValueError, match=f"residual_tiers={tiers!r}; allowed: an int from 1"):
+        get_method("pq").make_options({"residual_tiers": tiers})
+
+
 def test_frequency_weighted_kmeans_lowers_the_weighted_error():
     table, counts = zipf_table()
     plain = {"iters": 8, "residual_share": 0.0, "bits": 8}
@@ -141,6 +171,7 @@ def test_saved_groupreduce_and_residual_pq_reload(tmp_path):
     for name, options in [
         ("groupreduce", {"groups": 3}),
         ("pq", {"residual_share": 0.3, "bits": 6, "iters": 2}),
+        ("pq", {"residual_share": 0.5, "residual_tiers": 2, "bits": 6, "iters": 2}),
     ]:
         module = get_method(name).from_table(table, 6, token_counts=counts, **options)
         save_file(module.state_dict(), tmp_path / f"{name}.safetensors")

@@ -166,6 +166,7 @@ class PQOptions:
     sampling: str = "freq"
     freq_weight: float = 1.0
     residual_share: float = 0.5
+    residual_tiers: int = 1
     residual_subvectors: int = 0
     counts: str = "wikitext"
     # the codebooks' stored dtype: float16 halves their bytes (fp32 ones take 21-42% of the
@@ -177,6 +178,10 @@ class PQOptions:
     def __post_init__(self):
         if not isinstance(self.bits, int) or not 0 <= self.bits <= 12:
             raise ValueError(f"pq bits={self.bits!r}; allowed: an int from 1 to 12, or 0 (auto)")
+        if not isinstance(self.residual_tiers, int) or not 1 <= self.residual_tiers <= 8:
+            raise ValueError(
+                f"pq residual_tiers={self.residual_tiers!r}; allowed: an int from 1 to 8"
+            )
         for name in ("subvectors", "residual_subvectors"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
@@ -231,9 +236,16 @@ def as_stored(codebooks: torch.Tensor, codebook_dtype: str) -> torch.Tensor:
 
 def codebooks_in_float16(module, state_dict, prefix, local_metadata) -> None:
     """State-dict hook: codebooks saved as float16 (what they are counted and used as)."""
-    for name in ("codebooks", "residual_codebooks"):
-        if prefix + name in state_dict:
-            state_dict[prefix + name] = state_dict[prefix + name].half()
+    for name in list(state_dict):
+        if name.startswith(prefix) and name.endswith("codebooks"):
+            state_dict[name] = state_dict[name].half()
+
+
+def tier_names(tier: int) -> tuple[str, str, str]:
+    """The stored names of residual tier `tier` (1, 2, ...): its token ids, codes, codebooks
+    (tier 1 keeps the names models were saved with before there were several)."""
+    prefix = "residual_" if tier == 1 else f"residual{tier}_"
+    return prefix + "ids", prefix + "codes", prefix + "codebooks"
 
 
 @register("pq")
@@ -245,11 +257,11 @@ class PQEmbedding(CompressedEmbedding):
         self,
         codes: torch.Tensor,
         codebooks: torch.Tensor,
-        residual_ids: torch.Tensor | None = None,
-        residual_codes: torch.Tensor | None = None,
-        residual_codebooks: torch.Tensor | None = None,
         codebook_dtype: str = "float32",
+        **tiers: torch.Tensor,
     ):
+        """`tiers`: per residual tier t = 1, 2, ... its sorted token ids, codes and codebooks
+        under `tier_names(t)`."""
         m, k, sub = codebooks.shape
         super().__init__(codes.shape[0], m * sub)
         if codes.shape[1] != (m // 2 if k <= 16 else m):
@@ -258,11 +270,15 @@ class PQEmbedding(CompressedEmbedding):
         self.register_buffer("codes", codes)
         self.codebook_dtype = codebook_dtype
         self.codebooks = nn.Parameter(codebooks.float())  # m x 2**bits x d/m
-        self.residual = residual_ids is not None
-        if self.residual:  # the K frequent tokens' ids (sorted), codes and codebooks
-            self.register_buffer("residual_ids", residual_ids)
-            self.register_buffer("residual_codes", residual_codes)
-            self.residual_codebooks = nn.Parameter(residual_codebooks.float())
+        self.tiers = 0
+        while tier_names(self.tiers + 1)[0] in tiers:  # the K frequent tokens' ids (sorted)
+            self.tiers += 1
+            ids, tier_codes, tier_codebooks = tier_names(self.tiers)
+            self.register_buffer(ids, tiers.pop(ids))
+            self.register_buffer(tier_codes, tiers.pop(tier_codes))
+            setattr(self, tier_codebooks, nn.Parameter(tiers.pop(tier_codebooks).float()))
+        if any(v is not None for v in tiers.values()):
+            raise TypeError(f"pq: unexpected arguments {sorted(tiers)}")
         if codebook_dtype == "float16":  # saved (and counted) in the dtype they are used in
             self.register_state_dict_post_hook(codebooks_in_float16)
 
@@ -280,8 +296,9 @@ class PQEmbedding(CompressedEmbedding):
         check_target_cr(target_cr)
         budget = vocab * dim * 4 / target_cr
         subvectors, share = options.subvectors, options.residual_share
+        stages = options.residual_tiers if share else 0
         value_bytes = CODEBOOK_DTYPES[options.codebook_dtype]
-        bits = options.bits or auto_bits(dim, budget, 2 if share else 1, value_bytes)
+        bits = options.bits or auto_bits(dim, budget, 1 + stages, value_bytes)
         m2 = options.residual_subvectors or residual_subvectors(dim, bits)
         for name, m in (("subvectors", subvectors), ("residual_subvectors", m2)):
             if m and m not in allowed_subvectors(dim, bits):
@@ -296,45 +313,45 @@ class PQEmbedding(CompressedEmbedding):
             vocab, dim, (1 - share) * budget, bits, "the table", value_bytes
         )
         codes, codebooks = product_quantize(table, m, bits, options.iters, weights, ctx.seed)
-        second = None
-        if share:
-            remainder = budget - pq_bytes(vocab, dim, m, bits, value_bytes)
-            tokens = residual_tokens(remainder, dim, m2, bits, value_bytes)
-            if tokens >= vocab and not options.residual_subvectors:  # every token fits: finer
-                m2 = choose_subvectors(
-                    vocab, dim, remainder - vocab * ID_BYTES, bits, "stage 2", value_bytes
+        rebuilt = decode(store_codes(codes, bits), as_stored(codebooks, options.codebook_dtype))
+        remainder = budget - pq_bytes(vocab, dim, m, bits, value_bytes)
+        tiers, report = {}, {"pq_bits": bits, "pq_subvectors": m}
+        for tier in range(1, stages + 1):
+            # the bytes left split evenly over the tiers left: what one leaves goes to the next
+            part = remainder / (stages - tier + 1)
+            tokens, m_tier = residual_tokens(part, dim, m2, bits, value_bytes), m2
+            if tokens >= vocab and stages == 1 and not options.residual_subvectors:
+                m_tier = choose_subvectors(  # every token fits: finer sub-vectors instead
+                    vocab, dim, part - vocab * ID_BYTES, bits, "stage 2", value_bytes
                 )
             if tokens < 2**bits:
                 raise UnreachableCR(
-                    f"pq residual_share={share}: the residual stage (m = {m2}) affords "
+                    f"pq residual_share={share}: residual tier {tier} (m = {m2}) affords "
                     f"{max(tokens, 0)} tokens at byte ratio {target_cr:g}, fewer than its "
-                    f"{2**bits} centroids; lower the share or the ratio"
+                    f"{2**bits} centroids; lower the share, the tiers or the ratio"
                 )
             tokens = min(tokens, vocab)
             ids = frequent_tokens(check_counts(counts, vocab, "residual_share"), tokens)
             rows = ids.long()
-            stage1 = as_stored(codebooks, options.codebook_dtype)
-            residual = table[rows] - decode(store_codes(codes[rows], bits), stage1)
+            residual = table[rows] - rebuilt[rows]
             tier_weights = None if weights is None else weights[rows]
-            second = product_quantize(residual, m2, bits, options.iters, tier_weights, ctx.seed)
-            second = (ids, store_codes(second[0], bits), second[1])
-        module = cls(
-            store_codes(codes, bits),
-            codebooks,
-            *(second or (None, None, None)),
-            codebook_dtype=options.codebook_dtype,
-        )
+            seed = ctx.seed + 1000 * (tier - 1)  # tier 1 as fitted before there were more
+            tier_codes, tier_codebooks = product_quantize(
+                residual, m_tier, bits, options.iters, tier_weights, seed
+            )
+            tier_codes = store_codes(tier_codes, bits)
+            rebuilt[rows] += decode(tier_codes, as_stored(tier_codebooks, options.codebook_dtype))
+            remainder -= pq_bytes(tokens, dim, m_tier, bits, value_bytes) + tokens * ID_BYTES
+            tiers |= dict(zip(tier_names(tier), (ids, tier_codes, tier_codebooks), strict=True))
+            suffix = "" if tier == 1 else str(tier)
+            report |= {f"pq_residual{suffix}_subvectors": m_tier}
+            report |= {f"pq_residual{suffix}_tokens": tokens}
+        module = cls(store_codes(codes, bits), codebooks, options.codebook_dtype, **tiers)
         if module.byte_cr < target_cr - 1e-9:
             raise UnreachableCR(
                 f"pq with m={m}: byte ratio {module.byte_cr:.3g} < target {target_cr:g}"
             )
-        module.fit_report = {
-            **module.reconstruction_report(table),
-            "pq_bits": bits,
-            "pq_subvectors": m,
-        }
-        if share:
-            module.fit_report |= {"pq_residual_subvectors": m2, "pq_residual_tokens": tokens}
+        module.fit_report = {**module.reconstruction_report(table), **report}
         return module
 
     def init_kwargs(self) -> dict:
@@ -343,23 +360,20 @@ class PQEmbedding(CompressedEmbedding):
             "codebooks": self.codebooks,
             "codebook_dtype": self.codebook_dtype,
         }
-        if self.residual:
-            kwargs |= {
-                "residual_ids": self.residual_ids,
-                "residual_codes": self.residual_codes,
-                "residual_codebooks": self.residual_codebooks,
-            }
+        for tier in range(1, self.tiers + 1):
+            kwargs |= {name: getattr(self, name) for name in tier_names(tier)}
         return kwargs
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         rows = decode(self.codes[ids], self.stored(self.codebooks))
-        if not self.residual:
-            return rows
-        tier = self.residual_ids.to(ids.dtype)
-        slot = torch.searchsorted(tier, ids).clamp_max(len(tier) - 1)
-        hit = tier[slot] == ids
-        extra = decode(self.residual_codes[slot[hit]], self.stored(self.residual_codebooks))
-        return rows.index_put((hit.nonzero(as_tuple=True)), extra.to(rows.dtype), accumulate=True)
+        for tier in range(1, self.tiers + 1):
+            tier_ids, codes, codebooks = (getattr(self, n) for n in tier_names(tier))
+            members = tier_ids.to(ids.dtype)
+            slot = torch.searchsorted(members, ids).clamp_max(len(members) - 1)
+            hit = members[slot] == ids
+            extra = decode(codes[slot[hit]], self.stored(codebooks))
+            rows = rows.index_put(hit.nonzero(as_tuple=True), extra.to(rows.dtype), accumulate=True)
+        return rows
 
     @property
     def reached_cr(self) -> float:
