@@ -15,7 +15,7 @@ import functools
 
 import torch
 
-from see.methods.base import CompressedEmbedding, FitContext
+from see.methods.base import KEYED_WHEN_SET, CompressedEmbedding, FitContext
 
 
 def checkpoint_scorer(
@@ -49,12 +49,19 @@ def validation_token_counts(tok, vocab: int, data_dir: str | None) -> torch.Tens
 
 def resolved_options(method: str, options: dict) -> dict:
     """Every option the method will use (its options dataclass, defaults resolved). Rows key
-    cells on this, so a changed default is a new cell, never a resumed old one."""
+    cells on this, so a changed default is a new cell, never a resumed old one. An option
+    added later with a default that fits exactly as before (field metadata `KEYED_WHEN_SET`)
+    is left out at that default, so the cells published before it keep their keys."""
     import dataclasses
 
     from see.methods import get_method
 
-    return dataclasses.asdict(get_method(method).make_options(options))
+    typed = get_method(method).make_options(options)
+    resolved = dataclasses.asdict(typed)
+    for field in dataclasses.fields(typed):
+        if field.metadata.get(KEYED_WHEN_SET) and resolved[field.name] == field.default:
+            del resolved[field.name]
+    return resolved
 
 
 def compress(

@@ -46,3 +46,11 @@ def test_a_changed_default_makes_the_reference_stale(monkeypatch):
 def test_the_check_can_be_limited_to_the_models_run(models):
     stale = stale_reference(load_grid("smoke"), smoke_reference(), models)
     assert stale["gone"] == []
+
+
+def test_an_option_added_later_keys_cells_only_when_set_away_from_its_default():
+    from see.compress import resolved_options
+
+    assert "residual_tiers" not in resolved_options("pq", {})  # fits as before it existed
+    assert resolved_options("pq", {"residual_tiers": 2})["residual_tiers"] == 2
+    assert resolved_options("pq", {"residual_tiers": 1}) == resolved_options("pq", {})

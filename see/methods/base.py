@@ -13,6 +13,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+# field metadata of an option added after cells were published, whose default fits exactly as
+# before: results keys leave it out at that default (see.compress.resolved_options)
+KEYED_WHEN_SET = "keyed_when_set"
+
 
 class UnreachableCR(ValueError):
     """The target CR cannot be reached by this method at this size (k, R or rank < 1)."""

@@ -21,6 +21,11 @@ most of any text.
   (a plain pq can only step between divisors of d). The K token ids are stored (int32, sorted:
   a lookup is a searchsorted), so the tier membership is counted in the bytes like the codes
   and the codebooks of both stages (fp32, or fp16 with `codebook_dtype = "float16"`).
+- `residual_tiers` > 1: the residual bytes buy that many stages, each a pq over the
+  residuals the stages before it left, of the most frequent tokens its share affords (the
+  bytes left split evenly over the tiers left: at equal m every tier covers the same tokens,
+  fewer than one tier would). Tier t's ids, codes and codebooks are stored as
+  `residual{t}_*` (tier 1: `residual_*`) and counted. Measured worse than one tier at 20-80x.
 - `counts`: `wikitext` (validation counts) or `token_order` (frequency.py, no corpus needed).
 Defaults, chosen on held-out text (docs/methods.md, RESULTS.md): `freq_weight` 1.0,
 `residual_share` 0.5, `bits` 0 (auto: 256 centroids unless the codebooks take too much),
@@ -31,12 +36,17 @@ sample would drop frequent rows and their weight); codes are each sub-vector's n
 centroid. Random seeding is faster but misses well-separated clusters
 (tests/test_quantized.py). faiss runs on the CPU whatever the harness's device: plain pq at
 20x on SmolLM2 fits in 19 s (run 20261206-103243-heldout-sweep), where the torch k-means it
-replaced took 308 s at 10x (run 20261206-062626-smoke).
+replaced took 308 s at 10x (run 20261206-062626-smoke). faiss's other quantizers are not
+offered, for their bytes: OPQ's learned rotation is d x d stored numbers (12% of the bytes at
+20x on SmolLM2 in fp16, 23% at 40x), and residual or additive quantizers (RQ, LSQ) use
+full-width codebooks (2**bits x d numbers per stage), whose cost a 49k-262k row table cannot
+amortize at 20-80x; the residual tiers above are a product residual quantizer confined to
+the frequent tokens.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
@@ -45,6 +55,7 @@ from torch import nn
 from tqdm import tqdm
 
 from see.methods.base import (
+    KEYED_WHEN_SET,
     CompressedEmbedding,
     FitContext,
     UnreachableCR,
@@ -166,7 +177,10 @@ class PQOptions:
     sampling: str = "freq"
     freq_weight: float = 1.0
     residual_share: float = 0.5
-    residual_tiers: int = 1
+    # more tiers (the same frequent tokens, more stages) lost at 20x, 40x and 80x in domain
+    # and out of it (heldout-sweep run 20261206-162503): the residual tier's reach, not its
+    # depth, keeps quality
+    residual_tiers: int = field(default=1, metadata={KEYED_WHEN_SET: True})
     residual_subvectors: int = 0
     counts: str = "wikitext"
     # the codebooks' stored dtype: float16 halves their bytes (fp32 ones take 21-42% of the
