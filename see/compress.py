@@ -3,9 +3,10 @@
 The grid, the benchmark (through the grid's build_model) and the `see` lm-eval model type all
 compress through `compress`, so the same spec and seed give the same table everywhere. Options
 become the method's options dataclass (validated); the harness gives the fit a FitContext: the
-seed, the tokenizer, the data directory, WikiText-2 *validation* token counts (computed only if
-the fit asks) and, for trained methods, a checkpoint scorer (token perplexity on
-`selection_tokens` validation tokens).
+seed, the tokenizer, the data directory, WikiText-2 *validation* token counts and the
+embedding dimensions' Fisher on validation text (each computed only if the fit asks) and,
+for trained methods, a checkpoint scorer (token perplexity on `selection_tokens` validation
+tokens).
 """
 
 from __future__ import annotations
@@ -45,6 +46,33 @@ def validation_token_counts(tok, vocab: int, data_dir: str | None) -> torch.Tens
     from see.evaluation.validation import validation_ids
 
     return torch.bincount(validation_ids(tok, None, data_dir), minlength=vocab)[:vocab]
+
+
+FISHER_TOKENS = 8192  # validation tokens whose gradients weigh the embedding's dimensions
+
+
+def input_fisher(model, ids: torch.Tensor, window: int = 512) -> torch.Tensor:
+    """Per embedding dimension, the summed squared gradient of the LM loss with respect to the
+    input embeddings over `ids` (non-overlapping windows): the diagonal Fisher of the input,
+    how much an error in that dimension costs the model. float64, length d."""
+    embed = model.get_input_embeddings()
+    device = embed.weight.device
+    fisher = torch.zeros(embed.weight.shape[1], dtype=torch.float64)
+    for chunk in ids.split(window):
+        if len(chunk) < 2:
+            continue
+        chunk = chunk[None].to(device)
+        inputs = embed(chunk).detach().requires_grad_(True)
+        loss = model(inputs_embeds=inputs, labels=chunk).loss.float()
+        (grad,) = torch.autograd.grad(loss * (chunk.shape[1] - 1), inputs)
+        fisher += grad[0].double().pow(2).sum(0).cpu()
+    return fisher
+
+
+def validation_fisher(model, tok, data_dir: str | None) -> torch.Tensor:
+    from see.evaluation.validation import validation_ids
+
+    return input_fisher(model, validation_ids(tok, FISHER_TOKENS, data_dir))
 
 
 def resolved_options(method: str, options: dict) -> dict:
@@ -101,5 +129,6 @@ def compress(
         data_dir=data_dir,
         checkpoint_score=score,
         count_tokens=lambda: validation_token_counts(tok, len(table), data_dir),
+        input_fisher=lambda: validation_fisher(model, tok, data_dir),
     )
     return cls.compress_table(table, float(target_cr), typed, ctx).to(dtype)

@@ -241,3 +241,45 @@ def test_heldout_sweep_scores_text_its_counts_never_saw(smollm):
     assert torch.equal(counted, valid[: len(valid) // 2])
     assert torch.equal(texts["wikitext_valid_b"], valid[len(valid) // 2 :][:256])
     assert set(texts) == set(TEXTS) and all(len(ids) == 256 for ids in texts.values())
+
+
+def test_fisher_dimension_weights_move_pq_error_to_the_dimensions_the_model_minds_least():
+    table, counts = zipf_table()
+    fisher = torch.ones(table.shape[1], dtype=torch.float64)
+    fisher[:8] = 100.0  # the model minds errors in the first 8 dimensions 100x more
+    options = {"bits": 6, "iters": 4, "token_counts": counts}
+    plain = get_method("pq").from_table(table, 8, **options)
+    weighted = get_method("pq").from_table(
+        table, 8, dim_weight="fisher", dim_fisher=fisher, **options
+    )
+    assert weighted.num_bytes() == plain.num_bytes()  # the scale is not stored
+
+    def error(module, dims):
+        return (module.materialize()[:, dims] - table[:, dims]).pow(2).mean().item()
+
+    assert error(weighted, slice(0, 8)) < 0.9 * error(plain, slice(0, 8))
+    assert error(weighted, slice(8, None)) > error(plain, slice(8, None))
+    ids = torch.randint(0, table.shape[0], (4, 7))
+    torch.testing.assert_close(weighted(ids), weighted.materialize()[ids])
+
+
+def test_fisher_dimension_weights_need_the_fisher_and_a_known_name():
+    table, counts = zipf_table()
+    with pytest.raises(ValueError, match="dim_weight='fisher' needs the input Fisher"):
+        get_method("pq").from_table(table, 8, dim_weight="fisher", token_counts=counts)
+    with pytest.raises(ValueError, match=r"dim_weight='hessian'; allowed: \('none', 'fisher'\)"):
+        get_method("pq").make_options({"dim_weight": "hessian"})
+
+
+def test_input_fisher_of_the_real_model_is_positive_per_dimension_and_uneven(smollm):
+    from see.compress import input_fisher
+
+    model, tok = smollm
+    ids = tok("The quick brown fox jumps over the lazy dog. " * 20, return_tensors="pt").input_ids[
+        0
+    ]
+    fisher = input_fisher(model, ids, window=64)
+    assert fisher.shape == (model.config.hidden_size,) and bool((fisher > 0).all())
+    assert fisher.max() > 5 * fisher.median()  # some dimensions matter far more
+    assert all(p.grad is None for p in model.parameters())  # the model is left untouched
+    torch.testing.assert_close(input_fisher(model, ids, window=64), fisher)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -57,6 +58,7 @@ def held_out_texts(tok, tokens: int, root: str | None) -> tuple[torch.Tensor, di
 
 def sweep(args) -> Iterator[dict]:
     """Yields each row as soon as it is measured (the caller appends it at once)."""
+    from see.compress import FISHER_TOKENS, input_fisher
     from see.evaluation.validation import token_perplexity
     from see.methods import get_method
     from see.methods.base import FitContext, UnreachableCR
@@ -78,11 +80,15 @@ def sweep(args) -> Iterator[dict]:
         with swap:
             return {n: token_perplexity(model, ids) for n, ids in texts.items()}
 
+    # the dimensions' Fisher on the counts' text (the grid: the first FISHER_TOKENS of validation)
+    fisher = functools.cache(lambda: input_fisher(model, counts_ids[:FISHER_TOKENS]))
     base = score()
     cls = get_method(args.method)
     for ratio in args.ratios:
         for options in map(json.loads, args.options):
-            ctx = FitContext(seed=0, tokenizer=tok, count_tokens=lambda: counts)
+            ctx = FitContext(
+                seed=0, tokenizer=tok, count_tokens=lambda: counts, input_fisher=fisher
+            )
             start = time.perf_counter()
             typed = cls.make_options(options)
             try:

@@ -79,8 +79,9 @@ class NoOptions:
 @dataclass
 class FitContext:
     """What the harness, not a config, gives a method's fit: the cell's seed, the tokenizer,
-    the data folder, a device, a checkpoint scorer (candidate -> lower is better) and the
-    WikiText-2 validation token counts, computed on first use (most fits never ask)."""
+    the data folder, a device, a checkpoint scorer (candidate -> lower is better), the
+    WikiText-2 validation token counts and the embedding dimensions' Fisher, each computed on
+    first use (most fits never ask)."""
 
     seed: int = 0
     tokenizer: Any = None
@@ -88,7 +89,9 @@ class FitContext:
     device: str | None = None
     checkpoint_score: Callable[[CompressedEmbedding], float] | None = None
     count_tokens: Callable[[], torch.Tensor] | None = None
+    input_fisher: Callable[[], torch.Tensor] | None = None
     _counts: torch.Tensor | None = field(default=None, repr=False)
+    _fisher: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def token_counts(self) -> torch.Tensor | None:
@@ -96,8 +99,15 @@ class FitContext:
             self._counts = self.count_tokens()
         return self._counts
 
+    @property
+    def dim_fisher(self) -> torch.Tensor | None:
+        """Per embedding dimension, the model's loss sensitivity (see.compress.input_fisher)."""
+        if self._fisher is None and self.input_fisher is not None:
+            self._fisher = self.input_fisher()
+        return self._fisher
 
-CONTEXT_KEYWORDS = {f.name for f in dataclasses.fields(FitContext)} - {"_counts"}
+
+CONTEXT_KEYWORDS = {f.name for f in dataclasses.fields(FitContext)} - {"_counts", "_fisher"}
 
 
 class CompressedEmbedding(nn.Module):
@@ -161,12 +171,15 @@ class CompressedEmbedding(nn.Module):
     def from_table(
         cls, table: torch.Tensor, target_cr: float = 1.0, **keywords
     ) -> CompressedEmbedding:
-        """Scripts' shortcut: options and FitContext fields as keywords (`token_counts` may
-        be a tensor), e.g. `from_table(table, 10, steps=50, seed=1)`."""
+        """Scripts' shortcut: options and FitContext fields as keywords (`token_counts` and
+        `dim_fisher` may be tensors), e.g. `from_table(table, 10, steps=50, seed=1)`."""
         context = {k: keywords.pop(k) for k in list(keywords) if k in CONTEXT_KEYWORDS}
         counts = keywords.pop("token_counts", None)
         if counts is not None:
             context["count_tokens"] = lambda: counts
+        fisher = keywords.pop("dim_fisher", None)
+        if fisher is not None:
+            context["input_fisher"] = lambda: fisher
         ctx = FitContext(**context)
         return cls.compress_table(table, target_cr, cls.make_options(keywords), ctx)
 

@@ -80,6 +80,20 @@ def packs(bits: int) -> bool:
 
 
 CODEBOOK_DTYPES = {"float32": 4, "float16": 2}  # bytes per stored codebook number
+DIM_WEIGHTS = ("none", "fisher")
+
+
+def dimension_scale(options: PQOptions, ctx: FitContext, dim: int) -> torch.Tensor | None:
+    """`dim_weight = "fisher"`: sqrt(Fisher / its mean) per dimension (None: unweighted)."""
+    if options.dim_weight == "none":
+        return None
+    fisher = ctx.dim_fisher
+    if fisher is None or fisher.shape != (dim,):
+        raise ValueError(
+            f"pq dim_weight='fisher' needs the input Fisher of the model's {dim} dimensions "
+            f"(FitContext.input_fisher), got {None if fisher is None else tuple(fisher.shape)}"
+        )
+    return (fisher / fisher.mean()).clamp_min(1e-12).sqrt().float()
 
 
 def pq_bytes(rows: int, dim: int, m: int, bits: int, value_bytes: int = 4) -> int:
@@ -181,6 +195,11 @@ class PQOptions:
     # and out of it (heldout-sweep run 20261206-162503): the residual tier's reach, not its
     # depth, keeps quality
     residual_tiers: int = field(default=1, metadata={KEYED_WHEN_SET: True})
+    # `fisher`: k-means in a space where each dimension is scaled by the square root of its
+    # Fisher (the model's loss sensitivity, see.compress.input_fisher), so the quantization
+    # error lands where the model minds it least; the codebooks are scaled back, nothing more
+    # is stored
+    dim_weight: str = field(default="none", metadata={KEYED_WHEN_SET: True})
     residual_subvectors: int = 0
     counts: str = "wikitext"
     # the codebooks' stored dtype: float16 halves their bytes (fp32 ones take 21-42% of the
@@ -208,6 +227,8 @@ class PQOptions:
                 "residual stage)"
             )
         check_counts_source("pq", self.counts)
+        if self.dim_weight not in DIM_WEIGHTS:
+            raise ValueError(f"pq dim_weight={self.dim_weight!r}; allowed: {DIM_WEIGHTS}")
         if self.codebook_dtype not in CODEBOOK_DTYPES:
             raise ValueError(
                 f"pq codebook_dtype={self.codebook_dtype!r}; allowed: {tuple(CODEBOOK_DTYPES)}"
@@ -238,6 +259,12 @@ def residual_tokens(remainder: float, dim: int, m: int, bits: int, value_bytes: 
     """How many tokens a residual stage of m sub-vectors affords in `remainder` bytes."""
     per_token = pq_bytes(1, dim, m, bits) - pq_bytes(0, dim, m, bits) + ID_BYTES
     return int((remainder - pq_bytes(0, dim, m, bits, value_bytes)) // per_token)
+
+
+def scaled_back(codebooks: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Codebooks (m, k, d/m) fitted on table * scale, as codebooks of the table itself."""
+    m, _, sub = codebooks.shape
+    return codebooks / scale.view(m, 1, sub)
 
 
 def as_stored(codebooks: torch.Tensor, codebook_dtype: str) -> torch.Tensor:
@@ -305,10 +332,12 @@ class PQEmbedding(CompressedEmbedding):
     def fit(
         cls, table: torch.Tensor, target_cr: float, options: PQOptions, ctx: FitContext
     ) -> PQEmbedding:
-        table = check_table(table).float()
-        vocab, dim = table.shape
+        original = check_table(table).float()
+        vocab, dim = original.shape
         check_target_cr(target_cr)
         budget = vocab * dim * 4 / target_cr
+        scale = dimension_scale(options, ctx, dim)  # fit where errors cost what the model minds
+        table = original if scale is None else original * scale
         subvectors, share = options.subvectors, options.residual_share
         stages = options.residual_tiers if share else 0
         value_bytes = CODEBOOK_DTYPES[options.codebook_dtype]
@@ -360,12 +389,17 @@ class PQEmbedding(CompressedEmbedding):
             suffix = "" if tier == 1 else str(tier)
             report |= {f"pq_residual{suffix}_subvectors": m_tier}
             report |= {f"pq_residual{suffix}_tokens": tokens}
+        if scale is not None:  # the codebooks back in the table's own space
+            codebooks = scaled_back(codebooks, scale)
+            tiers = {
+                n: scaled_back(t, scale) if n.endswith("codebooks") else t for n, t in tiers.items()
+            }
         module = cls(store_codes(codes, bits), codebooks, options.codebook_dtype, **tiers)
         if module.byte_cr < target_cr - 1e-9:
             raise UnreachableCR(
                 f"pq with m={m}: byte ratio {module.byte_cr:.3g} < target {target_cr:g}"
             )
-        module.fit_report = {**module.reconstruction_report(table), **report}
+        module.fit_report = {**module.reconstruction_report(original), **report}
         return module
 
     def init_kwargs(self) -> dict:
