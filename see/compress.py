@@ -48,8 +48,9 @@ def validation_token_counts(tok, vocab: int, data_dir: str | None) -> torch.Tens
     return torch.bincount(validation_ids(tok, None, data_dir), minlength=vocab)[:vocab]
 
 
-FISHER_TOKENS = 2048  # validation tokens whose gradients weigh the dimensions (from 2,048 to
-# 8,192 tokens the scales move by a median 4%; 8,192 would cost minutes per fit on the 1.5B model)
+# validation tokens whose gradients weigh the dimensions: d numbers settle on a few thousand
+# tokens, and each token costs a forward and a backward of the whole model
+FISHER_TOKENS = 2048
 
 
 def input_fisher(model, ids: torch.Tensor, window: int = 512) -> torch.Tensor:
