@@ -13,6 +13,8 @@ from see.methods.frequency import token_order_counts
 from see.methods.groupreduce import allocate_ranks
 from see.methods.pq import ID_BYTES, frequent_tokens, pq_bytes
 
+FLAT = {"dim_weight": "none"}  # a table without a model: every dimension alike
+
 
 def zipf_table(vocab: int = 3000, dim: int = 48, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
@@ -30,7 +32,7 @@ def weighted_error(module, table: torch.Tensor, counts: torch.Tensor) -> float:
 def test_residual_tier_covers_the_most_frequent_tokens_and_its_bytes_add_up():
     table, counts = zipf_table()
     pq = get_method("pq").from_table(
-        table, 6, residual_share=0.4, subvectors=0, iters=4, token_counts=counts, bits=6
+        table, 6, residual_share=0.4, subvectors=0, iters=4, token_counts=counts, bits=6, **FLAT
     )
     vocab, dim = table.shape
     k = len(pq.residual_ids)
@@ -54,7 +56,7 @@ def test_residual_tier_covers_the_most_frequent_tokens_and_its_bytes_add_up():
 
 def test_residual_tiers_nest_by_frequency_and_their_bytes_add_up():
     table, counts = zipf_table()
-    options = {"residual_share": 0.6, "bits": 6, "iters": 4, "token_counts": counts}
+    options = {"residual_share": 0.6, "bits": 6, "iters": 4, "token_counts": counts, **FLAT}
     three = get_method("pq").from_table(table, 10, residual_tiers=3, **options)
     vocab, dim = table.shape
     report, stored = three.fit_report, pq_bytes(vocab, dim, three.fit_report["pq_subvectors"], 6, 2)
@@ -84,7 +86,7 @@ def test_bad_residual_tiers_name_the_option(tiers):
 
 def test_frequency_weighted_kmeans_lowers_the_weighted_error():
     table, counts = zipf_table()
-    plain = {"iters": 8, "residual_share": 0.0, "bits": 8}
+    plain = {"iters": 8, "residual_share": 0.0, "bits": 8, **FLAT}
     uniform = get_method("pq").from_table(table, 8, freq_weight=0.0, **plain)
     weighted = get_method("pq").from_table(table, 8, token_counts=counts, **plain)  # default 1.0
     assert weighted_error(weighted, table, counts) < 0.9 * weighted_error(uniform, table, counts)
@@ -114,11 +116,11 @@ def test_a_residual_stage_the_budget_cannot_afford_is_unreachable():
     table, counts = zipf_table()  # 256 x 48 fp32 codebooks: a 49 KB stage of a 96 KB budget
     with pytest.raises(UnreachableCR, match="affords 0 tokens at byte ratio 6"):
         get_method("pq").from_table(
-            table, 6, residual_share=0.2, iters=2, bits=8, token_counts=counts
+            table, 6, residual_share=0.2, iters=2, bits=8, token_counts=counts, **FLAT
         )
     with pytest.raises(ValueError, match="residual_subvectors=5 must divide d=48"):
         get_method("pq").from_table(
-            table, 2, residual_share=0.2, residual_subvectors=5, token_counts=counts
+            table, 2, residual_share=0.2, residual_subvectors=5, token_counts=counts, **FLAT
         )
 
 
@@ -170,8 +172,8 @@ def test_saved_groupreduce_and_residual_pq_reload(tmp_path):
     table, counts = zipf_table()
     for name, options in [
         ("groupreduce", {"groups": 3}),
-        ("pq", {"residual_share": 0.3, "bits": 6, "iters": 2}),
-        ("pq", {"residual_share": 0.5, "residual_tiers": 2, "bits": 6, "iters": 2}),
+        ("pq", {"residual_share": 0.3, "bits": 6, "iters": 2, **FLAT}),
+        ("pq", {"residual_share": 0.5, "residual_tiers": 2, "bits": 6, "iters": 2, **FLAT}),
     ]:
         module = get_method(name).from_table(table, 6, token_counts=counts, **options)
         save_file(module.state_dict(), tmp_path / f"{name}.safetensors")
@@ -189,7 +191,7 @@ def test_float16_codebooks_are_stored_counted_and_computed_as_float16(tmp_path):
     from safetensors.torch import load_file, save_file
 
     table, counts = zipf_table()
-    options = {"residual_share": 0.4, "bits": 6, "iters": 2, "token_counts": counts}
+    options = {"residual_share": 0.4, "bits": 6, "iters": 2, "token_counts": counts, **FLAT}
     full = get_method("pq").from_table(table, 6, codebook_dtype="float32", **options)
     half = get_method("pq").from_table(table, 6, **options)  # the default
     state = half.state_dict()
@@ -248,7 +250,7 @@ def test_fisher_dimension_weights_move_pq_error_to_the_dimensions_the_model_mind
     fisher = torch.ones(table.shape[1], dtype=torch.float64)
     fisher[:8] = 100.0  # the model minds errors in the first 8 dimensions 100x more
     options = {"bits": 6, "iters": 4, "token_counts": counts}
-    plain = get_method("pq").from_table(table, 8, **options)
+    plain = get_method("pq").from_table(table, 8, **FLAT, **options)
     weighted = get_method("pq").from_table(
         table, 8, dim_weight="fisher", dim_fisher=fisher, **options
     )
@@ -267,7 +269,7 @@ def test_fisher_dimension_weights_need_the_fisher_and_a_known_name():
     table, counts = zipf_table()
     with pytest.raises(ValueError, match="dim_weight='fisher' needs the input Fisher"):
         get_method("pq").from_table(table, 8, dim_weight="fisher", token_counts=counts)
-    with pytest.raises(ValueError, match=r"dim_weight='hessian'; allowed: \('none', 'fisher'\)"):
+    with pytest.raises(ValueError, match=r"dim_weight='hessian'; allowed: \('auto', 'none', 'f"):
         get_method("pq").make_options({"dim_weight": "hessian"})
 
 
@@ -283,3 +285,16 @@ def test_input_fisher_of_the_real_model_is_positive_per_dimension_and_uneven(smo
     assert fisher.max() > 5 * fisher.median()  # some dimensions matter far more
     assert all(p.grad is None for p in model.parameters())  # the model is left untouched
     torch.testing.assert_close(input_fisher(model, ids, window=64), fisher)
+
+
+def test_auto_dimension_weights_are_fisher_up_to_40x_and_none_beyond():
+    from see.methods.base import FitContext
+    from see.methods.pq import dimension_scale
+
+    options = get_method("pq").make_options({})  # dim_weight "auto", the default
+    fisher = torch.tensor([1.0, 4.0, 1.0, 2.0], dtype=torch.float64)
+    ctx = FitContext(input_fisher=lambda: fisher)
+    torch.testing.assert_close(dimension_scale(options, ctx, 4, 40.0), (fisher / 2).sqrt().float())
+    assert dimension_scale(options, FitContext(), 4, 80.0) is None  # no Fisher asked for
+    with pytest.raises(ValueError, match="needs the input Fisher"):
+        dimension_scale(options, FitContext(), 4, 20.0)

@@ -376,7 +376,12 @@ def test_bf16_healing_casts_the_frozen_linears_once_with_the_same_numbers(stage,
 
 def test_healing_trains_a_quantizers_codebooks_and_keeps_its_bytes(fresh_smollm):
     healer, model = healer_for(
-        fresh_smollm, "pq", 20, {"token_counts": torch.ones(49152)}, stage1_steps=0, stage2_steps=2
+        fresh_smollm,
+        "pq",
+        20,
+        {"token_counts": torch.ones(49152), "dim_weight": "none"},
+        stage1_steps=0,
+        stage2_steps=2,
     )
     compressed = model.get_input_embeddings().compressed
     before = compressed.codebooks.detach().clone()

@@ -9,7 +9,12 @@ from see.methods.base import UnreachableCR
 from see.methods.quantized import pack_int4, unpack_int4
 
 # plain product quantization: no frequency weights, no residual stage (those need token counts)
-PLAIN = {"freq_weight": 0.0, "residual_share": 0.0, "codebook_dtype": "float32"}
+PLAIN = {
+    "freq_weight": 0.0,
+    "residual_share": 0.0,
+    "codebook_dtype": "float32",
+    "dim_weight": "none",
+}
 
 
 def test_int4_packs_two_values_per_byte_and_round_trips_representable_values():
@@ -86,8 +91,17 @@ def test_impossible_targets_are_unreachable_with_the_reason():
     "method, ratio, options",
     [
         ("int4", 6, {}),
-        # the default: weighted k-means and a residual stage for the frequent tokens
-        ("pq", 20, {"iters": 2, "token_counts": torch.arange(49152).flip(0)}),
+        # the default: weighted k-means, a residual stage for the frequent tokens, Fisher-weighted
+        # dimensions (codebooks scaled back before they are saved)
+        (
+            "pq",
+            20,
+            {
+                "iters": 2,
+                "token_counts": torch.arange(49152).flip(0),
+                "dim_fisher": torch.linspace(0.5, 2.0, 576, dtype=torch.float64),
+            },
+        ),
         ("pq", 40, {"iters": 2, "bits": 4, **PLAIN}),
         ("svd", 10, {"codes_dtype": "int8"}),
         ("word2ketxs", 20, {"steps": 2, "sampling": "uniform", "row_order": "pca"}),

@@ -27,9 +27,13 @@ most of any text.
   fewer than one tier would). Tier t's ids, codes and codebooks are stored as
   `residual{t}_*` (tier 1: `residual_*`) and counted. Measured worse than one tier at 20-80x.
 - `counts`: `wikitext` (validation counts) or `token_order` (frequency.py, no corpus needed).
+- `dim_weight`: `fisher` weighs each embedding dimension by the model's loss sensitivity to
+  it (the squared input gradient on validation text): k-means runs on the table scaled by
+  sqrt(Fisher), the codebooks are scaled back; `none` treats dimensions alike; `auto`
+  (default) is `fisher` up to 40x and `none` beyond.
 Defaults, chosen on held-out text (docs/methods.md, RESULTS.md): `freq_weight` 1.0,
 `residual_share` 0.5, `bits` 0 (auto: 256 centroids unless the codebooks take too much),
-`codebook_dtype` float16.
+`codebook_dtype` float16, `dim_weight` auto.
 
 k-means is faiss's (`faiss.Kmeans`, one per sub-space, k-means++ seeding, on every row: a
 sample would drop frequent rows and their weight); codes are each sub-vector's nearest
@@ -80,12 +84,18 @@ def packs(bits: int) -> bool:
 
 
 CODEBOOK_DTYPES = {"float32": 4, "float16": 2}  # bytes per stored codebook number
-DIM_WEIGHTS = ("none", "fisher")
+DIM_WEIGHTS = ("auto", "none", "fisher")
+FISHER_UP_TO = 40.0  # `dim_weight = "auto"`: Fisher-weighted dimensions up to this byte ratio
 
 
-def dimension_scale(options: PQOptions, ctx: FitContext, dim: int) -> torch.Tensor | None:
-    """`dim_weight = "fisher"`: sqrt(Fisher / its mean) per dimension (None: unweighted)."""
-    if options.dim_weight == "none":
+def dimension_scale(
+    options: PQOptions, ctx: FitContext, dim: int, target_cr: float
+) -> torch.Tensor | None:
+    """Fisher-weighted dimensions: sqrt(Fisher / its mean) per dimension (None: unweighted)."""
+    weight = options.dim_weight
+    if weight == "auto":
+        weight = "fisher" if target_cr <= FISHER_UP_TO else "none"
+    if weight == "none":
         return None
     fisher = ctx.dim_fisher
     if fisher is None or fisher.shape != (dim,):
@@ -198,8 +208,10 @@ class PQOptions:
     # `fisher`: k-means in a space where each dimension is scaled by the square root of its
     # Fisher (the model's loss sensitivity, see.compress.input_fisher), so the quantization
     # error lands where the model minds it least; the codebooks are scaled back, nothing more
-    # is stored
-    dim_weight: str = field(default="none", metadata={KEYED_WHEN_SET: True})
+    # is stored. `auto`: fisher up to FISHER_UP_TO, none beyond (heldout-sweep run
+    # 20261206-171154: fisher won at 20x and 40x in domain and out; at 80x it won in domain
+    # and lost out of domain)
+    dim_weight: str = "auto"
     residual_subvectors: int = 0
     counts: str = "wikitext"
     # the codebooks' stored dtype: float16 halves their bytes (fp32 ones take 21-42% of the
@@ -336,7 +348,9 @@ class PQEmbedding(CompressedEmbedding):
         vocab, dim = original.shape
         check_target_cr(target_cr)
         budget = vocab * dim * 4 / target_cr
-        scale = dimension_scale(options, ctx, dim)  # fit where errors cost what the model minds
+        scale = dimension_scale(
+            options, ctx, dim, target_cr
+        )  # fit where errors cost what the model minds
         table = original if scale is None else original * scale
         subvectors, share = options.subvectors, options.residual_share
         stages = options.residual_tiers if share else 0

@@ -62,13 +62,14 @@ DEFAULTS_CHANGED = {
     "see_morph": ("20261201-222235", "n=0"),
     "word2ketxs": ("20261201-154100", "sampling=freq"),
     # frequency-weighted k-means with a residual stage for the frequent tokens (issue 40),
-    # then float16 codebooks (heldout-sweep run 20261206-132558)
-    "pq": ("20261206-134500", "codebook_dtype=float16"),
+    # float16 codebooks (heldout-sweep run 20261206-132558), then Fisher-weighted dimensions
+    # (heldout-sweep run 20261206-171154)
+    "pq": ("20261206-173000", "dim_weight=auto"),
 }
 # A row whose resolved options (`method_config`) hold this text was fitted with the current
 # defaults whatever its run's date: a run started before a change and resumed after it
 # measures the new defaults under new cell keys.
-CURRENT_CONFIG = {"pq": '"codebook_dtype": "float16"'}
+CURRENT_CONFIG = {"pq": '"dim_weight": "auto"'}
 # Runs from before a default change whose rows spelling an option out are what the current
 # default runs, per CR where it differs ({cr: options}); a method's other rows there are not
 # its defaults. SEE's order is now chosen by the budget (n = 0: order 2 where its rank reaches
