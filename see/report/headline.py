@@ -64,7 +64,7 @@ DEFAULTS_CHANGED = {
     # frequency-weighted k-means with a residual stage for the frequent tokens (issue 40),
     # float16 codebooks (heldout-sweep run 20261206-132558), then Fisher-weighted dimensions
     # (heldout-sweep run 20261206-171154)
-    "pq": ("20261206-173000", "dim_weight=auto"),
+    "pq": ("20261206-172900", "dim_weight=auto"),
 }
 # A row whose resolved options (`method_config`) hold this text was fitted with the current
 # defaults whatever its run's date: a run started before a change and resumed after it
