@@ -64,9 +64,10 @@ def input_fisher(model, ids: torch.Tensor, window: int = 512) -> torch.Tensor:
         if len(chunk) < 2:
             continue
         chunk = chunk[None].to(device)
-        inputs = embed(chunk).detach().requires_grad_(True)
-        loss = model(inputs_embeds=inputs, labels=chunk).loss.float()
-        (grad,) = torch.autograd.grad(loss * (chunk.shape[1] - 1), inputs)
+        with torch.enable_grad():  # a caller's no_grad must not silence the gradients
+            inputs = embed(chunk).detach().requires_grad_(True)
+            loss = model(inputs_embeds=inputs, labels=chunk).loss.float()
+            (grad,) = torch.autograd.grad(loss * (chunk.shape[1] - 1), inputs)
         fisher += grad[0].double().pow(2).sum(0).cpu()
     return fisher
 
