@@ -167,8 +167,9 @@ def test_an_untied_head_stays_dense_under_every_method(smollm):
         options = {k: v for k, v in cheap.items() if k in allowed}
         ratio = 1.0 if name == "baseline" else cls.fixed_ratio(cls.make_options(options)) or 2.0
         counts = torch.arange(2000).flip(0)  # frequency-aware methods (pq, groupreduce) need some
+        fisher = torch.ones(64, dtype=torch.float64)  # pq's Fisher-weighted dimensions too
         module = get_method(name).from_table(
-            table, ratio, tokenizer=tok, token_counts=counts, **options
+            table, ratio, tokenizer=tok, token_counts=counts, dim_fisher=fisher, **options
         )
         compress_model(model, module, "shared")
         assert head_in_use(model, "shared") == "dense (untied)", name
