@@ -330,7 +330,7 @@ class PQEmbedding(CompressedEmbedding):
             self.register_buffer(ids, tiers.pop(ids))
             self.register_buffer(tier_codes, tiers.pop(tier_codes))
             setattr(self, tier_codebooks, nn.Parameter(tiers.pop(tier_codebooks).float()))
-        if any(v is not None for v in tiers.values()):
+        if tiers:
             raise TypeError(f"pq: unexpected arguments {sorted(tiers)}")
         if codebook_dtype == "float16":  # saved (and counted) in the dtype they are used in
             self.register_state_dict_post_hook(codebooks_in_float16)
@@ -348,9 +348,8 @@ class PQEmbedding(CompressedEmbedding):
         vocab, dim = original.shape
         check_target_cr(target_cr)
         budget = vocab * dim * 4 / target_cr
-        scale = dimension_scale(
-            options, ctx, dim, target_cr
-        )  # fit where errors cost what the model minds
+        # fitted where an error costs what the model minds (None: every dimension alike)
+        scale = dimension_scale(options, ctx, dim, target_cr)
         table = original if scale is None else original * scale
         subvectors, share = options.subvectors, options.residual_share
         stages = options.residual_tiers if share else 0
