@@ -137,7 +137,7 @@ def test_groupreduce_meets_the_byte_target_and_favours_frequent_tokens():
     torch.testing.assert_close(module(ids), module.materialize()[ids])
     errors = module.fit_report["groupreduce_weighted_error"]
     assert min(errors) <= errors[0]  # refinement never keeps a worse grouping
-    svd = get_method("svd").from_table(table, 8)
+    svd = get_method("svd").from_table(table, 8, dim_weight="none")
     assert weighted_error(module, table, counts) < weighted_error(svd, table, counts)
 
 
@@ -245,15 +245,25 @@ def test_heldout_sweep_scores_text_its_counts_never_saw(smollm):
     assert set(texts) == set(TEXTS) and all(len(ids) == 256 for ids in texts.values())
 
 
-def test_fisher_dimension_weights_move_pq_error_to_the_dimensions_the_model_minds_least():
+DIM_WEIGHT_FITS = {  # every fitted method, each with a small fit
+    "pq": {"bits": 6, "iters": 4},
+    "svd": {},
+    "svd_finetuned": {"finetune": True, "steps": 60, "batch_tokens": 512, "lr": 1e-2},
+    "groupreduce": {"groups": 4},
+    "autoencoder": {"epochs": 2},
+}
+
+
+@pytest.mark.parametrize("fit", DIM_WEIGHT_FITS)
+def test_fisher_dimension_weights_move_the_error_to_the_dimensions_the_model_minds_least(fit):
+    """The lever every fitted method is offered (dimweight.py), at equal bytes."""
     table, counts = zipf_table()
     fisher = torch.ones(table.shape[1], dtype=torch.float64)
     fisher[:8] = 100.0  # the model minds errors in the first 8 dimensions 100x more
-    options = {"bits": 6, "iters": 4, "token_counts": counts}
-    plain = get_method("pq").from_table(table, 8, **FLAT, **options)
-    weighted = get_method("pq").from_table(
-        table, 8, dim_weight="fisher", dim_fisher=fisher, **options
-    )
+    method = get_method(fit.removesuffix("_finetuned"))
+    options = {**DIM_WEIGHT_FITS[fit], "token_counts": counts}
+    plain = method.from_table(table, 8, **FLAT, **options)
+    weighted = method.from_table(table, 8, dim_weight="fisher", dim_fisher=fisher, **options)
     assert weighted.num_bytes() == plain.num_bytes()  # the scale is not stored
 
     def error(module, dims):
@@ -265,12 +275,38 @@ def test_fisher_dimension_weights_move_pq_error_to_the_dimensions_the_model_mind
     torch.testing.assert_close(weighted(ids), weighted.materialize()[ids])
 
 
+def test_kronecker_fits_hand_their_fisher_scale_to_the_row_fit(monkeypatch):
+    """SEE, see_morph and word2ketXS fit through KroneckerEmbedding.fit_to: the same row fit
+    as SVD's fine-tuning above (on a random table their fits keep their closed-form start,
+    so the plumbing is what is checked here)."""
+    import see.methods.kronecker as kronecker
+
+    seen = []
+
+    def fit_rows(module, *args, dim_scale, **keywords):
+        seen.append(dim_scale)
+        module.fit_report = {}
+        return module
+
+    monkeypatch.setattr(kronecker, "fit_rows", fit_rows)
+    table, _ = zipf_table()
+    fisher = torch.full((table.shape[1],), 2.0, dtype=torch.float64)
+    fisher[0] = 8.0
+    w2k = get_method("word2ketxs")
+    w2k.from_table(table, 8, dim_weight="fisher", dim_fisher=fisher, sampling="uniform")
+    w2k.from_table(table, 8, sampling="uniform")
+    expected = (fisher / fisher.mean()).sqrt().float()
+    torch.testing.assert_close(seen[0], expected)
+    assert seen[1] is None  # the default: dimensions alike
+
+
 def test_fisher_dimension_weights_need_the_fisher_and_a_known_name():
     table, counts = zipf_table()
     with pytest.raises(ValueError, match="dim_weight='fisher' needs the input Fisher"):
         get_method("pq").from_table(table, 8, dim_weight="fisher", token_counts=counts)
-    with pytest.raises(ValueError, match=r"dim_weight='hessian'; allowed: \('auto', 'none', 'f"):
-        get_method("pq").make_options({"dim_weight": "hessian"})
+    for method in ("pq", "svd", "see", "groupreduce", "autoencoder", "word2ketxs"):
+        with pytest.raises(ValueError, match=r"dim_weight='hessian'; allowed: \('auto', 'none'"):
+            get_method(method).make_options({"dim_weight": "hessian"})
 
 
 def test_input_fisher_of_the_real_model_is_positive_per_dimension_and_uneven(smollm):
@@ -290,12 +326,16 @@ def test_input_fisher_of_the_real_model_is_positive_per_dimension_and_uneven(smo
 
 def test_auto_dimension_weights_are_fisher_up_to_40x_and_none_beyond():
     from see.methods.base import FitContext
-    from see.methods.pq import dimension_scale
+    from see.methods.dimweight import dimension_scale
 
     options = get_method("pq").make_options({})  # dim_weight "auto", the default
     fisher = torch.tensor([1.0, 4.0, 1.0, 2.0], dtype=torch.float64)
     ctx = FitContext(input_fisher=lambda: fisher)
-    torch.testing.assert_close(dimension_scale(options, ctx, 4, 40.0), (fisher / 2).sqrt().float())
-    assert dimension_scale(options, FitContext(), 4, 80.0) is None  # no Fisher asked for
+    torch.testing.assert_close(
+        dimension_scale(options.dim_weight, ctx, 4, 40.0, "pq"), (fisher / 2).sqrt().float()
+    )
+    assert (
+        dimension_scale(options.dim_weight, FitContext(), 4, 80.0, "pq") is None
+    )  # no Fisher asked for
     with pytest.raises(ValueError, match="needs the input Fisher"):
-        dimension_scale(options, FitContext(), 4, 20.0)
+        dimension_scale(options.dim_weight, FitContext(), 4, 20.0, "pq")

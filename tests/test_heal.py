@@ -18,9 +18,12 @@ from see.models.surgery import input_table
 
 
 def healer_for(fresh_smollm, method="svd", cr=10, fit=None, **overrides):
+    """A healer for `method` fitted to the model's table alone (no Fisher: SVD's dimensions
+    are weighed alike here)."""
     model, tok = fresh_smollm
     teacher = (model.get_input_embeddings(), model.get_output_embeddings())
-    compressed = get_method(method).from_table(input_table(model).float(), cr, **(fit or {}))
+    fit = fit if fit is not None else {"dim_weight": "none"} if method == "svd" else {}
+    compressed = get_method(method).from_table(input_table(model).float(), cr, **fit)
     compress_model(model, compressed, "dense")
     for p in model.parameters():
         p.requires_grad_(False)
@@ -131,7 +134,9 @@ def test_cached_teacher_gives_the_live_losses_and_serves_every_method(
     healer.cache = TeacherCache(tmp_path / "grid", "smollm2-135m|test")
     healer.run("stage2")  # 4 steps: 4 teacher forwards, stored
     assert len(teacher_calls) == 4
-    other = get_method("svd").from_table(healer.teacher_input.weight.detach().float(), 20)
+    other = get_method("svd").from_table(
+        healer.teacher_input.weight.detach().float(), 20, dim_weight="none"
+    )
     model.get_input_embeddings().compressed = other  # another method, same model and batches
     again = Healer(
         model,
@@ -262,7 +267,11 @@ def tiny_compressed_llama(tied: bool = False):
     )
     model = LlamaForCausalLM(config).eval()
     teacher = (model.get_input_embeddings(), model.get_output_embeddings())
-    compress_model(model, get_method("svd").from_table(input_table(model).float(), 4), "dense")
+    compress_model(
+        model,
+        get_method("svd").from_table(input_table(model).float(), 4, dim_weight="none"),
+        "dense",
+    )
     for p in model.parameters():
         p.requires_grad_(False)
     return model, teacher

@@ -16,7 +16,7 @@ def test_svd_reconstructs_a_rank_k_matrix_exactly():
     vocab, dim, rank = 300, 40, 5
     table = torch.randn(vocab, rank) @ torch.randn(rank, dim)
     cr = vocab * dim / (rank * (vocab + dim))  # the CR whose rank is exactly `rank`
-    module = get_method("svd").from_table(table, cr)
+    module = get_method("svd").from_table(table, cr, dim_weight="none")
     assert module.left.shape == (vocab, rank)
     torch.testing.assert_close(module(torch.arange(vocab)), table, atol=1e-4, rtol=1e-4)
     assert module.fit_report["fit_mean_cos"] > 0.9999
@@ -24,7 +24,7 @@ def test_svd_reconstructs_a_rank_k_matrix_exactly():
 
 def test_svd_counts_params_and_cr_from_stored_tensors():
     table = torch.randn(1000, 64)
-    module = get_method("svd").from_table(table, 5)
+    module = get_method("svd").from_table(table, 5, dim_weight="none")
     stored = sum(p.numel() for p in module.parameters())
     assert module.num_params() == stored == svd_rank(1000, 64, 5) * (1000 + 64)
     assert module.reached_cr == pytest.approx(1000 * 64 / stored)
@@ -33,7 +33,7 @@ def test_svd_counts_params_and_cr_from_stored_tensors():
 
 
 def test_svd_head_logits_equal_materialised_table():
-    module = get_method("svd").from_table(torch.randn(200, 32), 4)
+    module = get_method("svd").from_table(torch.randn(200, 32), 4, dim_weight="none")
     hidden = torch.randn(3, 32)
     torch.testing.assert_close(module.head_logits(hidden), hidden @ module.materialize().T)
 
@@ -47,19 +47,19 @@ def test_registry_has_spine_methods_and_rejects_unknown():
 @pytest.mark.parametrize("cr", [1, 0.5, -3, float("inf")])
 def test_cr_at_most_one_or_infinite_is_rejected(cr):
     with pytest.raises(ValueError, match="must be a finite number > 1"):
-        get_method("svd").from_table(torch.randn(10, 4), cr)
+        get_method("svd").from_table(torch.randn(10, 4), cr, dim_weight="none")
 
 
 def test_cr_too_high_for_rank_one_is_rejected():
     with pytest.raises(ValueError, match="rank would be 0 < 1"):
-        get_method("svd").from_table(torch.randn(100, 8), 50)
+        get_method("svd").from_table(torch.randn(100, 8), 50, dim_weight="none")
 
 
 def test_non_finite_rows_are_rejected():
     table = torch.randn(10, 4)
     table[3, 1] = float("nan")
     with pytest.raises(ValueError, match="NaN/inf.*\\[3\\]"):
-        get_method("svd").from_table(table, 2)
+        get_method("svd").from_table(table, 2, dim_weight="none")
 
 
 def test_frequency_weighted_svd_fits_frequent_rows_better():
@@ -67,8 +67,10 @@ def test_frequency_weighted_svd_fits_frequent_rows_better():
     table = torch.randn(300, 40)
     counts = torch.zeros(300, dtype=torch.long)
     counts[:3] = 10_000  # three frequent tokens: rank 4 can hold them
-    plain = get_method("svd").from_table(table, 8)
-    weighted = get_method("svd").from_table(table, 8, freq_weight=1.0, token_counts=counts)
+    plain = get_method("svd").from_table(table, 8, dim_weight="none")
+    weighted = get_method("svd").from_table(
+        table, 8, freq_weight=1.0, token_counts=counts, dim_weight="none"
+    )
 
     def error(module):
         return (module.materialize()[:3] - table[:3]).norm().item()
@@ -76,7 +78,7 @@ def test_frequency_weighted_svd_fits_frequent_rows_better():
     assert error(weighted) < 0.5 * error(plain)
     assert weighted.num_params() == plain.num_params()
     with pytest.raises(ValueError, match="needs token_counts of length 300"):
-        get_method("svd").from_table(table, 8, sampling="mixed", freq_weight=0.5)
+        get_method("svd").from_table(table, 8, sampling="mixed", freq_weight=0.5, dim_weight="none")
 
 
 @pytest.mark.parametrize(

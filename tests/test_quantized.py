@@ -153,7 +153,7 @@ def test_int8_rows_error_is_within_half_a_step_per_entry():
 
 def test_bad_codes_dtype_is_named():
     with pytest.raises(ValueError, match="codes_dtype='int4'; allowed: \\('float32', 'int8'\\)"):
-        get_method("svd").from_table(torch.randn(100, 16), 4, codes_dtype="int4")
+        get_method("svd").from_table(torch.randn(100, 16), 4, codes_dtype="int4", dim_weight="none")
 
 
 def test_int8_and_int4_get_one_cell_at_their_own_ratio():
@@ -189,7 +189,7 @@ def test_shared_head_of_a_quantizer_never_holds_a_dense_table(method):
 
 
 def test_cached_shared_head_is_the_exception_not_the_rule():
-    svd = get_method("svd").from_table(torch.randn(500, 32), 4)
+    svd = get_method("svd").from_table(torch.randn(500, 32), 4, dim_weight="none")
     see_like = get_method("word2ketxs").from_table(
         torch.randn(500, 32), 4, steps=2, sampling="uniform"
     )

@@ -484,8 +484,8 @@ def test_headline_table_replaces_only_the_text_between_its_markers(tmp_path):
     rows = pd.DataFrame(
         [
             row("baseline", 1, 30.0),
-            row("svd", 10, 900.0),
-            row("svd", 10, 800.0, run="20260102-000000-frontier"),  # the newest run wins
+            row("groupreduce", 10, 900.0),
+            row("groupreduce", 10, 800.0, run="20260102-000000-frontier"),  # the newest run wins
             row("see", 10, 1.0, options="n=2"),  # an ablation: not a default
             row("see", 20, 2.0, run="20260103-000000-see-levers"),  # not a headline preset
         ]
@@ -495,7 +495,7 @@ def test_headline_table_replaces_only_the_text_between_its_markers(tmp_path):
     assert update_readme(readme, rows)
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith(f"{END}\noutro\n")
-    assert "old table" not in text and "| svd" in text and "Per byte budget" in text
+    assert "old table" not in text and "| groupreduce" in text and "Per byte budget" in text
     assert "800" in text and "900" not in text and "| see " not in text
     per_model = model_tables(rows)  # every method at every CR: the report's table
     assert "baseline 30" in per_model and "800" in per_model and "900" not in per_model
@@ -789,7 +789,7 @@ def test_headline_names_the_best_method_per_byte_budget_from_the_newest_frontier
 
     from see.report.headline import DEFAULTS_CHANGED, budget_summary
 
-    old, new = "20261202-000000-frontier", "20261203-000000-frontier"
+    old, new = "20261207-000000-frontier", "20261208-000000-frontier"
     rows = [
         byte_cell_row(old, "m", "baseline", 1.0, 1.0, "wikitext", 30.0),
         byte_cell_row(old, "m", "see", 10.0, 10.0, "wikitext", 40.0),  # older defaults

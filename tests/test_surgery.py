@@ -48,7 +48,7 @@ def test_svd_changes_logits_and_counts_bytes(fresh_smollm, sample_ids, policy):
     model, _ = fresh_smollm
     vocab, dim = input_table(model).shape
     before_logits, before = logits(model, sample_ids), count_bytes(model)
-    svd = get_method("svd").from_table(input_table(model).clone(), 10)
+    svd = get_method("svd").from_table(input_table(model).clone(), 10, dim_weight="none")
     rank = svd.left.shape[1]
     compress_model(model, svd, policy)
     after = count_bytes(model)
@@ -68,7 +68,7 @@ def test_svd_changes_logits_and_counts_bytes(fresh_smollm, sample_ids, policy):
 
 def test_shared_svd_head_is_exact_for_the_factorised_table(fresh_smollm, sample_ids):
     model, _ = fresh_smollm
-    svd = get_method("svd").from_table(input_table(model).clone(), 10)
+    svd = get_method("svd").from_table(input_table(model).clone(), 10, dim_weight="none")
     compress_model(model, svd, "shared")
     with torch.no_grad():
         hidden = model.model(sample_ids).last_hidden_state
@@ -82,7 +82,7 @@ def test_hflm_does_not_retie_a_compressed_model(fresh_smollm, policy):
 
     model, tok = fresh_smollm
     head_weight = model.get_output_embeddings().weight
-    svd = get_method("svd").from_table(input_table(model).clone(), 10)
+    svd = get_method("svd").from_table(input_table(model).clone(), 10, dim_weight="none")
     compress_model(model, svd, policy)
     HFLM(pretrained=model, tokenizer=tok, max_length=256, batch_size=1)  # calls tie_weights()
     assert model.get_input_embeddings().compressed is svd

@@ -15,8 +15,9 @@ Loss presets (`loss=`):
 
 Training: Adam lr 1e-3, StepLR(4 epochs, gamma 0.5), batch 32 rows, 20 epochs; with
 `sampling` freq or mixed an epoch draws V rows from the common row fit's distribution
-(rowfit.py: (count + 1) ** freq_weight, or its mixture with uniform), and `id_weight` > 0 adds
-its token-identification term: the same levers SEE gets. The state after
+(rowfit.py: (count + 1) ** freq_weight, or its mixture with uniform), `id_weight` > 0 adds
+its token-identification term, and `dim_weight` `fisher` computes the loss on rows whose
+dimensions are scaled by sqrt(Fisher) (dimweight.py): the same levers SEE gets. The state after
 each epoch is a candidate; the chosen one is the lowest `checkpoint_score(candidate)` (the
 harness passes "initial perplexity" on a WikiText validation slice, as the paper does), or,
 without a scorer, the highest mean cosine (the logged proxy). A tied head can reuse the codes:
@@ -31,19 +32,21 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from see.methods.base import (
+    KEYED_WHEN_SET,
     CompressedEmbedding,
     FitContext,
     UnreachableCR,
     check_table,
     check_target_cr,
 )
+from see.methods.dimweight import dimension_scale
 from see.methods.quantized import Int8Rows, check_codes_dtype, factor_rows
 from see.methods.registry import register
 from see.methods.rowfit import RowFit, identification_loss, row_probs
@@ -130,6 +133,8 @@ class AutoencoderOptions:
     id_temperature: float = 2.0
     id_negatives: int = 1024
     codes_dtype: str = "float32"
+    # the loss on rows with Fisher-weighted dimensions (dimweight.py)
+    dim_weight: str = field(default="none", metadata={KEYED_WHEN_SET: True})
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -155,6 +160,7 @@ class AutoencoderOptions:
             id_weight=self.id_weight,
             id_temperature=self.id_temperature,
             id_negatives=self.id_negatives,
+            dim_weight=self.dim_weight,
         )
 
 
@@ -211,11 +217,13 @@ class AutoencoderEmbedding(CompressedEmbedding):
         levers = o.levers()
         counts = ctx.token_counts if levers.needs_counts else None
         weights = row_probs(levers, counts, len(table))
+        dim_scale = dimension_scale(o.dim_weight, ctx, table.shape[1], target_cr, "autoencoder")
         device = ctx.device or ("cuda" if torch.cuda.is_available() else "cpu")
         generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         ae = _AutoEncoder(table.shape[1], k, o.nonlinear).to(device)
         rows = table.to(device)
+        scale = 1.0 if dim_scale is None else dim_scale.to(device)  # x * 1.0 is exact
         opt = torch.optim.Adam(ae.parameters(), lr=lr)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=o.step_epochs, gamma=o.gamma)
         history, best, best_score = [], None, math.inf
@@ -231,7 +239,7 @@ class AutoencoderEmbedding(CompressedEmbedding):
             for step, batch_ids in enumerate(bar):
                 x = rows[batch_ids]
                 x_hat = ae(x)
-                value = ae_loss(x_hat, x, loss, alpha)
+                value = ae_loss(x_hat * scale, x * scale, loss, alpha)
                 if id_weight > 0:
                     value = value + id_weight * identification_loss(
                         x_hat, batch_ids, rows, levers, generator

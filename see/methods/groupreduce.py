@@ -9,7 +9,9 @@ SVD of diag(sqrt(w)) E_i; C_i = E_i B_i^T is then each row's own least-squares f
 with the block's frequency: r_i ~ (mean w of block i) ** rank_power, scaled so that all blocks
 fill the byte budget (clamped to [1, min(n_i, d)]). Refinement (the paper's second step):
 each token moves to the block whose basis reconstructs it best, then the bases are fitted
-again; `refine_iters` rounds, keeping the best weighted error seen.
+again; `refine_iters` rounds, keeping the best weighted error seen. With `dim_weight`
+`fisher` all of it runs on the table with each dimension scaled by sqrt(Fisher) and the bases
+are scaled back (dimweight.py).
 
 Stored: C and B of every block (fp32) and each token's block id (uint8); the row order inside
 a block is by token id, so the slot of a token is derived at load (int32 runtime memory, not
@@ -28,18 +30,20 @@ Where ours departs from the paper, and why:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from see.methods.base import (
+    KEYED_WHEN_SET,
     CompressedEmbedding,
     FitContext,
     UnreachableCR,
     check_table,
     check_target_cr,
 )
+from see.methods.dimweight import check_dim_weight, dimension_scale
 from see.methods.frequency import check_counts_source, frequency_order, token_counts
 from see.methods.registry import register
 from see.methods.rowfit import check_counts
@@ -129,6 +133,8 @@ class GroupReduceOptions:
     rank_power: float = 1.5
     refine_iters: int = 2
     counts: str = "wikitext"
+    # the low-rank fits in a space of Fisher-weighted dimensions (dimweight.py)
+    dim_weight: str = field(default="none", metadata={KEYED_WHEN_SET: True})
 
     def __post_init__(self):
         check_counts_source("groupreduce", self.counts)
@@ -138,6 +144,7 @@ class GroupReduceOptions:
             raise ValueError(f"groupreduce freq_weight={self.freq_weight!r}; allowed: >= 0")
         if not self.rank_power >= 0:
             raise ValueError(f"groupreduce rank_power={self.rank_power!r}; allowed: >= 0")
+        check_dim_weight("groupreduce", self.dim_weight)
         if not isinstance(self.refine_iters, int) or self.refine_iters < 0:
             raise ValueError(
                 f"groupreduce refine_iters={self.refine_iters!r}; allowed: an int >= 0"
@@ -195,9 +202,12 @@ class GroupReduceEmbedding(CompressedEmbedding):
     def fit(
         cls, table: torch.Tensor, target_cr: float, options: GroupReduceOptions, ctx: FitContext
     ) -> GroupReduceEmbedding:
-        table = check_table(table).double()
+        original = check_table(table).float()
         vocab, dim = table.shape
         check_target_cr(target_cr)
+        dim_scale = dimension_scale(options.dim_weight, ctx, dim, target_cr, "groupreduce")
+        col_scale = 1.0 if dim_scale is None else dim_scale.double()
+        table = table.double() * col_scale  # x * 1.0 is exact: unweighted fits are unchanged
         counts = token_counts(ctx, options.counts, vocab)
         counts = check_counts(counts, vocab, "groupreduce").double()
         weights = (counts + 1) ** options.freq_weight
@@ -231,10 +241,10 @@ class GroupReduceEmbedding(CompressedEmbedding):
             group.to(torch.uint8),
             ranks,
             torch.cat([c.flatten() for c in coefficients]).float(),
-            torch.cat([b.flatten() for b in bases]).float(),
+            torch.cat([(b / col_scale).flatten() for b in bases]).float(),
         )
         module.fit_report = {
-            **module.reconstruction_report(table.float()),
+            **module.reconstruction_report(original),
             "groupreduce_ranks": ranks,
             "groupreduce_weighted_error": [h / history[0] for h in history],
         }

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from see.methods.base import CompressedEmbedding, FitContext, UnreachableCR
+from see.methods.dimweight import dimension_scale
 from see.methods.rowfit import RowFit, fit_rows
 
 NORMS = ("layernorm", "affine", "none")
@@ -140,7 +141,11 @@ class KroneckerEmbedding(CompressedEmbedding):
             sample = self(torch.arange(min(len(rows), 4096), device=rows.device))
             self.vectors.mul_((rows.std() / sample.std()) ** (1 / self.n))
 
-    def fit_to(self, table: torch.Tensor, fit: RowFit, ctx: FitContext) -> KroneckerEmbedding:
+    def fit_to(
+        self, table: torch.Tensor, fit: RowFit, ctx: FitContext, target_cr: float
+    ) -> KroneckerEmbedding:
         """Start at the teacher's scale, then the common row fit (rowfit.py)."""
         self.match_scale(table.float())
-        return fit_rows(self, table, fit, ctx, name=f"fit {self.name} R={self.rank}")
+        scale = dimension_scale(fit.dim_weight, ctx, table.shape[1], target_cr, self.name)
+        name = f"fit {self.name} R={self.rank}"
+        return fit_rows(self, table, fit, ctx, name=name, dim_scale=scale)

@@ -66,6 +66,7 @@ from see.methods.base import (
     check_table,
     check_target_cr,
 )
+from see.methods.dimweight import check_dim_weight, dimension_scale
 from see.methods.frequency import check_counts_source, frequency_order, token_counts
 from see.methods.quantized import pack_int4, unpack_int4
 from see.methods.registry import register
@@ -84,26 +85,6 @@ def packs(bits: int) -> bool:
 
 
 CODEBOOK_DTYPES = {"float32": 4, "float16": 2}  # bytes per stored codebook number
-DIM_WEIGHTS = ("auto", "none", "fisher")
-FISHER_UP_TO = 40.0  # `dim_weight = "auto"`: Fisher-weighted dimensions up to this byte ratio
-
-
-def dimension_scale(
-    options: PQOptions, ctx: FitContext, dim: int, target_cr: float
-) -> torch.Tensor | None:
-    """Fisher-weighted dimensions: sqrt(Fisher / its mean) per dimension (None: unweighted)."""
-    weight = options.dim_weight
-    if weight == "auto":
-        weight = "fisher" if target_cr <= FISHER_UP_TO else "none"
-    if weight == "none":
-        return None
-    fisher = ctx.dim_fisher
-    if fisher is None or fisher.shape != (dim,):
-        raise ValueError(
-            f"pq dim_weight='fisher' needs the input Fisher of the model's {dim} dimensions "
-            f"(FitContext.input_fisher), got {None if fisher is None else tuple(fisher.shape)}"
-        )
-    return (fisher / fisher.mean()).clamp_min(1e-12).sqrt().float()
 
 
 def pq_bytes(rows: int, dim: int, m: int, bits: int, value_bytes: int = 4) -> int:
@@ -239,8 +220,7 @@ class PQOptions:
                 "residual stage)"
             )
         check_counts_source("pq", self.counts)
-        if self.dim_weight not in DIM_WEIGHTS:
-            raise ValueError(f"pq dim_weight={self.dim_weight!r}; allowed: {DIM_WEIGHTS}")
+        check_dim_weight("pq", self.dim_weight)
         if self.codebook_dtype not in CODEBOOK_DTYPES:
             raise ValueError(
                 f"pq codebook_dtype={self.codebook_dtype!r}; allowed: {tuple(CODEBOOK_DTYPES)}"
@@ -349,7 +329,7 @@ class PQEmbedding(CompressedEmbedding):
         check_target_cr(target_cr)
         budget = vocab * dim * 4 / target_cr
         # fitted where an error costs what the model minds (None: every dimension alike)
-        scale = dimension_scale(options, ctx, dim, target_cr)
+        scale = dimension_scale(options.dim_weight, ctx, dim, target_cr, "pq")
         table = original if scale is None else original * scale
         subvectors, share = options.subvectors, options.residual_share
         stages = options.residual_tiers if share else 0

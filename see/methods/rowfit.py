@@ -20,6 +20,8 @@ original rows `E[ids]` with the same levers (`RowFit`), so a comparison between 
   alone (1,199 vs 1,182 for SEE at CR 10) but made Gemma worse (3,739 vs 2,154; runs
   `20261201-133016-see-id-scale`, `20261201-134332-see-gemma-id`): a sharper term is not
   what Gemma needs.
+- dimensions: `dim_weight` `fisher` (or `auto`) compares rows with each dimension scaled by
+  the square root of the model's input Fisher (dimweight.py); `none` (default) alike.
 - schedule: Adam with `onecycle` (5% warm-up to `lr`, then cosine down) or `cosine` decay.
 - checkpoint choice: `checkpoints` evenly spaced states (and the start) are scored by the
   harness's `checkpoint_score` (initial perplexity on a validation slice; lower is better),
@@ -38,13 +40,14 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from see.methods.base import FitContext
+from see.methods.base import KEYED_WHEN_SET, FitContext
+from see.methods.dimweight import check_dim_weight
 
 SAMPLINGS = ("uniform", "freq", "mixed")
 SCHEDULES = ("onecycle", "cosine")
@@ -67,6 +70,9 @@ class RowFit:
     id_temperature: float = 2.0
     id_negatives: int = 1024
     checkpoints: int = 4
+    # the row error measured with Fisher-weighted dimensions (dimweight.py); the fit's
+    # caller turns it into `fit_rows(..., dim_scale=...)`, as only it knows the target ratio
+    dim_weight: str = field(default="none", metadata={KEYED_WHEN_SET: True})
 
     def __post_init__(self):
         def need(ok: bool, name: str, allowed: str) -> None:
@@ -95,6 +101,7 @@ class RowFit:
             "checkpoints",
             "an int >= 1",
         )
+        check_dim_weight("row fit", self.dim_weight)
 
     @property
     def needs_counts(self) -> bool:
@@ -195,10 +202,12 @@ def fit_rows(
     fit: RowFit,
     ctx: FitContext,
     name: str = "fit",
+    dim_scale: torch.Tensor | None = None,
 ) -> nn.Module:
     """Fit `module(ids) ~ table[ids]`; returns the chosen checkpoint (on CPU, eval mode).
     From `ctx`: the seed, the device, token counts (frequency sampling) and the scorer that
-    picks the checkpoint (else the best mean cosine)."""
+    picks the checkpoint (else the best mean cosine). `dim_scale` (d,): the loss compares
+    rows with each dimension scaled by it (dimweight.py)."""
     device = ctx.device or ("cuda" if torch.cuda.is_available() else "cpu")
     seed, checkpoint_score = ctx.seed, ctx.checkpoint_score
     token_counts = ctx.token_counts if fit.needs_counts else None
@@ -206,7 +215,8 @@ def fit_rows(
     rows = table.float().to(device)
     vocab = len(rows)
     center = rows.mean(0)
-    mean_sq = (rows - center).pow(2).mean()
+    scale = 1.0 if dim_scale is None else dim_scale.float().to(device)  # x * 1.0 is exact
+    mean_sq = ((rows - center) * scale).pow(2).mean()
     probs = row_probs(fit, token_counts, vocab)
     generator = torch.Generator().manual_seed(seed)
     save_at = {round(fit.steps * (i + 1) / fit.checkpoints) for i in range(fit.checkpoints)}
@@ -244,8 +254,10 @@ def fit_rows(
             unique, inverse, repeats = torch.unique(ids, return_inverse=True, return_counts=True)
             built = module(unique)
             out, x = built[inverse], rows[ids]
-            cos = nn.functional.cosine_similarity(out - center, x - center, dim=1).mean()
-            loss = (1 - cos) + (out - x).pow(2).mean() / mean_sq
+            cos = nn.functional.cosine_similarity(
+                (out - center) * scale, (x - center) * scale, dim=1
+            ).mean()
+            loss = (1 - cos) + ((out - x) * scale).pow(2).mean() / mean_sq
             if fit.id_weight > 0:
                 loss = loss + fit.id_weight * identification_loss(
                     built, unique, rows, fit, generator, weights=repeats.float()

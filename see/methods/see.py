@@ -345,7 +345,7 @@ class SEEEmbedding(KroneckerEmbedding):
             )
         module.mapping_report = report
         module.unit_names = layout.names
-        fitted = module.fit_to(table, options, ctx)
+        fitted = module.fit_to(table, options, ctx, target_cr)
         fitted.fit_report.update(
             {"see_rank": rank, "see_units": len(layout.names), "see_order": layout.n}
         )

@@ -2,8 +2,10 @@
 
 Rank from the target CR: k = floor(V*d / (CR * (V + d))). Deterministic. With `sampling`
 `freq` (or `mixed`) the rows are weighted by (count + 1) ** freq_weight (or its mixture with
-uniform) in the least squares (weighted SVD); `finetune = true` then fits the factors with the
-common row fit (rowfit.py), the same levers SEE gets. A tied head can
+uniform) in the least squares (weighted SVD); with `dim_weight` `fisher` the columns are
+scaled by sqrt(Fisher) before the SVD and the right factor is scaled back (dimweight.py);
+`finetune = true` then fits the factors with the common row fit (rowfit.py), the same levers
+SEE gets. A tied head can
 reuse the factors exactly for the factorised table: logits = (h @ B^T) @ A^T.
 
 `codes_dtype = "int8"` stores A as int8 with a per-row fp16 scale (quantized.py `Int8Rows`)
@@ -26,6 +28,7 @@ from see.methods.base import (
     check_table,
     check_target_cr,
 )
+from see.methods.dimweight import dimension_scale
 from see.methods.quantized import Int8Rows, check_codes_dtype, factor_rows
 from see.methods.registry import register
 from see.methods.rowfit import RowFit, fit_rows, row_probs
@@ -61,6 +64,11 @@ class SVDOptions(RowFit):
     lr: float = 1e-3
     sampling: str = "freq"
     freq_weight: float = 0.0
+    # Fisher-weighted dimensions up to 40x (dimweight.py): better at 10x, 20x and 40x in domain
+    # and out of it on SmolLM2 (heldout-sweep run 20261206-190920: WikiText / MRPC / SST-2 at
+    # 20x 477 / 452 / 215 times the baseline against 741 / 780 / 450). Frequency rows
+    # (`freq_weight = 1`) won at 10x and lost at 40x (run 20261206-192108), so rows stay uniform
+    dim_weight: str = "auto"
 
     def __post_init__(self):
         super().__post_init__()
@@ -92,13 +100,16 @@ class SVDEmbedding(CompressedEmbedding):
         rank = svd_rank(*table.shape, target_cr, codes_dtype)
         counts = ctx.token_counts if options.needs_counts else None
         weights = row_probs(options, counts, len(table))
-        scale = weights.sqrt()[:, None] if weights is not None else 1.0
-        u, s, vh = torch.linalg.svd(table.double() * scale, full_matrices=False)
-        left = (u[:, :rank] * s[:rank] / scale).to(table.dtype).contiguous()
-        module = cls(left, vh[:rank].to(table.dtype).contiguous())
+        row_scale = weights.sqrt()[:, None] if weights is not None else 1.0
+        dim_scale = dimension_scale(options.dim_weight, ctx, table.shape[1], target_cr, "svd")
+        col_scale = 1.0 if dim_scale is None else dim_scale.double()
+        u, s, vh = torch.linalg.svd(table.double() * row_scale * col_scale, full_matrices=False)
+        left = (u[:, :rank] * s[:rank] / row_scale).to(table.dtype).contiguous()
+        module = cls(left, (vh[:rank] / col_scale).to(table.dtype).contiguous())
         if options.finetune:
             torch.manual_seed(ctx.seed)
-            module = fit_rows(module, table, options, ctx, name=f"fit svd k={rank}")
+            name = f"fit svd k={rank}"
+            module = fit_rows(module, table, options, ctx, name=name, dim_scale=dim_scale)
         if codes_dtype == "int8":  # quantized after the fit (and after finetuning)
             codes = Int8Rows.quantize(module.left.detach())
             fitted, module = module, cls(codes.codes, module.right.detach(), codes.scale_bits)

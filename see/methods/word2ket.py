@@ -150,6 +150,6 @@ class Word2KetXSEmbedding(KroneckerEmbedding):
         module = cls(vocab, dim, n, rank, norm, places)
         if n == 2:
             module.svd_init(table)
-        fitted = module.fit_to(table, options, ctx)
+        fitted = module.fit_to(table, options, ctx, target_cr)
         fitted.fit_report["see_rank"] = rank
         return fitted

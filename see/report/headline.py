@@ -65,11 +65,13 @@ DEFAULTS_CHANGED = {
     # float16 codebooks (heldout-sweep run 20261206-132558), then Fisher-weighted dimensions
     # (heldout-sweep run 20261206-171154)
     "pq": ("20261206-172900", "dim_weight=auto"),
+    # Fisher-weighted dimensions up to 40x (heldout-sweep run 20261206-190920)
+    "svd": ("20261206-194500", "dim_weight=auto"),
 }
 # A row whose resolved options (`method_config`) hold this text was fitted with the current
 # defaults whatever its run's date: a run started before a change and resumed after it
 # measures the new defaults under new cell keys.
-CURRENT_CONFIG = {"pq": '"dim_weight": "auto"'}
+CURRENT_CONFIG = {"pq": '"dim_weight": "auto"', "svd": '"dim_weight": "auto"'}
 # Runs from before a default change whose rows spelling an option out are what the current
 # default runs, per CR where it differs ({cr: options}); a method's other rows there are not
 # its defaults. SEE's order is now chosen by the budget (n = 0: order 2 where its rank reaches
