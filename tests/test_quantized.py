@@ -103,7 +103,14 @@ def test_impossible_targets_are_unreachable_with_the_reason():
             },
         ),
         ("pq", 40, {"iters": 2, "bits": 4, **PLAIN}),
-        ("svd", 10, {"codes_dtype": "int8"}),
+        (
+            "svd",
+            10,
+            {
+                "codes_dtype": "int8",
+                "dim_fisher": torch.linspace(0.5, 2.0, 576, dtype=torch.float64),
+            },
+        ),
         ("word2ketxs", 20, {"steps": 2, "sampling": "uniform", "row_order": "pca"}),
     ],
 )
@@ -126,7 +133,9 @@ def test_saved_quantized_model_reloads_with_identical_logits(
         assert torch.equal(reloaded(sample_ids).logits, expected)
 
 
-@pytest.mark.parametrize("method, options", [("svd", {}), ("autoencoder", {"epochs": 1})])
+@pytest.mark.parametrize(
+    "method, options", [("svd", {"dim_weight": "none"}), ("autoencoder", {"epochs": 1})]
+)
 def test_int8_factor_codes_buy_rank_within_the_byte_budget(method, options):
     from see.methods.quantized import Int8Rows
 

@@ -141,7 +141,7 @@ def test_identification_term_lowers_identification_error_on_a_real_table(smollm)
             id_negatives=1024,
             checkpoints=2,
         )
-        start = svd.from_table(table, 20)
+        start = svd.from_table(table, 20, dim_weight="none")
         # checkpoints scored by identification (the start is a candidate too)
         fitted = fit_rows(
             start,
