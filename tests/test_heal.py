@@ -22,7 +22,8 @@ def healer_for(fresh_smollm, method="svd", cr=10, fit=None, **overrides):
     are weighed alike here)."""
     model, tok = fresh_smollm
     teacher = (model.get_input_embeddings(), model.get_output_embeddings())
-    fit = fit if fit is not None else {"dim_weight": "none"} if method == "svd" else {}
+    if fit is None:
+        fit = {"dim_weight": "none"} if method == "svd" else {}
     compressed = get_method(method).from_table(input_table(model).float(), cr, **fit)
     compress_model(model, compressed, "dense")
     for p in model.parameters():

@@ -5,8 +5,8 @@ Rank from the target CR: k = floor(V*d / (CR * (V + d))). Deterministic. With `s
 uniform) in the least squares (weighted SVD); with `dim_weight` `fisher` the columns are
 scaled by sqrt(Fisher) before the SVD and the right factor is scaled back (dimweight.py);
 `finetune = true` then fits the factors with the common row fit (rowfit.py), the same levers
-SEE gets. A tied head can
-reuse the factors exactly for the factorised table: logits = (h @ B^T) @ A^T.
+SEE gets. A tied head can reuse the factors exactly for the factorised table:
+logits = (h @ B^T) @ A^T.
 
 `codes_dtype = "int8"` stores A as int8 with a per-row fp16 scale (quantized.py `Int8Rows`)
 after the fit, and the target becomes a byte ratio: k is the largest rank whose bytes
