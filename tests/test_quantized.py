@@ -60,6 +60,22 @@ def test_pq_with_as_many_centroids_as_distinct_subvectors_is_exact():
     assert module.codes.dtype == torch.uint8
 
 
+def test_pq_k_means_gives_the_same_codes_on_one_thread_and_on_two():
+    # the sub-spaces are fitted on parallel threads: the threads must not change the fit
+    from see.methods.pq import product_quantize
+
+    torch.manual_seed(0)
+    rows, weights = torch.randn(600, 32), torch.rand(600)
+    threads = torch.get_num_threads()
+    fits = []
+    for count in (1, 2):
+        torch.set_num_threads(count)
+        fits.append(product_quantize(rows, 8, 4, 10, weights, seed=0))
+    torch.set_num_threads(threads)
+    assert torch.equal(fits[0][0], fits[1][0])
+    assert torch.equal(fits[0][1], fits[1][1])
+
+
 def test_pq_with_16_centroids_packs_two_codes_per_byte():
     torch.manual_seed(0)
     atoms = torch.randn(16, 8, 4)  # 16 distinct sub-vectors per sub-space: 4 bits are exact
