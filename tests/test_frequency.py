@@ -234,6 +234,7 @@ def test_token_order_proxy_is_deterministic_and_tracks_real_counts(smollm):
 
 @needs_data
 def test_heldout_sweep_scores_text_its_counts_never_saw(smollm):
+    from see.config import grid_defaults
     from see.evaluation.heldout_sweep import TEXTS, held_out_texts
     from see.evaluation.validation import validation_ids
 
@@ -243,6 +244,9 @@ def test_heldout_sweep_scores_text_its_counts_never_saw(smollm):
     assert torch.equal(counted, valid[: len(valid) // 2])
     assert torch.equal(texts["wikitext_valid_b"], valid[len(valid) // 2 :][:256])
     assert set(texts) == set(TEXTS) and all(len(ids) == 256 for ids in texts.values())
+    # the checkpoints are chosen on the grid's selection slice: inside the counted half
+    selection = grid_defaults()["selection_tokens"]
+    assert torch.equal(validation_ids(tok, selection), counted[:selection])
 
 
 DIM_WEIGHT_FITS = {  # every fitted method, each with a small fit

@@ -6,7 +6,9 @@ the second half (in domain, held out from the counts) and on GLUE *train* senten
 news sentences, SST-2's film-review phrases: out of domain; the harness evaluates GLUE on dev
 only). One row per (model, method, ratio, options, text); the baseline is scored alike, so
 each row carries its ratio to the baseline. Counts may also come from the data-free proxy
-(`--counts token_order`, see.methods.frequency).
+(`--counts token_order`, see.methods.frequency). A fit that keeps checkpoints (the row fits,
+the autoencoder) picks one as the grid does, by token perplexity on the grid's selection slice
+(the first tokens of validation, inside the counts' half).
 
     python -m see.evaluation.heldout_sweep --model smollm2-135m --method pq --ratios 20 40 \
         --options '{}' '{"freq_weight": 0.5}' --publish
@@ -58,7 +60,8 @@ def held_out_texts(tok, tokens: int, root: str | None) -> tuple[torch.Tensor, di
 
 def sweep(args) -> Iterator[dict]:
     """Yields each row as soon as it is measured (the caller appends it at once)."""
-    from see.compress import FISHER_TOKENS, input_fisher
+    from see.compress import FISHER_TOKENS, checkpoint_scorer, input_fisher
+    from see.config import grid_defaults
     from see.evaluation.validation import token_perplexity
     from see.methods import get_method
     from see.methods.base import FitContext, UnreachableCR
@@ -82,12 +85,28 @@ def sweep(args) -> Iterator[dict]:
 
     # the dimensions' Fisher on the counts' text (the grid: the first FISHER_TOKENS of validation)
     fisher = functools.cache(lambda: input_fisher(model, counts_ids[:FISHER_TOKENS]))
+    # checkpoints chosen as the grid chooses them: token perplexity on the first
+    # `selection_tokens` of validation, inside the counts' half (never the scored texts)
+    grid = grid_defaults()
+    pick = checkpoint_scorer(
+        model,
+        tok,
+        "dense",
+        grid["selection_tokens"],
+        grid["max_length"],
+        args.data_dir,
+        torch.float32,
+    )
     base = score()
     cls = get_method(args.method)
     for ratio in args.ratios:
         for options in map(json.loads, args.options):
             ctx = FitContext(
-                seed=0, tokenizer=tok, count_tokens=lambda: counts, input_fisher=fisher
+                seed=0,
+                tokenizer=tok,
+                checkpoint_score=pick,
+                count_tokens=lambda: counts,
+                input_fisher=fisher,
             )
             start = time.perf_counter()
             typed = cls.make_options(options)
