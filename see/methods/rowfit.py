@@ -73,7 +73,7 @@ class RowFit:
     # the row error measured with Fisher-weighted dimensions (dimweight.py); the fit's
     # caller turns it into `fit_rows(..., dim_scale=...)`, as only it knows the target ratio
     # (`none` for SEE: `fisher` lost at 10x, 20x and 40x in domain and out, heldout-sweep run
-    # 20261206-223630)
+    # 20261206-231409)
     dim_weight: str = field(default="none", metadata={KEYED_WHEN_SET: True})
 
     def __post_init__(self):
