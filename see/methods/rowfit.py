@@ -72,8 +72,8 @@ class RowFit:
     checkpoints: int = 4
     # the row error measured with Fisher-weighted dimensions (dimweight.py); the fit's
     # caller turns it into `fit_rows(..., dim_scale=...)`, as only it knows the target ratio
-    # (`none` for SEE: `fisher` lost at 10x, 20x and 40x in domain and out, heldout-sweep run
-    # 20261206-231409)
+    # (`none`: for SEE and word2ketXS `fisher` lost at 10x, 20x and 40x in domain and out of
+    # it, heldout-sweep runs 20261206-231409 and 20261206-233920)
     dim_weight: str = field(default="none", metadata={KEYED_WHEN_SET: True})
 
     def __post_init__(self):
