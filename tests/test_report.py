@@ -64,6 +64,25 @@ def test_reports_regenerate_identically_from_results(tmp_path):
     assert readme.read_text() == first
 
 
+def test_a_failed_build_keeps_the_last_reports_and_a_good_one_drops_stale_pages(tmp_path):
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    (results / "runs" / "r1").mkdir(parents=True)
+    (results / "runs" / "r1" / "rows.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in fixture_rows())
+    )
+    (results / "PUBLISHED").write_text("runs/r1\n")
+    build_reports(results, reports)
+    stale = reports / "runs" / "gone.md"
+    stale.write_text("a run no longer published")
+    (results / "PUBLISHED").write_text("runs/missing\n")
+    with pytest.raises(ValueError, match="no rows in the runs"):
+        build_reports(results, reports)
+    assert (reports / "runs" / "r1.md").exists() and stale.exists()
+    (results / "PUBLISHED").write_text("runs/r1\n")
+    build_reports(results, reports)
+    assert (reports / "runs" / "r1.md").exists() and not stale.exists()
+
+
 def test_a_superseded_run_never_feeds_current_findings_but_keeps_its_archive_page(tmp_path):
     """Two runs of one preset on the same model, the older with an earlier default: the
     current findings read the newer run only; the archive lists both (issue 39)."""

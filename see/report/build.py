@@ -779,15 +779,16 @@ def build_reports(
     reports_dir.mkdir(parents=True, exist_ok=True)
     archive = reports_dir / "runs"
     archive.mkdir(exist_ok=True)
-    # reports/ is generated: no figure or page outlives its data
-    for stale in [*reports_dir.glob("*.png"), *archive.glob("*.png"), *archive.glob("*.md")]:
-        stale.unlink()
+    # reports/ is generated: no figure or page outlives its data. The old ones go only once the
+    # build has succeeded, so a build that fails leaves the last reports, not an empty folder.
+    old = [*reports_dir.glob("*.png"), *archive.glob("*.png"), *archive.glob("*.md")]
+    old = {path: path.stat().st_mtime_ns for path in old}
     rows = published_rows(results_dir, runs)
-    published = rows[["run_id", *(["model"] if "model" in rows else [])]].copy()
     if rows.empty:
         raise ValueError(
             f"no rows in the runs {runs or 'listed in ' + str(results_dir / 'PUBLISHED')}"
         )
+    published = rows[["run_id", *(["model"] if "model" in rows else [])]].copy()
     for column, default in [("heal_stage", "initial"), ("status", None), ("method_options", "")]:
         if column not in rows:
             rows[column] = default
@@ -952,4 +953,7 @@ def build_reports(
     out.write_text("\n".join(lines))
     if readme is not None:
         update_readme(Path(readme), rows, every_run)
+    for path, written in old.items():  # not written again by this build: stale
+        if path.exists() and path.stat().st_mtime_ns == written:
+            path.unlink()
     return out
