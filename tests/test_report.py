@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -45,13 +46,19 @@ def fixture_rows():
     return rows
 
 
+def publish_runs(results: Path, runs: dict[str, list[dict]]) -> None:
+    """Each run's rows as results/runs/<run>/rows.jsonl, every run listed in PUBLISHED."""
+    for run, rows in runs.items():
+        (results / "runs" / run).mkdir(parents=True, exist_ok=True)
+        (results / "runs" / run / "rows.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows)
+        )
+    (results / "PUBLISHED").write_text("".join(f"runs/{run}\n" for run in runs))
+
+
 def test_reports_regenerate_identically_from_results(tmp_path):
     results, reports = tmp_path / "results", tmp_path / "reports"
-    (results / "runs" / "r1").mkdir(parents=True)
-    (results / "runs" / "r1" / "rows.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in fixture_rows())
-    )
-    (results / "PUBLISHED").write_text("runs/r1\n")
+    publish_runs(results, {"r1": fixture_rows()})
     readme = build_reports(results, reports)
     first = readme.read_text()
     page = (reports / "runs" / "r1.md").read_text()  # each run's page in the archive
@@ -66,11 +73,7 @@ def test_reports_regenerate_identically_from_results(tmp_path):
 
 def test_a_failed_build_keeps_the_last_reports_and_a_good_one_drops_stale_pages(tmp_path):
     results, reports = tmp_path / "results", tmp_path / "reports"
-    (results / "runs" / "r1").mkdir(parents=True)
-    (results / "runs" / "r1" / "rows.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in fixture_rows())
-    )
-    (results / "PUBLISHED").write_text("runs/r1\n")
+    publish_runs(results, {"r1": fixture_rows()})
     build_reports(results, reports)
     stale = reports / "runs" / "gone.md"
     stale.write_text("a run no longer published")
@@ -88,17 +91,16 @@ def test_a_superseded_run_never_feeds_current_findings_but_keeps_its_archive_pag
     current findings read the newer run only; the archive lists both (issue 39)."""
     results, reports = tmp_path / "results", tmp_path / "reports"
     old, new = "20260101-000000-frontier", "20260102-000000-frontier"
+    runs = {}
     for run, svd_value in [(old, 777.0), (new, 300.0)]:
-        rows = [
-            r | {"run_id": run, "value": svd_value if r["method"] == "svd" else r["value"]}
+        runs[run] = [
+            r
+            | {"run_id": run, "value": svd_value if r["method"] == "svd" else r["value"]}
+            | {"byte_cr": r["target_cr"]}
             for r in fixture_rows()
             if r["model"] == "smollm2-135m" and r["metric"] == "word_perplexity"
         ]
-        (results / "runs" / run).mkdir(parents=True)
-        (results / "runs" / run / "rows.jsonl").write_text(
-            "".join(json.dumps(r | {"byte_cr": r["target_cr"]}) + "\n" for r in rows)
-        )
-    (results / "PUBLISHED").write_text(f"runs/{old}\nruns/{new}\n")
+    publish_runs(results, runs)
     current = build_reports(results, reports).read_text()
     assert "777" not in current and "300" in current and old not in current
     index = (reports / "runs" / "README.md").read_text()
@@ -635,14 +637,9 @@ def test_report_marks_tasks_where_the_baseline_is_at_chance(tmp_path):
             ("wnli", 0, 0.5, 0.56),
         ]
     ]
-    for run, rows in [("r1", grid), ("20260101-000000-signal", signal)]:
-        (results / "runs" / run).mkdir(parents=True)
-        (results / "runs" / run / "rows.jsonl").write_text(
-            "".join(json.dumps(r) + "\n" for r in rows)
-        )
+    publish_runs(results, {"r1": grid, "20260101-000000-signal": signal})
     config = {"models": ["smollm2-135m"], "tasks": ["rte", "sst2", "wnli"], "fewshots": [0, 5]}
     (results / "runs" / "20260101-000000-signal" / "config.json").write_text(json.dumps(config))
-    (results / "PUBLISHED").write_text("runs/r1\nruns/20260101-000000-signal\n")
     text = build_reports(results, reports).read_text()
     assert "## Which tasks can rank methods" in text
     marks = {}

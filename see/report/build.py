@@ -781,8 +781,8 @@ def build_reports(
     archive.mkdir(exist_ok=True)
     # reports/ is generated: no figure or page outlives its data. The old ones go only once the
     # build has succeeded, so a build that fails leaves the last reports, not an empty folder.
-    old = [*reports_dir.glob("*.png"), *archive.glob("*.png"), *archive.glob("*.md")]
-    old = {path: path.stat().st_mtime_ns for path in old}
+    generated = [*reports_dir.glob("*.png"), *archive.glob("*.png"), *archive.glob("*.md")]
+    old = {path: path.stat().st_mtime_ns for path in generated}
     rows = published_rows(results_dir, runs)
     if rows.empty:
         raise ValueError(
