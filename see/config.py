@@ -369,6 +369,8 @@ class FinetuneConfig:
     # linear layer of the body plus the compressed embedding's own parameters
     train: str = "all"
     lora_rank: int = 16
+    # each gold answer of a multiple-choice task drawn equally often (see finetune.task_pairs)
+    balanced: bool = False
 
     def __post_init__(self):
         for name in ("examples", "epochs", "batch_size", "max_tokens", "lora_rank"):
@@ -383,6 +385,8 @@ class FinetuneConfig:
                 raise ValueError(f"finetune {name}={value!r}; allowed: a number in [0, 1)")
         if self.train not in FINETUNE_PARTS:
             raise ValueError(f"finetune train={self.train!r}; allowed: {FINETUNE_PARTS}")
+        if not isinstance(self.balanced, bool):
+            raise ValueError(f"finetune balanced={self.balanced!r}; allowed: true or false")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ loses the start of its context.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
@@ -40,30 +41,50 @@ def lm_eval_task(task: str, data_dir: str | None = None):
     return task_manager(include_path).load([task])["tasks"][task]
 
 
-def task_pairs(task: str, examples: int, seed: int, data_dir: str | None = None) -> list:
+def task_pairs(
+    task: str, examples: int, seed: int, data_dir: str | None = None, balanced: bool = False
+) -> list:
     """(context, continuation) of `examples` training documents of `task`, in a seeded order:
-    the prompt lm-eval scores and the continuation it counts as correct."""
+    the prompt lm-eval scores and the continuation it counts as correct. `balanced` deals the
+    order round-robin over a multiple-choice task's gold answers, so that each answer is drawn
+    equally often (until the rarest runs out): a small budget on a skewed task (CoLA is 70%
+    acceptable) otherwise teaches little beyond the majority answer."""
     obj = lm_eval_task(task, data_dir)
     if not obj.has_training_docs():
         raise NotFinetunable(f"task {task!r} has no training split to fine-tune on")
+    if obj.OUTPUT_TYPE not in ("multiple_choice", "generate_until"):
+        raise NotFinetunable(f"task {task!r} is {obj.OUTPUT_TYPE}: no answer to fine-tune on")
     docs = list(obj.training_docs())
     order = list(range(len(docs)))
     random.Random(seed).shuffle(order)
+    choice = obj.OUTPUT_TYPE == "multiple_choice"
+    golds = [gold_index(obj, doc) if choice else 0 for doc in docs]
+    if balanced:
+        order = round_robin(order, golds)
     pairs = []
     for index in order[:examples]:
         doc = docs[index]
         context = obj.fewshot_context(doc, 0)
-        if obj.OUTPUT_TYPE == "multiple_choice":
-            gold = obj.doc_to_target(doc)
-            choices = obj.doc_to_choice(doc)
-            gold = gold if isinstance(gold, int) else choices.index(gold)
+        if choice:
             requests = obj.construct_requests(doc, context, metadata=(task, index, 1))
-            pairs.append(requests[gold].arguments)
-        elif obj.OUTPUT_TYPE == "generate_until":
-            pairs.append((context, obj.config.target_delimiter + obj.doc_to_target(doc)))
+            pairs.append(requests[golds[index]].arguments)
         else:
-            raise NotFinetunable(f"task {task!r} is {obj.OUTPUT_TYPE}: no answer to fine-tune on")
+            pairs.append((context, obj.config.target_delimiter + obj.doc_to_target(doc)))
     return pairs
+
+
+def gold_index(obj, doc) -> int:
+    gold = obj.doc_to_target(doc)
+    return gold if isinstance(gold, int) else obj.doc_to_choice(doc).index(gold)
+
+
+def round_robin(order: list[int], labels: list) -> list[int]:
+    """`order` re-dealt one label at a time (each label's documents keep their order)."""
+    queues: dict = {}
+    for index in order:
+        queues.setdefault(labels[index], []).append(index)
+    dealt = itertools.zip_longest(*(queues[label] for label in sorted(queues)))
+    return [index for group in dealt for index in group if index is not None]
 
 
 def encode_pairs(tok, pairs: list, max_tokens: int) -> list[tuple[list[int], int]]:
@@ -83,18 +104,23 @@ def encode_pairs(tok, pairs: list, max_tokens: int) -> list[tuple[list[int], int
 
 
 def batch_of(encoded: list, pad_id: int, device) -> tuple[torch.Tensor, ...]:
-    """Right-padded ids, attention mask and labels (-100 outside the answers)."""
+    """Left-padded ids, attention mask, position ids and the answer labels: one column per
+    answer token of the longest answer, -100 where a shorter answer leaves a column empty.
+    Left padding puts every answer at the end of its row, so the loss needs the head's logits
+    at the last few positions only (the vocabulary matmul of every position costs a small model
+    as much as its body)."""
     width = max(len(ids) for ids, _ in encoded)
+    keep = max(min(answer, len(ids) - 1) for ids, answer in encoded)
     ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-    labels = torch.full_like(ids, -100)
     mask = torch.zeros_like(ids)
+    labels = torch.full((len(encoded), keep), -100, dtype=torch.long)
     for row, (tokens, answer) in enumerate(encoded):
-        ids[row, : len(tokens)] = torch.tensor(tokens)
-        mask[row, : len(tokens)] = 1
-        labels[row, len(tokens) - answer : len(tokens)] = ids[
-            row, len(tokens) - answer : len(tokens)
-        ]
-    return ids.to(device), mask.to(device), labels.to(device)
+        answer = min(answer, len(tokens) - 1)  # the first token has nothing to predict it
+        ids[row, width - len(tokens) :] = torch.tensor(tokens)
+        mask[row, width - len(tokens) :] = 1
+        labels[row, keep - answer :] = torch.tensor(tokens[len(tokens) - answer :])
+    positions = (mask.cumsum(1) - 1).clamp(min=0)  # each row counts from its first real token
+    return tuple(t.to(device) for t in (ids, mask, positions, labels))
 
 
 def answer_loss(model, encoded: list, batch_size: int = 8) -> float:
@@ -104,19 +130,22 @@ def answer_loss(model, encoded: list, batch_size: int = 8) -> float:
     total, count = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(encoded), batch_size):
-            ids, mask, labels = batch_of(encoded[start : start + batch_size], pad, device)
-            loss, n = summed_loss(model, ids, mask, labels)
+            batch = batch_of(encoded[start : start + batch_size], pad, device)
+            loss, n = summed_loss(model, *batch)
             total, count = total + loss.item(), count + n
     return total / count
 
 
-def summed_loss(model, ids, mask, labels) -> tuple[torch.Tensor, int]:
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-    target = labels[:, 1:]
+def summed_loss(model, ids, mask, positions, labels) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy of the answer tokens: the logits at position t predict token t + 1,
+    so the last `keep + 1` positions cover the `keep` answer columns."""
+    keep = labels.shape[1]
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep + 1)
+    logits = out.logits[:, :-1].float()
     loss = nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum"
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="sum"
     )
-    return loss, int((target != -100).sum())
+    return loss, int((labels != -100).sum())
 
 
 def pad_id(model) -> int:
@@ -192,8 +221,8 @@ def finetune(model, encoded: list, cfg: FinetuneConfig, seed: int = 0) -> dict:
             order = torch.randperm(len(encoded), generator=gen).tolist()
             for start in range(0, len(order), cfg.batch_size):
                 chunk = [encoded[i] for i in order[start : start + cfg.batch_size]]
-                ids, mask, labels = batch_of(chunk, pad, device)
-                loss, count = summed_loss(trained, ids, mask, labels)
+                batch = batch_of(chunk, pad, device)
+                loss, count = summed_loss(trained, *batch)
                 if not math.isfinite(loss.item()):
                     raise FloatingPointError(f"fine-tuning loss is {loss.item()}")
                 (loss / count).backward()
@@ -201,7 +230,7 @@ def finetune(model, encoded: list, cfg: FinetuneConfig, seed: int = 0) -> dict:
                 schedule.step()
                 opt.zero_grad(set_to_none=True)
                 losses.append(loss.item() / count)
-                tokens += int(mask.sum())
+                tokens += int(batch[1].sum())
                 bar.update()
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
         bar.close()

@@ -11,6 +11,7 @@ from see.finetune import (
     encode_pairs,
     finetune,
     restored,
+    round_robin,
     task_pairs,
 )
 from see.grid import Cell
@@ -33,6 +34,19 @@ def test_pairs_are_lm_evals_prompt_and_gold_continuation():
     assert context.endswith("\n\nAnswer:") and answer.startswith(" ")
     with pytest.raises(NotFinetunable, match="wikitext"):
         task_pairs("wikitext", 1, seed=0)
+
+
+@needs_data
+def test_balanced_pairs_draw_each_gold_answer_equally_often():
+    skewed = [answer for _, answer in task_pairs("cola", 40, seed=0)]
+    balanced = [answer for _, answer in task_pairs("cola", 40, seed=0, balanced=True)]
+    assert sorted(set(balanced)) == [" no", " yes"]
+    assert balanced.count(" no") == 20 and skewed.count(" no") < 20
+
+
+def test_round_robin_deals_one_label_at_a_time_in_the_given_order():
+    labels = ["a", "a", "b", "a", "b"]
+    assert round_robin([4, 0, 1, 3, 2], labels) == [0, 4, 1, 2, 3]
 
 
 @needs_data
@@ -70,6 +84,23 @@ def test_finetuning_a_tiny_real_split_lowers_the_answer_loss_and_is_seeded(fresh
     same = ["finetune_steps", "finetune_tokens", "finetune_first_loss", "finetune_last_loss"]
     assert {k: first[k] for k in same} == {k: second[k] for k in same}
     assert first["finetune_steps"] == 6 and first["finetune_examples"] == 16
+
+
+@needs_data
+def test_the_batched_answer_loss_equals_the_loss_of_each_example_alone(fresh_smollm):
+    """Left padding and the answer-only logits give each example the loss it has unpadded."""
+    model, tok = fresh_smollm
+    encoded = encode_pairs(tok, task_pairs("squad_split", 3, seed=0), 64)
+    encoded += encode_pairs(tok, task_pairs("sst2", 5, seed=0), 64)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for tokens, answer in encoded:
+            logits = model(input_ids=torch.tensor([tokens])).logits[0, :-1]
+            target = torch.tensor(tokens[1:])
+            losses = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+            total, count = total + losses[-answer:].sum().item(), count + answer
+    assert len({len(t) for t, _ in encoded}) > 1 and len({a for _, a in encoded}) > 1
+    assert answer_loss(model, encoded, batch_size=8) == pytest.approx(total / count, rel=1e-4)
 
 
 @needs_data
