@@ -371,6 +371,8 @@ class FinetuneConfig:
     lora_rank: int = 16
     # each gold answer of a multiple-choice task drawn equally often (see finetune.task_pairs)
     balanced: bool = False
+    # per-task `examples` (e.g. {"cola": 4000}: a task a small budget cannot teach)
+    task_examples: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self):
         for name in ("examples", "epochs", "batch_size", "max_tokens", "lora_rank"):
@@ -387,6 +389,16 @@ class FinetuneConfig:
             raise ValueError(f"finetune train={self.train!r}; allowed: {FINETUNE_PARTS}")
         if not isinstance(self.balanced, bool):
             raise ValueError(f"finetune balanced={self.balanced!r}; allowed: true or false")
+        if not isinstance(self.task_examples, dict):
+            raise ValueError(
+                f"finetune task_examples={self.task_examples!r}; allowed: a table task = int"
+            )
+        for task, value in self.task_examples.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"finetune task_examples.{task}={value!r}; allowed: an int >= 1")
+
+    def examples_for(self, task: str) -> int:
+        return self.task_examples.get(task, self.examples)
 
 
 @dataclass(frozen=True)

@@ -143,6 +143,11 @@ def test_finetune_options_name_the_bad_value():
         FinetuneConfig(train="some")
     with pytest.raises(ValueError, match="lr=-1"):
         FinetuneConfig(lr=-1)
+    with pytest.raises(ValueError, match="balanced='yes'"):
+        FinetuneConfig(balanced="yes")
+    with pytest.raises(ValueError, match="task_examples.cola=0"):
+        FinetuneConfig(task_examples={"cola": 0})
+    assert FinetuneConfig(examples=5, task_examples={"cola": 7}).examples_for("sst2") == 5
     with pytest.raises(ValueError, match="bad \\[finetune\\] table"):
         GridConfig(
             name="ft",
@@ -164,7 +169,7 @@ def test_a_grid_cell_fine_tunes_each_task_and_skips_wikitext():
         methods=["int4"],
         ratios=[10],
         tasks={"sst2": 4, "wikitext": 1},
-        finetune={"examples": 4, "batch_size": 4},
+        finetune={"examples": 4, "batch_size": 4, "task_examples": {"sst2": 3}},
     )
     # int4's table has nothing to heal, but fine-tuning trains the whole model
     cell = Cell("smollm2-135m", "int4", 32 / 4.5, "dense", 0)
@@ -174,6 +179,7 @@ def test_a_grid_cell_fine_tunes_each_task_and_skips_wikitext():
     tuned = [r for r in rows if r["task"] == "sst2"]
     assert {r["heal_stage"] for r in tuned} == {"finetune"} and tuned[0]["num_fewshot"] == 0
     assert tuned[0]["finetune_steps"] == 1 and tuned[0]["finetune_config"] is not None
+    assert tuned[0]["finetune_examples"] == 3  # the task's own budget
     assert {r["metric"] for r in tuned} >= {"acc"}
     wikitext = [r for r in rows if r["task"] == "wikitext"]
     assert [r["status"] for r in wikitext] == ["skipped"]

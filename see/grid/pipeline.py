@@ -216,7 +216,7 @@ def finetuned_rows(cell, cfg, tasks, run_id, device, model, tok) -> Iterator[lis
     ft = FinetuneConfig(**cfg.finetune)
     for task in tasks:
         try:
-            pairs = task_pairs(task, ft.examples, cell.seed, cfg.data_dir, ft.balanced)
+            pairs = task_pairs(task, ft.examples_for(task), cell.seed, cfg.data_dir, ft.balanced)
         except NotFinetunable as err:
             yield [status_row(cfg, cell, task, run_id, device, "skipped", str(err), "finetune")]
             continue
