@@ -1039,3 +1039,30 @@ def test_text_choice_pairs_each_healing_text_with_validation_on_the_same_documen
     assert table.loc["wikitext-2-valid", "vs_validation"] == ""
     expected = f"{math.exp(-1):.3g} [{math.exp(-1):.3g}, {math.exp(-1):.3g}] (3 docs)"
     assert table.loc["teacher-samples", "vs_validation"] == expected
+
+
+def test_a_finetuned_rows_recovery_is_against_the_finetuned_baseline():
+    import pandas as pd
+
+    from see.report.build import add_recovery
+
+    def row(method, stage, value):
+        return dict(
+            run_id="r", model="m", task="sst2", metric="acc", metric_filter="none", limit=10,
+            max_length=2048, dtype="float32", method=method, heal_stage=stage, value=value,
+        )  # fmt: skip
+
+    rows = pd.DataFrame(
+        [
+            row("baseline", "initial", 0.6),
+            row("baseline", "finetune", 0.8),
+            row("svd", "initial", 0.3),
+            row("svd", "finetune", 0.4),
+            row("svd", "stage2", 0.45),
+        ]
+    )
+    recovery = add_recovery(rows).set_index(["method", "heal_stage"]).recovery
+    assert recovery[("svd", "finetune")] == pytest.approx(0.5)
+    assert recovery[("svd", "initial")] == pytest.approx(0.5)
+    assert recovery[("svd", "stage2")] == pytest.approx(0.75)  # the baseline is not healed
+    assert recovery[("baseline", "finetune")] == pytest.approx(1.0)

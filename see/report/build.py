@@ -76,13 +76,19 @@ def latest(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def add_recovery(rows: pd.DataFrame) -> pd.DataFrame:
-    """recovery = compressed / baseline value of the same run (inverted where lower is better)."""
+    """recovery = compressed / baseline value of the same run (inverted where lower is better);
+    a fine-tuned row against the fine-tuned baseline, every other row against the initial one
+    (the baseline is not healed)."""
     keys = ["run_id", "model", "task", "metric", "metric_filter", "limit", "max_length", "dtype"]
-    base = rows[rows.method == "baseline"][[*keys, "value"]].rename(columns={"value": "base"})
+    rows = rows.assign(finetuned=rows.heal_stage.eq("finetune"))
+    keys.append("finetuned")
+    healed = rows.heal_stage.fillna("initial").str.startswith("stage")
+    baseline = rows[(rows.method == "baseline") & ~healed]
+    base = baseline[[*keys, "value"]].rename(columns={"value": "base"})
     out = rows.merge(base.drop_duplicates(keys), on=keys, how="left")
     lower = lower_is_better(out)
     out["recovery"] = (out.value / out.base).where(~lower, out.base / out.value)
-    return out.drop(columns="base")
+    return out.drop(columns=["base", "finetuned"])
 
 
 def quality_table(rows: pd.DataFrame) -> str:
