@@ -107,8 +107,8 @@ def batch_of(encoded: list, pad_id: int, device) -> tuple[torch.Tensor, ...]:
     """Left-padded ids, attention mask, position ids and the answer labels: one column per
     answer token of the longest answer, -100 where a shorter answer leaves a column empty.
     Left padding puts every answer at the end of its row, so the loss needs the head's logits
-    at the last few positions only (the vocabulary matmul of every position costs a small model
-    as much as its body)."""
+    at the last few positions only (the vocabulary matmul at every position is a large share of
+    a small model's compute: Gemma 3 270M's head has more weights than its body)."""
     width = max(len(ids) for ids, _ in encoded)
     keep = max(min(answer, len(ids) - 1) for ids, answer in encoded)
     ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
