@@ -58,16 +58,15 @@ def task_pairs(
     order = list(range(len(docs)))
     random.Random(seed).shuffle(order)
     choice = obj.OUTPUT_TYPE == "multiple_choice"
-    golds = [gold_index(obj, doc) if choice else 0 for doc in docs]
-    if balanced:
-        order = round_robin(order, golds)
+    if balanced and choice:
+        order = round_robin(order, [gold_index(obj, doc) for doc in docs])
     pairs = []
     for index in order[:examples]:
         doc = docs[index]
         context = obj.fewshot_context(doc, 0)
         if choice:
             requests = obj.construct_requests(doc, context, metadata=(task, index, 1))
-            pairs.append(requests[golds[index]].arguments)
+            pairs.append(requests[gold_index(obj, doc)].arguments)
         else:
             pairs.append((context, obj.config.target_delimiter + obj.doc_to_target(doc)))
     return pairs
@@ -109,13 +108,14 @@ def batch_of(encoded: list, pad_id: int, device) -> tuple[torch.Tensor, ...]:
     Left padding puts every answer at the end of its row, so the loss needs the head's logits
     at the last few positions only (the vocabulary matmul at every position is a large share of
     a small model's compute: Gemma 3 270M's head has more weights than its body)."""
-    width = max(len(ids) for ids, _ in encoded)
-    keep = max(min(answer, len(ids) - 1) for ids, answer in encoded)
+    # the first token has nothing to predict it: an answer covers at most the rest
+    encoded = [(tokens, min(answer, len(tokens) - 1)) for tokens, answer in encoded]
+    width = max(len(tokens) for tokens, _ in encoded)
+    keep = max(answer for _, answer in encoded)
     ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
     labels = torch.full((len(encoded), keep), -100, dtype=torch.long)
     for row, (tokens, answer) in enumerate(encoded):
-        answer = min(answer, len(tokens) - 1)  # the first token has nothing to predict it
         ids[row, width - len(tokens) :] = torch.tensor(tokens)
         mask[row, width - len(tokens) :] = 1
         labels[row, keep - answer :] = torch.tensor(tokens[len(tokens) - answer :])
@@ -221,8 +221,8 @@ def finetune(model, encoded: list, cfg: FinetuneConfig, seed: int = 0) -> dict:
             order = torch.randperm(len(encoded), generator=gen).tolist()
             for start in range(0, len(order), cfg.batch_size):
                 chunk = [encoded[i] for i in order[start : start + cfg.batch_size]]
-                batch = batch_of(chunk, pad, device)
-                loss, count = summed_loss(trained, *batch)
+                ids, mask, positions, labels = batch_of(chunk, pad, device)
+                loss, count = summed_loss(trained, ids, mask, positions, labels)
                 if not math.isfinite(loss.item()):
                     raise FloatingPointError(f"fine-tuning loss is {loss.item()}")
                 (loss / count).backward()
@@ -230,7 +230,7 @@ def finetune(model, encoded: list, cfg: FinetuneConfig, seed: int = 0) -> dict:
                 schedule.step()
                 opt.zero_grad(set_to_none=True)
                 losses.append(loss.item() / count)
-                tokens += int(batch[1].sum())
+                tokens += int(mask.sum())
                 bar.update()
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
         bar.close()
