@@ -225,3 +225,44 @@ def test_cached_shared_head_is_the_exception_not_the_rule():
     see_like.head_cache = False
     torch.testing.assert_close(see_like.head_logits(hidden), hidden @ see_like.materialize().T)
     torch.testing.assert_close(svd.head_logits(hidden), hidden @ svd.materialize().T)
+
+
+def test_threshold_sample_keeps_heavy_rows_and_each_rows_expected_weight():
+    # weights 10 and six 1s, about 4 rows: t solves 1 + 6 / t = 4, so t = 2: the heavy row is
+    # always kept at its own weight, each light one half the time at weight 2 (expected 1)
+    import numpy as np
+
+    from see.methods.pq import threshold_sample
+
+    weights = np.array([10, 1, 1, 1, 1, 1, 1], dtype=np.float32)
+    kept = []
+    for seed in range(2000):
+        keep, sampled = threshold_sample(weights, 7, 4, seed)
+        assert keep[0] == 0 and sampled[0] == 10
+        np.testing.assert_allclose(sampled[1:], 2.0, rtol=1e-6)
+        kept.append(len(keep))
+    assert abs(np.mean(kept) - 4) < 0.1  # its standard error: 0.027
+    keep, sampled = threshold_sample(weights, 7, 7, 0)  # room for every row: all, as they are
+    assert keep.tolist() == list(range(7)) and sampled is weights
+    keep, sampled = threshold_sample(None, 7, 3, 0)  # unweighted: a uniform sample
+    assert len(keep) == 3 and sampled is None
+
+
+def test_pq_kmeans_rows_fits_on_a_sample_and_encodes_every_row():
+    torch.manual_seed(0)
+    table, counts = torch.randn(2000, 32), torch.randint(0, 50, (2000,))
+    options = {**PLAIN, "bits": 4, "subvectors": 8, "iters": 10, "freq_weight": 1.0}
+    full = get_method("pq").from_table(table, 8, token_counts=counts, **options)
+    roomy = get_method("pq").from_table(table, 8, token_counts=counts, kmeans_rows=2000, **options)
+    assert torch.equal(roomy.codes, full.codes)  # a sample of every row is the full fit
+    sampled = get_method("pq").from_table(table, 8, token_counts=counts, kmeans_rows=500, **options)
+    assert sampled.codes.shape == full.codes.shape and sampled.num_bytes() == full.num_bytes()
+    weight = (counts + 1).float()
+
+    def weighted_error(module) -> float:
+        return float((weight * (module.materialize() - table).pow(2).sum(1)).sum())
+
+    # a quarter of the rows, the frequent ones among them, costs little in weighted error
+    assert weighted_error(sampled) < 1.1 * weighted_error(full)
+    with pytest.raises(ValueError, match="pq kmeans_rows=32; allowed: 0 .* or at least 64"):
+        get_method("pq").from_table(table, 8, token_counts=counts, kmeans_rows=32, **options)

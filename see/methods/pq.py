@@ -35,19 +35,19 @@ Defaults, chosen on held-out text (docs/methods.md, RESULTS.md): `freq_weight` 1
 `residual_share` 0.5, `bits` 0 (auto: 256 centroids unless the codebooks take too much),
 `codebook_dtype` float16, `dim_weight` auto.
 
-k-means is faiss's (`faiss.Kmeans`, one per sub-space, k-means++ seeding, on every row: a
-sample would drop frequent rows and their weight); codes are each sub-vector's nearest
-centroid. Random seeding is faster but misses well-separated clusters
-(tests/test_quantized.py). The sub-spaces are fitted in parallel, one per thread (a k-means
-of a few dimensions gains little from more threads; the centroids are the same on any
-number). faiss runs on the CPU whatever the harness's device: plain pq at
-20x on SmolLM2 fits in 19 s (run 20261206-103243-heldout-sweep), where the torch k-means it
-replaced took 308 s at 10x (run 20261206-062626-smoke). faiss's other quantizers are not
-offered, for their bytes: OPQ's learned rotation is d x d stored numbers (12% of the bytes at
-20x on SmolLM2 in fp16, 23% at 40x), and residual or additive quantizers (RQ, LSQ) use
-full-width codebooks (2**bits x d numbers per stage), whose cost a 49k-262k row table cannot
-amortize at 20-80x; the residual tiers above are a product residual quantizer confined to
-the frequent tokens.
+k-means is faiss's (`faiss.Kmeans`, one per sub-space, k-means++ seeding, on every row: its
+uniform sample would drop frequent rows and their weight; `kmeans_rows` caps the rows with a
+sample that keeps them, threshold_sample); codes are each sub-vector's nearest centroid.
+Random seeding is faster but misses well-separated clusters (tests/test_quantized.py). The
+sub-spaces are fitted in parallel, one per thread (a k-means of a few dimensions gains little
+from more threads; the centroids are the same on any number). faiss runs on the CPU whatever
+the harness's device: plain pq at 20x on SmolLM2 fits in 19 s (run
+20261206-103243-heldout-sweep), where the torch k-means it replaced took 308 s at 10x (run
+20261206-062626-smoke). faiss's other quantizers are not offered, for their bytes: OPQ's
+learned rotation is d x d stored numbers (12% of the bytes at 20x on SmolLM2 in fp16, 23% at
+40x), and residual or additive quantizers (RQ, LSQ) use full-width codebooks (2**bits x d
+numbers per stage), whose cost a 49k-262k row table cannot amortize at 20-80x; the residual
+tiers above are a product residual quantizer confined to the frequent tokens.
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ ID_BYTES = 4  # a residual tier's token ids are stored as int32
 # 20261206-095522 and 20261206-100826) 256 centroids won at 20x and 40x (codebooks 21% and 42%
 # of the bytes); at 80x they would take 83%, and 128 or 64 centroids (42%, 21%) tied in domain.
 CODEBOOK_SHARE = 0.45
+# `kmeans_rows` below this many rows per centroid is refused: too few to place the centroids
+MIN_POINTS_PER_CENTROID = 4
 
 
 def packs(bits: int) -> bool:
@@ -115,38 +117,76 @@ def choose_subvectors(
     return max(fits)
 
 
+def threshold_sample(
+    weights: np.ndarray | None, rows: int, size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """At most about `size` of `rows` rows for k-means, and their weights (threshold sampling,
+    Duffield et al. 2005): a row of weight w >= t is kept with its own weight, a lighter one
+    with probability w / t and then weighs t, so every row's expected weight is its own and
+    the frequent rows are never dropped (faiss's own sample is uniform: it would drop them).
+    t is set so that the expected number kept is `size`. Unweighted rows: a uniform sample."""
+    if size <= 0 or rows <= size:
+        return np.arange(rows), weights
+    rng = np.random.default_rng(seed)
+    if weights is None:
+        return np.sort(rng.choice(rows, size, replace=False)), None
+    w = weights.astype(np.float64)
+    low, high = 0.0, float(w.max()) * rows / size  # expected kept: >= size at low, <= at high
+    for _ in range(100):
+        t = (low + high) / 2
+        low, high = (t, high) if np.minimum(1.0, w / t).sum() > size else (low, t)
+    keep = np.flatnonzero(rng.random(rows) < np.minimum(1.0, w / high))
+    return keep, np.maximum(w[keep], high).astype(np.float32)
+
+
 def kmeans(
-    points: np.ndarray, k: int, iters: int, weights: np.ndarray | None, seed: int
+    points: np.ndarray,
+    k: int,
+    iters: int,
+    weights: np.ndarray | None,
+    seed: int,
+    train: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """faiss k-means of points (N, s) -> (centroids (k, s), each point's centroid id (N,))."""
+    """faiss k-means of points (N, s) -> (centroids (k, s), each point's centroid id (N,)),
+    trained on the rows `train` (default: all) with `weights` (one per trained row)."""
+    fitted = points if train is None else points[train]
     km = faiss.Kmeans(
         points.shape[1],
         k,
         niter=iters,
         seed=seed,
-        max_points_per_centroid=-(-len(points) // k),
+        max_points_per_centroid=-(-len(fitted) // k),
         min_points_per_centroid=1,  # a small residual tier is fine: no warning per sub-space
         init_method=faiss.ClusteringInitMethod_KMEANS_PLUS_PLUS,
     )
-    km.train(points, weights=weights)
+    km.train(np.ascontiguousarray(fitted), weights=weights)
     return km.centroids, km.index.search(points, 1)[1][:, 0]
 
 
 def product_quantize(
-    rows: torch.Tensor, m: int, bits: int, iters: int, weights: torch.Tensor | None, seed: int
+    rows: torch.Tensor,
+    m: int,
+    bits: int,
+    iters: int,
+    weights: torch.Tensor | None,
+    seed: int,
+    kmeans_rows: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """rows (N, d) -> (codes (N, m) long, codebooks (m, 2**bits, d/m))."""
+    """rows (N, d) -> (codes (N, m) long, codebooks (m, 2**bits, d/m)); k-means trains on at
+    most about `kmeans_rows` rows (0: all; threshold_sample), every row gets its code."""
     n, dim = rows.shape
     if n < 2**bits:
         raise ValueError(f"pq needs at least {2**bits} rows for {2**bits} centroids, got {n}")
     points = rows.float().reshape(n, m, dim // m).transpose(0, 1).contiguous().numpy()
     w = None if weights is None else weights.float().numpy()
+    train, w = threshold_sample(w, n, kmeans_rows, seed)
+    train = None if len(train) == n else train
 
     def subspace(j: int) -> tuple[np.ndarray, np.ndarray]:
         # one sub-space per thread, each k-means on one core: a k-means of a few dimensions
         # gains little from a second thread, and faiss gives the same centroids either way
         faiss.omp_set_num_threads(1)
-        return kmeans(points[j], 2**bits, iters, w, seed + j)
+        return kmeans(points[j], 2**bits, iters, w, seed + j, train)
 
     with ThreadPoolExecutor(torch.get_num_threads()) as pool:
         fitted = list(
@@ -215,6 +255,9 @@ class PQOptions:
     # always computes with the stored (rounded) values. float16 won at 20x, 40x and 80x in
     # domain and out of it (heldout-sweep run 20261206-132558)
     codebook_dtype: str = "float16"
+    # k-means trains on at most about this many rows, the frequent ones always among them
+    # (threshold_sample); 0: every row. Every row is still encoded.
+    kmeans_rows: int = field(default=0, metadata={KEYED_WHEN_SET: True})
 
     def __post_init__(self):
         if not isinstance(self.bits, int) or not 0 <= self.bits <= 12:
@@ -223,7 +266,7 @@ class PQOptions:
             raise ValueError(
                 f"pq residual_tiers={self.residual_tiers!r}; allowed: an int from 1 to 8"
             )
-        for name in ("subvectors", "residual_subvectors"):
+        for name in ("subvectors", "residual_subvectors", "kmeans_rows"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"pq {name}={value!r}; allowed: an int >= 0 (0 auto)")
@@ -343,13 +386,19 @@ class PQEmbedding(CompressedEmbedding):
         vocab, dim = original.shape
         check_target_cr(target_cr)
         budget = vocab * dim * 4 / target_cr
-        # fitted where an error costs what the model minds (None: every dimension alike)
-        scale = dimension_scale(options.dim_weight, ctx, dim, target_cr, "pq")
-        table = original if scale is None else original * scale
         subvectors, share = options.subvectors, options.residual_share
         stages = options.residual_tiers if share else 0
         value_bytes = CODEBOOK_DTYPES[options.codebook_dtype]
         bits = options.bits or auto_bits(dim, budget, 1 + stages, value_bytes)
+        if 0 < options.kmeans_rows < MIN_POINTS_PER_CENTROID * 2**bits:
+            raise ValueError(
+                f"pq kmeans_rows={options.kmeans_rows}; allowed: 0 (every row) or at least "
+                f"{MIN_POINTS_PER_CENTROID * 2**bits} ({MIN_POINTS_PER_CENTROID} per centroid of "
+                f"the {2**bits} this fit has)"
+            )
+        # fitted where an error costs what the model minds (None: every dimension alike)
+        scale = dimension_scale(options.dim_weight, ctx, dim, target_cr, "pq")
+        table = original if scale is None else original * scale
         m2 = options.residual_subvectors or residual_subvectors(dim, bits)
         for name, m in (("subvectors", subvectors), ("residual_subvectors", m2)):
             if m and m not in allowed_subvectors(dim, bits):
@@ -363,7 +412,9 @@ class PQEmbedding(CompressedEmbedding):
         m = subvectors or choose_subvectors(
             vocab, dim, (1 - share) * budget, bits, "the table", value_bytes
         )
-        codes, codebooks = product_quantize(table, m, bits, options.iters, weights, ctx.seed)
+        codes, codebooks = product_quantize(
+            table, m, bits, options.iters, weights, ctx.seed, options.kmeans_rows
+        )
         rebuilt = decode(store_codes(codes, bits), as_stored(codebooks, options.codebook_dtype))
         remainder = budget - pq_bytes(vocab, dim, m, bits, value_bytes)
         tiers, report = {}, {"pq_bits": bits, "pq_subvectors": m}
@@ -388,7 +439,7 @@ class PQEmbedding(CompressedEmbedding):
             tier_weights = None if weights is None else weights[rows]
             seed = ctx.seed + 1000 * (tier - 1)  # tier 1 as fitted before there were more
             tier_codes, tier_codebooks = product_quantize(
-                residual, m_tier, bits, options.iters, tier_weights, seed
+                residual, m_tier, bits, options.iters, tier_weights, seed, options.kmeans_rows
             )
             tier_codes = store_codes(tier_codes, bits)
             rebuilt[rows] += decode(tier_codes, as_stored(tier_codebooks, options.codebook_dtype))
