@@ -102,7 +102,8 @@ def test_frequent_tokens_breaks_ties_by_id():
     [
         ({"residual_share": 1.0}, "residual_share=1.0; allowed: 0 <= x < 1"),
         ({"residual_share": -0.1}, "residual_share=-0.1; allowed"),
-        ({"residual_subvectors": -1}, "residual_subvectors=-1; allowed: an int >= 0"),
+        ({"residual_subvectors": -1}, "residual_subvectors=-1; allowed: an int >= 0 \\(0: auto"),
+        ({"kmeans_rows": -1}, "kmeans_rows=-1; allowed: an int >= 0 \\(0: all\\)"),
         ({"counts": "books"}, "counts='books'; allowed: \\('wikitext', 'token_order'\\)"),
         ({"codebook_dtype": "int8"}, "codebook_dtype='int8'; allowed: \\('float32', 'float16'\\)"),
     ],

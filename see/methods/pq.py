@@ -119,14 +119,15 @@ def choose_subvectors(
 
 def threshold_sample(
     weights: np.ndarray | None, rows: int, size: int, seed: int
-) -> tuple[np.ndarray, np.ndarray | None]:
+) -> tuple[np.ndarray | None, np.ndarray | None]:
     """At most about `size` of `rows` rows for k-means, and their weights (threshold sampling,
     Duffield et al. 2005): a row of weight w >= t is kept with its own weight, a lighter one
     with probability w / t and then weighs t, so every row's expected weight is its own and
     the frequent rows are never dropped (faiss's own sample is uniform: it would drop them).
-    t is set so that the expected number kept is `size`. Unweighted rows: a uniform sample."""
+    t is set so that the expected number kept is `size`. Unweighted rows: a uniform sample.
+    No sample (size 0, or room for every row): (None, weights), kmeans's "every row"."""
     if size <= 0 or rows <= size:
-        return np.arange(rows), weights
+        return None, weights
     rng = np.random.default_rng(seed)
     if weights is None:
         return np.sort(rng.choice(rows, size, replace=False)), None
@@ -180,7 +181,6 @@ def product_quantize(
     points = rows.float().reshape(n, m, dim // m).transpose(0, 1).contiguous().numpy()
     w = None if weights is None else weights.float().numpy()
     train, w = threshold_sample(w, n, kmeans_rows, seed)
-    train = None if len(train) == n else train
 
     def subspace(j: int) -> tuple[np.ndarray, np.ndarray]:
         # one sub-space per thread, each k-means on one core: a k-means of a few dimensions
@@ -266,10 +266,11 @@ class PQOptions:
             raise ValueError(
                 f"pq residual_tiers={self.residual_tiers!r}; allowed: an int from 1 to 8"
             )
-        for name in ("subvectors", "residual_subvectors", "kmeans_rows"):
+        zero_means = {"subvectors": "auto", "residual_subvectors": "auto", "kmeans_rows": "all"}
+        for name, zero in zero_means.items():
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
-                raise ValueError(f"pq {name}={value!r}; allowed: an int >= 0 (0 auto)")
+                raise ValueError(f"pq {name}={value!r}; allowed: an int >= 0 (0: {zero})")
         if not isinstance(self.iters, int) or self.iters < 1:
             raise ValueError(f"pq iters={self.iters!r}; allowed: an int >= 1")
         if not 0 <= self.residual_share < 1:
