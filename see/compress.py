@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Callable
 
 import torch
 
@@ -108,8 +109,11 @@ def compress(
     selection_tokens: int = 2048,
     max_length: int = 2048,
     dtype: torch.dtype = torch.float32,
+    input_fisher: Callable[[], torch.Tensor] | None = None,
 ) -> CompressedEmbedding:
-    """Fit `method` to the model's input table (nothing is installed: see compress_model)."""
+    """Fit `method` to the model's input table (nothing is installed: see compress_model).
+    `input_fisher` gives the model's input Fisher when a fit asks for it (default: computed
+    here, validation_fisher); a caller that loads the same model again passes a cached one."""
     from see.methods import get_method
     from see.models.surgery import input_table
 
@@ -132,6 +136,6 @@ def compress(
         data_dir=data_dir,
         checkpoint_score=score,
         count_tokens=lambda: validation_token_counts(tok, len(table), data_dir),
-        input_fisher=lambda: validation_fisher(model, tok, data_dir),
+        input_fisher=input_fisher or (lambda: validation_fisher(model, tok, data_dir)),
     )
     return cls.compress_table(table, float(target_cr), typed, ctx).to(dtype)

@@ -188,3 +188,32 @@ def test_see_compress_bad_input_is_one_line_before_any_work(tmp_path, args, mess
     )
     assert done.returncode == 2 and message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+@needs_data
+@pytest.mark.slow
+def test_build_model_computes_a_models_fisher_once_and_the_cached_one_fits_the_same(
+    monkeypatch,
+):
+    """The input Fisher is a pass over validation text per model (53 s on the 1.5B): the
+    second cell of a model reuses it (fisher_s 0) and fits exactly what a fresh pass gives."""
+    import see.compress
+    from see.config import GridConfig
+    from see.grid import Cell, build_model, pipeline
+
+    monkeypatch.setenv("SEE_DATA_DIR", DATA_DIR)
+    passes = []
+    fresh = see.compress.validation_fisher
+    monkeypatch.setattr(see.compress, "validation_fisher", lambda *a: passes.append(1) or fresh(*a))
+    monkeypatch.setattr(pipeline, "_FISHER", {})
+    cfg = GridConfig(
+        name="t", models=["smollm2-135m"], methods=["svd"], ratios=[10, 20], tasks={"wikitext": 1}
+    )
+    _, _, first, _ = build_model(Cell("smollm2-135m", "svd", 10.0, "dense", 0, ()), cfg)
+    model, _, second, _ = build_model(Cell("smollm2-135m", "svd", 20.0, "dense", 0, ()), cfg)
+    assert len(passes) == 1 and first["fisher_s"] > 0 and second["fisher_s"] == 0
+    monkeypatch.setattr(pipeline, "_FISHER", {})
+    again, _, third, _ = build_model(Cell("smollm2-135m", "svd", 20.0, "dense", 0, ()), cfg)
+    assert len(passes) == 2 and third["fisher_s"] > 0
+    table = model.get_input_embeddings().compressed.materialize()
+    assert torch.equal(again.get_input_embeddings().compressed.materialize(), table)
