@@ -302,13 +302,25 @@ def dispatch(args: argparse.Namespace) -> None:
         report = build_reports(args.results_dir, args.reports_dir, readme="README.md")
         print(f"[see] wrote {report}")
     elif args.command == "targets":
-        from see.report.targets import frontier_targets, targets_markdown
+        from see.report.targets import (
+            PQ_FIT_CR,
+            PQ_FIT_MODEL,
+            PQ_FIT_SECONDS,
+            frontier_targets,
+            pq_fit_time,
+            targets_markdown,
+        )
         from see.results import published_rows
 
         rows = published_rows(Path(args.results_dir))
         print(targets_markdown(rows) or "no see-strength rows")
         print("\nIssue 40, training-free frontier targets (newest frontier run per model):\n")
         print(frontier_targets(rows).to_markdown(index=False, floatfmt=".4g"))
+        print(
+            f"\nIssue 40, pq's fit on {PQ_FIT_MODEL} at byte ratio {PQ_FIT_CR:g} within "
+            f"{PQ_FIT_SECONDS:g} s (the quantizer alone: compress_s less the Fisher pass):\n"
+        )
+        print(pq_fit_time(rows).to_markdown(index=False, floatfmt=".4g"))
 
 
 def parse_options(pairs: list[str]) -> dict:

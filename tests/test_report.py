@@ -1066,3 +1066,38 @@ def test_a_finetuned_rows_recovery_is_against_the_finetuned_baseline():
     assert recovery[("svd", "initial")] == pytest.approx(0.5)
     assert recovery[("svd", "stage2")] == pytest.approx(0.75)  # the baseline is not healed
     assert recovery[("baseline", "finetune")] == pytest.approx(1.0)
+
+
+def test_pq_fit_time_takes_the_fisher_pass_out_and_says_where_it_was_not_recorded():
+    import pandas as pd
+
+    from see.report.targets import pq_fit_time
+
+    def row(run, compress_s, fisher_s=None, model="qwen2.5-coder-1.5b", metric="word_perplexity"):
+        fisher = {} if fisher_s is None else {"fisher_s": fisher_s}
+        return {
+            "run_id": run,
+            "method": "pq",
+            "model": model,
+            "target_cr": 10.0,
+            "metric": metric,
+            "method_options": None,
+            "compress_s": compress_s,
+            **fisher,
+        }
+
+    rows = pd.DataFrame(
+        [
+            row("old", 300.0),
+            row("fast", 123.0, 53.0),
+            row("slow", 200.0, 50.0),
+            row("fast", 123.0, 53.0, metric="bits_per_byte"),  # one line per run, not metric
+            row("other-model", 10.0, 1.0, model="smollm2-135m"),
+        ]
+    )
+    table = pq_fit_time(rows).set_index("run_id")
+    assert list(table.index) == ["old", "fast", "slow"]
+    assert table.loc["fast", "quantizer_s"] == 70.0 and table.loc["fast", "met"] == "met"
+    assert table.loc["slow", "met"] == "missed"  # 150 s without the Fisher pass
+    assert table.loc["old", "met"] == "not recorded"
+    assert pq_fit_time(rows[rows.model == "smollm2-135m"]).empty

@@ -19,7 +19,8 @@ from see.heal_text import healing_texts, teacher_samples
 from see.results import cell_key, provenance
 
 # Each model's input Fisher (see.compress.validation_fisher), computed once per process: a
-# forward and backward over the validation tokens (53 s on Qwen2.5-Coder 1.5B on 2 cores),
+# forward and backward over the validation tokens (`fisher_s` 52.7 s on Qwen2.5-Coder 1.5B on
+# 2 cores, run 20261207-094421-pq-fit-time-sampled),
 # the same for every cell of the model, since each cell loads it afresh from the same files.
 _FISHER: dict[tuple, torch.Tensor] = {}
 

@@ -1,4 +1,8 @@
-"""Issue 16's SEE targets, checked on published rows (initial WikiText word perplexity).
+"""The issues' targets, checked on published rows (`python -m see targets`).
+
+Issue 40: the training-free frontier (the best method beyond each byte budget against the same
+run's baseline, FRONTIER_TARGETS) and pq's fit time on the largest table (pq_fit_time).
+Issue 16's SEE targets (initial WikiText word perplexity):
 
 - SEE with default options at most 1/40 of plain SVD's perplexity at CR 10 and 1/10 at CR 20
   (on every model a `see-strength*` run measured; the issue sets CR 10 for Gemma 3 too);
@@ -110,3 +114,38 @@ def frontier_targets(rows: pd.DataFrame) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(lines)
+
+
+# Issue 40: pq's fit on the largest table (Qwen2.5-Coder 1.5B, 151,936 x 1,536) at byte
+# ratio 10 within 2 minutes, as faiss's own ProductQuantizer trains and encodes it in ~100 s
+PQ_FIT_MODEL, PQ_FIT_CR, PQ_FIT_SECONDS = "qwen2.5-coder-1.5b", 10.0, 120.0
+
+
+def pq_fit_time(rows: pd.DataFrame) -> pd.DataFrame:
+    """One line per published run and options of pq on the 1.5B at byte ratio 10: the whole
+    compression (`compress_s`) and the quantizer alone, less the model's input Fisher pass
+    (`fisher_s`: one pass per model and run, shared by every Fisher-weighted method; rows
+    written before it was recorded have none). Met where the quantizer alone fits in time."""
+    pq = rows[
+        (rows.method == "pq")
+        & (rows.model == PQ_FIT_MODEL)
+        & (rows.target_cr == PQ_FIT_CR)
+        & (rows.metric == "word_perplexity")
+        & rows.compress_s.notna()
+    ]
+    if pq.empty:
+        return pd.DataFrame()
+    fisher = pq["fisher_s"] if "fisher_s" in pq else pd.Series(float("nan"), index=pq.index)
+    table = pd.DataFrame(
+        {
+            "run_id": pq.run_id,
+            "options": pq.method_options.fillna(""),
+            "compress_s": pq.compress_s,
+            "fisher_s": fisher,
+            "quantizer_s": pq.compress_s - fisher,
+        }
+    ).drop_duplicates(["run_id", "options"], keep="last")
+    table["met"] = table.quantizer_s.map(
+        lambda s: "not recorded" if pd.isna(s) else ("met" if s <= PQ_FIT_SECONDS else "missed")
+    )
+    return table.reset_index(drop=True)
