@@ -20,8 +20,8 @@ from see.results import cell_key, provenance
 
 # Each model's input Fisher (see.compress.validation_fisher), computed once per process: a
 # forward and backward over the validation tokens (`fisher_s` 52.7 s on Qwen2.5-Coder 1.5B on
-# 2 cores, run 20261207-094421-pq-fit-time-sampled),
-# the same for every cell of the model, since each cell loads it afresh from the same files.
+# 2 cores, run 20261207-094421-pq-fit-time-sampled), the same for every cell of the model,
+# since each cell loads it afresh from the same files.
 _FISHER: dict[tuple, torch.Tensor] = {}
 
 
