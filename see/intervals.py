@@ -58,3 +58,41 @@ def ratio_interval(
     log_ratio = -la[draws].sum(1) / ua[draws].sum(1) + lb[draws].sum(1) / ub[draws].sum(1)
     low, high = percentile_interval(np.exp(log_ratio), level)
     return perplexity(la, ua) / perplexity(lb, ub), low, high
+
+
+def margins(choice_loglik) -> np.ndarray:
+    """A two-choice task's answer margins: log-likelihood of choice 1 minus choice 0."""
+    loglik = np.asarray(choice_loglik, float)
+    if loglik.ndim != 2 or loglik.shape[1] != 2:
+        raise ValueError(f"two choices per document needed, got shape {loglik.shape}")
+    return loglik[:, 1] - loglik[:, 0]
+
+
+def margin_auc(margin, target) -> float:
+    """How well the margin separates the labels, whatever threshold is used: the chance that
+    a label-1 document gets a larger margin than a label-0 one (ties count half). A shift of
+    every margin (a preferred label) changes accuracy but not this."""
+    margin, target = np.asarray(margin, float), np.asarray(target)
+    pos, neg = margin[target == 1], margin[target == 0]
+    if not len(pos) or not len(neg):
+        raise ValueError("both labels needed for a margin AUC")
+    greater = (pos[:, None] > neg[None, :]).mean()
+    equal = (pos[:, None] == neg[None, :]).mean()
+    return float(greater + equal / 2)
+
+
+def auc_difference_interval(
+    margin_a, margin_b, target, iters: int = ITERS, seed: int = SEED, level: float = LEVEL
+) -> tuple[float, float, float]:
+    """margin_auc(a) - margin_auc(b) on the same documents with its paired bootstrap interval:
+    (difference, low, high). Resamples that miss a label are dropped."""
+    a, b, target = (np.asarray(x) for x in (margin_a, margin_b, target))
+    if not len(a) == len(b) == len(target) or not len(a):
+        raise ValueError(f"paired documents needed, got lengths {len(a)}, {len(b)}, {len(target)}")
+    diffs = [
+        margin_auc(a[draw], target[draw]) - margin_auc(b[draw], target[draw])
+        for draw in resamples(len(a), iters, seed)
+        if 0 < target[draw].sum() < len(draw)
+    ]
+    low, high = percentile_interval(np.asarray(diffs), level)
+    return margin_auc(a, target) - margin_auc(b, target), low, high

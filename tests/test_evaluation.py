@@ -129,3 +129,33 @@ def test_tail_logits_score_like_hflm_and_compute_only_the_scored_positions(smoll
     assert all(shape[1] > longest for shape in full)
     assert tail_shapes and all(shape[1] == longest for shape in tail_shapes)
     assert seen and all(shape[1] > longest for shape in seen)
+
+
+def test_multiple_choice_rows_keep_each_documents_choice_logliks_and_perplexity_rows_do_not():
+    from see.evaluation.lmeval import choice_columns
+
+    choice = [
+        {"doc_id": 1, "target": 0, "filtered_resps": [(-1.5, False), (-2.0, False)]},
+        {"doc_id": 0, "target": 1, "filtered_resps": [(-3.0, False), (-0.5, True)]},
+    ]
+    assert choice_columns(choice) == {
+        "doc_ids": [0, 1],
+        "doc_choice_loglik": [[-3.0, -0.5], [-1.5, -2.0]],
+        "doc_target": [1, 0],
+    }
+    rolling = [{"doc_id": 0, "target": "text", "filtered_resps": [-120.5]}]
+    assert choice_columns(rolling) == {}
+
+
+@needs_data
+def test_sst2_rows_store_answers_that_give_back_the_accuracy(smollm):
+    from see.evaluation.lmeval import evaluate
+
+    model, tok = smollm
+    (row,) = [r for r in evaluate(model, tok, ["sst2"], limit=6) if r["metric"] == "acc"]
+    loglik, target = row["doc_choice_loglik"], row["doc_target"]
+    assert len(loglik) == len(target) == 6 and all(len(choices) == 2 for choices in loglik)
+    answers = [int(choices[1] > choices[0]) for choices in loglik]
+    assert row["value"] == pytest.approx(
+        sum(a == t for a, t in zip(answers, target, strict=True)) / 6
+    )

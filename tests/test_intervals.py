@@ -52,3 +52,18 @@ def test_a_uniform_shift_gives_a_point_interval_and_noise_a_tie():
 def test_unpaired_documents_are_refused():
     with pytest.raises(ValueError, match="paired documents needed"):
         intervals.ratio_interval([-1.0], [1.0], [-1.0, -2.0], [1.0, 1.0])
+
+
+def test_margin_auc_equals_a_hand_count_and_ignores_a_shift_of_every_margin():
+    margin, target = np.array([2.0, 0.5, -1.0, 0.5, -3.0]), np.array([1, 1, 1, 0, 0])
+    # pairs (label 1, label 0): 2>0.5, 2>-3, 0.5=0.5 (half), 0.5>-3, -1<0.5, -1>-3 -> 4.5 / 6
+    assert intervals.margin_auc(margin, target) == pytest.approx(4.5 / 6)
+    shifted = margin + 1.5  # answers label 1 more often: the accuracy moves, the AUC does not
+    assert ((shifted > 0) == target).mean() != ((margin > 0) == target).mean()
+    assert intervals.margin_auc(shifted, target) == intervals.margin_auc(margin, target)
+    diff, low, high = intervals.auc_difference_interval(shifted, margin, target)
+    assert (diff, low, high) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="both labels"):
+        intervals.margin_auc(margin, np.ones(5, int))
+    with pytest.raises(ValueError, match="two choices"):
+        intervals.margins([[0.0, 1.0, 2.0]])

@@ -3,6 +3,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from see.report import build_reports
@@ -1101,3 +1102,43 @@ def test_pq_fit_time_takes_the_fisher_pass_out_and_says_where_it_was_not_recorde
     assert table.loc["slow", "met"] == "missed"  # 150 s without the Fisher pass
     assert table.loc["old", "met"] == "not recorded"
     assert pq_fit_time(rows[rows.model == "smollm2-135m"]).empty
+
+
+def test_an_accuracy_gain_from_a_label_shift_is_called_one_and_old_rows_say_what_they_lack():
+    import pandas as pd
+
+    from see.report.controls import accuracy_gains, control_line
+
+    rng = np.random.default_rng(0)
+    target = [int(t) for t in rng.integers(0, 2, 200)]
+    base_margin = rng.normal(0, 1, 200) + 0.3 * np.array(target) - 1.0  # prefers label 0
+    loglik = lambda m: [[0.0, float(x)] for x in m]  # noqa: E731
+
+    def row(method, margin, **extra):
+        acc = float(((np.array(margin) > 0) == np.array(target)).mean())
+        return {
+            "run_id": "r-frontier",
+            "model": "m",
+            "task": "sst2",
+            "metric": "acc",
+            "num_fewshot": 0,
+            "heal_stage": "initial",
+            "method": method,
+            "target_cr": 20.0,
+            "value": acc,
+            "stderr": (acc * (1 - acc) / 199) ** 0.5,
+            "doc_ids": list(range(200)),
+            "doc_choice_loglik": loglik(margin),
+            "doc_target": target,
+            **extra,
+        }
+
+    shifted = base_margin + 1.0  # the same separation, label 1 answered more often
+    rows = pd.DataFrame([row("baseline", base_margin), row("pq", shifted), row("svd", base_margin)])
+    gains = accuracy_gains(rows)
+    assert list(gains.method) == ["pq"]  # svd equals the baseline: no gain to check
+    line = control_line(gains.iloc[0])
+    assert line["verdict"].startswith("label shift")
+    assert line["auc"] == line["baseline_auc"] and line["answers_1"] > line["baseline_answers_1"]
+    old = rows.drop(columns=["doc_choice_loglik"])
+    assert control_line(accuracy_gains(old).iloc[0])["verdict"].startswith("no per-document")

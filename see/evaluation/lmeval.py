@@ -137,6 +137,29 @@ def document_columns(samples: list[dict], metric: str) -> dict:
     return columns
 
 
+def choice_columns(samples: list[dict]) -> dict:
+    """A multiple-choice task's per-document answers: each choice's log-likelihood and the
+    gold choice, so that an accuracy can be checked without a threshold (see.intervals.
+    margin_auc: did compression shift the preferred label or change how well the model
+    separates them?); {} for a task that is not multiple choice."""
+    docs = sorted(samples, key=lambda sample: sample["doc_id"])
+    answers = [sample.get("filtered_resps") for sample in docs]
+    targets = [sample.get("target") for sample in docs]
+    is_choice = all(
+        isinstance(answer, list | tuple)
+        and len(answer) > 1
+        and all(isinstance(choice, list | tuple) and len(choice) == 2 for choice in answer)
+        for answer in answers
+    )
+    if not docs or not is_choice or not all(isinstance(t, int) for t in targets):
+        return {}
+    return {
+        "doc_ids": [int(sample["doc_id"]) for sample in docs],
+        "doc_choice_loglik": [[float(choice[0]) for choice in answer] for answer in answers],
+        "doc_target": targets,
+    }
+
+
 def chance_column(task: str, metric: str, samples: list[dict]) -> dict:
     """What the best constant answer scores on the evaluated documents (see.evaluation.signal),
     where the metric has a chance level; {} elsewhere."""
@@ -175,6 +198,7 @@ def results_to_rows(out: dict, include_path: Path | None, wall_s: float) -> list
                     "task_version": out.get("versions", {}).get(task),
                     "wall_s": wall_s,
                     **document_columns(samples.get(task, []), metric),
+                    **choice_columns(samples.get(task, [])),
                     **chance_column(task, metric, samples.get(task, [])),
                 }
             )

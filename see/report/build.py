@@ -22,6 +22,7 @@ from see.evaluation.signal import (  # noqa: E402
 from see.report.archive import answered, current_rows, index_markdown, preset_of  # noqa: E402
 from see.report.bench import compared_to_baseline, newest_run_per_device  # noqa: E402
 from see.report.claims import LOWER_IS_BETTER, claims_markdown, lower_is_better  # noqa: E402
+from see.report.controls import controls_markdown  # noqa: E402
 from see.report.finetuned import finetuned_markdown  # noqa: E402
 from see.report.frontier import (  # noqa: E402
     cell_label,
@@ -939,6 +940,7 @@ def build_reports(
             frontier,
             "",
         ]
+    lines += controls_markdown(rows)
     pareto = plot_pareto(rows, reports_dir / "pareto_ppl_vs_embedding_bytes.png")
     if pareto:
         lines += ["## Quality vs embedding bytes (current runs)", "", f"![]({pareto.name})", ""]

@@ -1,0 +1,100 @@
+"""Controls for an anomaly: a compressed model whose accuracy beats its own baseline's.
+
+Compression removes information, so an accuracy gain beyond the noise needs an explanation
+before it is published as a result. On a two-choice task, accuracy depends on a threshold (the
+model answers label 1 where its margin, loglik(choice 1) - loglik(choice 0), is positive); a
+compression that merely shifts every margin changes how often each label is answered, and
+with it the accuracy, without the model telling the labels apart any better. The control
+compares the threshold-free separation (see.intervals.margin_auc) of the cell and its
+baseline on the same documents, with a paired bootstrap interval. Rows keep each document's
+choice log-likelihoods for this (`doc_choice_loglik`, `doc_target`; rows measured before
+2026-12-07 lack them).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from see.intervals import auc_difference_interval, margin_auc, margins
+
+GAIN_STDERRS = 2.0  # a gain beyond this many standard errors of the difference is checked
+
+
+def has_answers(row: pd.Series) -> bool:
+    loglik = row.get("doc_choice_loglik")
+    return isinstance(loglik, list) and bool(loglik) and len(loglik[0]) == 2
+
+
+def accuracy_gains(rows: pd.DataFrame) -> pd.DataFrame:
+    """Every initial (untrained) compressed cell whose accuracy beats the baseline of its run,
+    model, task and shots by more than GAIN_STDERRS standard errors of the difference."""
+    if rows.empty or "stderr" not in rows:
+        return pd.DataFrame()
+    data = rows[(rows.metric == "acc") & (rows.heal_stage == "initial") & rows.value.notna()]
+    keys = ["run_id", "model", "task", "num_fewshot"]
+    base = data[data.method == "baseline"].drop_duplicates(keys)
+    cells = data[data.method != "baseline"].merge(base, on=keys, suffixes=("", "_base"))
+    if cells.empty:
+        return pd.DataFrame()
+    spread = (cells.stderr**2 + cells.stderr_base**2) ** 0.5
+    cells = cells.assign(gain_stderrs=(cells.value - cells.value_base) / spread)
+    return cells[cells.gain_stderrs > GAIN_STDERRS].reset_index(drop=True)
+
+
+def control_line(cell: pd.Series) -> dict:
+    """One checked gain: the accuracies, how often each model answers label 1, and the paired
+    difference of their threshold-free separation (AUC)."""
+    line = {
+        "run_id": cell.run_id,
+        "model": cell.model,
+        "task": cell.task,
+        "method": cell.method,
+        "target_cr": cell.target_cr,
+        "acc": cell.value,
+        "baseline_acc": cell.value_base,
+        "gain_stderrs": cell.gain_stderrs,
+    }
+    base = pd.Series({"doc_choice_loglik": cell.get("doc_choice_loglik_base")})
+    if not (has_answers(cell) and has_answers(base)) or cell.get("doc_ids") != cell.get(
+        "doc_ids_base"
+    ):
+        return line | {"verdict": "no per-document answers (measured before they were stored)"}
+    target = cell.doc_target
+    margin, margin_base = margins(cell.doc_choice_loglik), margins(base.doc_choice_loglik)
+    diff, low, high = auc_difference_interval(margin, margin_base, target)
+    if low > 0:
+        verdict = "separates the labels better: unexplained, investigate"
+    elif high < 0:
+        verdict = "separates the labels worse; the gain is a label shift"
+    else:
+        verdict = "label shift: threshold-free separation tied with the baseline"
+    return line | {
+        "answers_1": float((margin > 0).mean()),
+        "baseline_answers_1": float((margin_base > 0).mean()),
+        "auc": margin_auc(margin, target),
+        "baseline_auc": margin_auc(margin_base, target),
+        "auc_difference": f"{diff:+.3f} [{low:+.3f}, {high:+.3f}]",
+        "verdict": verdict,
+    }
+
+
+def controls_markdown(rows: pd.DataFrame) -> list[str]:
+    """The report section: every accuracy gain and its control; [] where there is none."""
+    gains = accuracy_gains(rows)
+    if gains.empty:
+        return []
+    table = pd.DataFrame([control_line(cell) for _, cell in gains.iterrows()])
+    return [
+        "## Accuracy above the baseline: controls",
+        "",
+        f"Untrained compressed cells whose accuracy beats their run's baseline by more than "
+        f"{GAIN_STDERRS:g} standard errors of the difference. `answers_1`: the share of "
+        "documents answered with label 1; `auc`: how well the answer margin separates the "
+        "labels at any threshold (0.5: not at all); `auc_difference`: cell minus baseline on "
+        "the same documents, 95% paired bootstrap. A gain with a tied AUC is a shift in the "
+        "preferred label, not a better model; these accuracies rank nothing. See "
+        "see/report/controls.py.",
+        "",
+        table.to_markdown(index=False, floatfmt=".3g"),
+        "",
+    ]
