@@ -1130,6 +1130,8 @@ def test_an_accuracy_gain_from_a_label_shift_is_called_one_and_old_rows_say_what
             "doc_ids": list(range(200)),
             "doc_choice_loglik": loglik(margin),
             "doc_target": target,
+            "n": 200,
+            "method_options": "",
             **extra,
         }
 
@@ -1142,3 +1144,10 @@ def test_an_accuracy_gain_from_a_label_shift_is_called_one_and_old_rows_say_what
     assert line["auc"] == line["baseline_auc"] and line["answers_1"] > line["baseline_answers_1"]
     old = rows.drop(columns=["doc_choice_loglik"])
     assert control_line(accuracy_gains(old).iloc[0])["verdict"].startswith("no per-document")
+    # another run of the same cell without the gain is listed beside it: a replication
+    again = [row("baseline", base_margin, run_id="r2"), row("pq", base_margin, run_id="r2")]
+    replicated = accuracy_gains(pd.concat([rows, pd.DataFrame(again)]))
+    assert list(zip(replicated.run_id, replicated.gain_stderrs.round(6), strict=True)) == [
+        ("r-frontier", gains.gain_stderrs.iloc[0].round(6)),
+        ("r2", 0.0),
+    ]

@@ -25,9 +25,9 @@ def has_answers(row: pd.Series) -> bool:
     return isinstance(loglik, list) and bool(loglik) and len(loglik[0]) == 2
 
 
-def accuracy_gains(rows: pd.DataFrame) -> pd.DataFrame:
-    """Every initial (untrained) compressed cell whose accuracy beats the baseline of its run,
-    model, task and shots by more than GAIN_STDERRS standard errors of the difference."""
+def against_baseline(rows: pd.DataFrame) -> pd.DataFrame:
+    """Every initial (untrained) compressed accuracy cell beside the baseline of its run, model,
+    task and shots (columns `*_base`), with its gain in standard errors of the difference."""
     if rows.empty or "stderr" not in rows:
         return pd.DataFrame()
     data = rows[(rows.metric == "acc") & (rows.heal_stage == "initial") & rows.value.notna()]
@@ -37,8 +37,21 @@ def accuracy_gains(rows: pd.DataFrame) -> pd.DataFrame:
     if cells.empty:
         return pd.DataFrame()
     spread = (cells.stderr**2 + cells.stderr_base**2) ** 0.5
-    cells = cells.assign(gain_stderrs=(cells.value - cells.value_base) / spread)
-    return cells[cells.gain_stderrs > GAIN_STDERRS].reset_index(drop=True)
+    return cells.assign(gain_stderrs=(cells.value - cells.value_base) / spread)
+
+
+def accuracy_gains(rows: pd.DataFrame) -> pd.DataFrame:
+    """The cells whose accuracy beats their baseline by more than GAIN_STDERRS standard errors
+    of the difference, and every other measurement of the same cell (another run, e.g. on more
+    documents: a replication), whatever its gain."""
+    cells = against_baseline(rows)
+    if cells.empty:
+        return cells
+    same = ["model", "task", "num_fewshot", "method", "method_options", "target_cr"]
+    cells = cells.reindex(columns=cells.columns.union(same, sort=False))
+    flagged = cells[cells.gain_stderrs > GAIN_STDERRS][same].drop_duplicates()
+    checked = cells.merge(flagged, on=same)
+    return checked.sort_values([*same, "run_id"]).reset_index(drop=True)
 
 
 def control_line(cell: pd.Series) -> dict:
@@ -50,6 +63,7 @@ def control_line(cell: pd.Series) -> dict:
         "task": cell.task,
         "method": cell.method,
         "target_cr": cell.target_cr,
+        "documents": cell.n,
         "acc": cell.value,
         "baseline_acc": cell.value_base,
         "gain_stderrs": cell.gain_stderrs,
@@ -88,11 +102,13 @@ def controls_markdown(rows: pd.DataFrame) -> list[str]:
         "## Accuracy above the baseline: controls",
         "",
         f"Untrained compressed cells whose accuracy beats their run's baseline by more than "
-        f"{GAIN_STDERRS:g} standard errors of the difference. `answers_1`: the share of "
-        "documents answered with label 1; `auc`: how well the answer margin separates the "
-        "labels at any threshold (0.5: not at all); `auc_difference`: cell minus baseline on "
-        "the same documents, 95% paired bootstrap. A gain with a tied AUC is a shift in the "
-        "preferred label, not a better model; these accuracies rank nothing. See "
+        f"{GAIN_STDERRS:g} standard errors of the difference in some run, with every run that "
+        "measured the same cell (a replication on more documents among them). `answers_1`: "
+        "the share of documents answered with label 1; `auc`: how well the answer margin "
+        "separates the labels at any threshold (0.5: not at all); `auc_difference`: cell "
+        "minus baseline on the same documents, 95% paired bootstrap. A gain with a tied AUC is "
+        "a shift in the preferred label, not a better model; these accuracies rank nothing. "
+        "See "
         "see/report/controls.py.",
         "",
         table.to_markdown(index=False, floatfmt=".3g"),
