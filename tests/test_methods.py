@@ -135,3 +135,19 @@ def test_options_of_the_wrong_type_name_the_option(method, options, message):
 
 def test_an_int_for_a_float_option_is_kept_as_given():
     assert get_method("pq").make_options({"freq_weight": 1}).freq_weight == 1
+
+
+def test_noise_control_moves_each_row_by_its_share_and_repeats_its_draw():
+    table = torch.randn(50, 16) * torch.linspace(0.1, 3, 50)[:, None]
+    noisy = get_method("noise").from_table(table, 1.0, relative_error=0.3)
+    moved = torch.linalg.norm(noisy.weight - table, dim=1) / torch.linalg.norm(table, dim=1)
+    assert torch.allclose(moved, torch.full((50,), 0.3), atol=1e-5)
+    assert noisy.reconstruction_report(table)["fit_rel_error"] == pytest.approx(0.3, abs=1e-5)
+    again = get_method("noise").from_table(table, 1.0, relative_error=0.3)
+    other = get_method("noise").from_table(table, 1.0, relative_error=0.3, draw=1)
+    assert torch.equal(noisy.weight, again.weight) and not torch.equal(noisy.weight, other.weight)
+    assert noisy.byte_cr == 1.0
+    with pytest.raises(ValueError, match="relative_error"):
+        get_method("noise").from_table(table, 1.0, relative_error=0.0)
+    with pytest.raises(ValueError, match="byte ratio 1"):
+        get_method("noise").from_table(table, 10.0)

@@ -1146,8 +1146,11 @@ def test_an_accuracy_gain_from_a_label_shift_is_called_one_and_old_rows_say_what
     assert control_line(accuracy_gains(old).iloc[0])["verdict"].startswith("no per-document")
     # another run of the same cell without the gain is listed beside it: a replication
     again = [row("baseline", base_margin, run_id="r2"), row("pq", base_margin, run_id="r2")]
+    again.append(row("noise", base_margin, run_id="r2", method_options="relative_error=0.1"))
     replicated = accuracy_gains(pd.concat([rows, pd.DataFrame(again)]))
-    assert list(zip(replicated.run_id, replicated.gain_stderrs.round(6), strict=True)) == [
-        ("r-frontier", gains.gain_stderrs.iloc[0].round(6)),
-        ("r2", 0.0),
+    assert list(zip(replicated.run_id, replicated.method, strict=True)) == [
+        ("r2", "noise"),  # the perturbation control of the flagged model and task
+        ("r-frontier", "pq"),
+        ("r2", "pq"),
     ]
+    assert list(replicated.gain_stderrs.round(6)) == [0.0, gains.gain_stderrs.iloc[0].round(6), 0]

@@ -4,6 +4,7 @@ from see.methods import (  # noqa: F401
     autoencoder,
     baseline,
     groupreduce,
+    noise,
     pq,
     quantized,
     see,

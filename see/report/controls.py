@@ -42,8 +42,9 @@ def against_baseline(rows: pd.DataFrame) -> pd.DataFrame:
 
 def accuracy_gains(rows: pd.DataFrame) -> pd.DataFrame:
     """The cells whose accuracy beats their baseline by more than GAIN_STDERRS standard errors
-    of the difference, and every other measurement of the same cell (another run, e.g. on more
-    documents: a replication), whatever its gain."""
+    of the difference, every other measurement of the same cell (another run, e.g. on more
+    documents: a replication) and every `noise` control cell of the same model and task,
+    whatever their gain."""
     cells = against_baseline(rows)
     if cells.empty:
         return cells
@@ -51,7 +52,13 @@ def accuracy_gains(rows: pd.DataFrame) -> pd.DataFrame:
     cells = cells.reindex(columns=cells.columns.union(same, sort=False))
     flagged = cells[cells.gain_stderrs > GAIN_STDERRS][same].drop_duplicates()
     checked = cells.merge(flagged, on=same)
-    return checked.sort_values([*same, "run_id"]).reset_index(drop=True)
+    # the `noise` control (see/methods/noise.py) of a flagged model and task, whatever its gain
+    tasks = flagged[["model", "task"]].drop_duplicates()
+    noise = cells[cells.method == "noise"].merge(tasks, on=["model", "task"])
+    checked = pd.concat([checked, noise]).drop_duplicates(["run_id", *same])
+    return checked.sort_values(["model", "task", "method", "target_cr", "run_id"]).reset_index(
+        drop=True
+    )
 
 
 def control_line(cell: pd.Series) -> dict:
@@ -62,8 +69,10 @@ def control_line(cell: pd.Series) -> dict:
         "model": cell.model,
         "task": cell.task,
         "method": cell.method,
+        "options": cell.method_options,
         "target_cr": cell.target_cr,
         "documents": cell.n,
+        "rel_error": cell.get("fit_rel_error"),
         "acc": cell.value,
         "baseline_acc": cell.value_base,
         "gain_stderrs": cell.gain_stderrs,
@@ -103,7 +112,9 @@ def controls_markdown(rows: pd.DataFrame) -> list[str]:
         "",
         f"Untrained compressed cells whose accuracy beats their run's baseline by more than "
         f"{GAIN_STDERRS:g} standard errors of the difference in some run, with every run that "
-        "measured the same cell (a replication on more documents among them). `answers_1`: "
+        "measured the same cell (a replication on more documents among them) and the `noise` "
+        "control of the same model and task (the full table, each row moved by random noise of "
+        "a set relative error: does any perturbation of that size do the same?). `answers_1`: "
         "the share of documents answered with label 1; `auc`: how well the answer margin "
         "separates the labels at any threshold (0.5: not at all); `auc_difference`: cell "
         "minus baseline on the same documents, 95% paired bootstrap. A gain with a tied AUC is "
