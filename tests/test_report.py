@@ -1107,7 +1107,7 @@ def test_pq_fit_time_takes_the_fisher_pass_out_and_says_where_it_was_not_recorde
 def test_an_accuracy_gain_from_a_label_shift_is_called_one_and_old_rows_say_what_they_lack():
     import pandas as pd
 
-    from see.report.controls import accuracy_gains, control_line
+    from see.report.controls import accuracy_gains, control_line, gains_note
 
     rng = np.random.default_rng(0)
     target = [int(t) for t in rng.integers(0, 2, 200)]
@@ -1154,3 +1154,6 @@ def test_an_accuracy_gain_from_a_label_shift_is_called_one_and_old_rows_say_what
         ("r2", "pq"),
     ]
     assert list(replicated.gain_stderrs.round(6)) == [0.0, gains.gain_stderrs.iloc[0].round(6), 0]
+    (note, _) = gains_note(rows, {"r-frontier"})  # the line under a results table
+    assert "m sst2 pq at 20x" in note and "svd" not in note
+    assert gains_note(rows, {"r2"}) == []

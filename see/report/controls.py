@@ -125,3 +125,25 @@ def controls_markdown(rows: pd.DataFrame) -> list[str]:
         table.to_markdown(index=False, floatfmt=".3g"),
         "",
     ]
+
+
+def gains_note(rows: pd.DataFrame, runs: set[str]) -> list[str]:
+    """A line for a results table: which of its accuracies beat their baseline by more than
+    GAIN_STDERRS standard errors (untested as gains: the controls section); [] if none."""
+    cells = against_baseline(rows[rows.run_id.isin(runs)])
+    if cells.empty:
+        return []
+    flagged = cells[cells.gain_stderrs > GAIN_STDERRS].sort_values(["model", "task", "target_cr"])
+    if flagged.empty:
+        return []
+    named = "; ".join(
+        f"{cell.model} {cell.task} {cell.method} at {cell.target_cr:g}x "
+        f"({cell.value:.3g} against {cell.value_base:.3g})"
+        for _, cell in flagged.iterrows()
+    )
+    return [
+        f"Accuracies above their run baseline's by more than {GAIN_STDERRS:g} standard errors "
+        "(not credited to compression; see 'Accuracy above the baseline: controls' in "
+        f"reports/README.md): {named}.",
+        "",
+    ]

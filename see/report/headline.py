@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from see.report.claims import default_decisions
+from see.report.controls import gains_note
 from see.report.frontier import budget_table, frontier_cells, method_label, newest_runs
 from see.report.markdown import markdown_table
 from see.report.scaling import model_params
@@ -210,6 +211,7 @@ def budget_summary(rows: pd.DataFrame, every: pd.DataFrame | None = None) -> lis
         "",
         *([f"Not measured yet in the newest run: {'; '.join(pending)}.", ""] if pending else []),
         *left_out(rows, set(cells.run_id)),
+        *gains_note(rows, set(cells.run_id)),
     ]
 
 
@@ -249,6 +251,7 @@ def size_summary(rows: pd.DataFrame) -> list[str]:
         "",
         *([f"Not measured yet, so not ranked: {'; '.join(missing)}.", ""] if missing else []),
         *left_out(rows, set(cells.run_id)),
+        *gains_note(rows, set(cells.run_id)),
     ]
 
 
