@@ -75,6 +75,7 @@ def control_line(cell: pd.Series) -> dict:
         "rel_error": cell.get("fit_rel_error"),
         "acc": cell.value,
         "baseline_acc": cell.value_base,
+        "chance": cell.get("chance"),
         "gain_stderrs": cell.gain_stderrs,
     }
     base = pd.Series({"doc_choice_loglik": cell.get("doc_choice_loglik_base")})
@@ -114,12 +115,12 @@ def controls_markdown(rows: pd.DataFrame) -> list[str]:
         f"{GAIN_STDERRS:g} standard errors of the difference in some run, with every run that "
         "measured the same cell (a replication on more documents among them) and the `noise` "
         "control of the same model and task (the full table, each row moved by random noise of "
-        "a set relative error: does any perturbation of that size do the same?). `answers_1`: "
-        "the share of documents answered with label 1; `auc`: how well the answer margin "
-        "separates the labels at any threshold (0.5: not at all); `auc_difference`: cell "
-        "minus baseline on the same documents, 95% paired bootstrap. A gain with a tied AUC is "
-        "a shift in the preferred label, not a better model; these accuracies rank nothing. "
-        "See "
+        "a set relative error: does any perturbation of that size do the same?). `rel_error`: "
+        "the table's relative error; `chance`: the majority label's share; `answers_1`: the "
+        "share of documents answered with label 1; `auc`: how well the answer margin separates "
+        "the labels at any threshold (0.5: not at all); `auc_difference`: cell minus baseline "
+        "on the same documents, 95% paired bootstrap. A gain with a tied AUC is a shift in the "
+        "preferred label, not a better model; these accuracies rank nothing. See "
         "see/report/controls.py.",
         "",
         table.to_markdown(index=False, floatfmt=".3g"),
