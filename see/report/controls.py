@@ -108,6 +108,7 @@ def controls_markdown(rows: pd.DataFrame) -> list[str]:
     if gains.empty:
         return []
     table = pd.DataFrame([control_line(cell) for _, cell in gains.iterrows()])
+    table = table[[*table.columns.drop("verdict"), "verdict"]]
     return [
         "## Accuracy above the baseline: controls",
         "",
