@@ -142,7 +142,7 @@ def test_noise_control_moves_each_row_by_its_share_and_repeats_its_draw():
     noisy = get_method("noise").from_table(table, 1.0, relative_error=0.3)
     moved = torch.linalg.norm(noisy.weight - table, dim=1) / torch.linalg.norm(table, dim=1)
     assert torch.allclose(moved, torch.full((50,), 0.3), atol=1e-5)
-    assert noisy.reconstruction_report(table)["fit_rel_error"] == pytest.approx(0.3, abs=1e-5)
+    assert noisy.fit_report["fit_rel_error"] == pytest.approx(0.3, abs=1e-5)
     again = get_method("noise").from_table(table, 1.0, relative_error=0.3)
     other = get_method("noise").from_table(table, 1.0, relative_error=0.3, draw=1)
     assert torch.equal(noisy.weight, again.weight) and not torch.equal(noisy.weight, other.weight)

@@ -49,7 +49,9 @@ class NoisyEmbedding(DenseEmbedding):
         noise = torch.randn(table.shape, generator=generator, dtype=torch.float64)
         scale = options.relative_error * torch.linalg.norm(table.double(), dim=1, keepdim=True)
         noise *= scale / torch.linalg.norm(noise, dim=1, keepdim=True)
-        return cls((table.double() + noise).to(table.dtype))
+        module = cls((table.double() + noise).to(table.dtype))
+        module.fit_report = module.reconstruction_report(table)
+        return module
 
     @classmethod
     def fixed_ratio(cls, options: NoiseOptions) -> float:
