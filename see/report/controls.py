@@ -92,6 +92,8 @@ def control_line(cell: pd.Series) -> dict:
         verdict = "separates the labels worse; the gain is a label shift"
     else:
         verdict = "label shift: threshold-free separation tied with the baseline"
+    if cell.method == "noise":  # the control itself: what a random change of the table does
+        verdict = "control: " + ("separates the labels better" if low > 0 else verdict)
     return line | {
         "answers_1": float((margin > 0).mean()),
         "baseline_answers_1": float((margin_base > 0).mean()),
