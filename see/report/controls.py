@@ -28,10 +28,13 @@ def has_answers(row: pd.Series) -> bool:
 def against_baseline(rows: pd.DataFrame) -> pd.DataFrame:
     """Every initial (untrained) compressed accuracy cell beside the baseline of its run, model,
     task and shots (columns `*_base`), with its gain in standard errors of the difference."""
-    if rows.empty or "stderr" not in rows:
+    if rows.empty or not {"metric", "value", "stderr", "method"} <= set(rows.columns):
         return pd.DataFrame()
-    data = rows[(rows.metric == "acc") & (rows.heal_stage == "initial") & rows.value.notna()]
     keys = ["run_id", "model", "task", "num_fewshot"]
+    optional = [*keys, "heal_stage", "method_options", "target_cr", "n", "chance"]
+    rows = rows.reindex(columns=rows.columns.union(optional, sort=False))
+    data = rows[(rows.metric == "acc") & (rows.heal_stage == "initial") & rows.value.notna()]
+    data = data.fillna({"num_fewshot": -1})  # shots not recorded: one group, not NaN keys
     base = data[data.method == "baseline"].drop_duplicates(keys)
     cells = data[data.method != "baseline"].merge(base, on=keys, suffixes=("", "_base"))
     if cells.empty:
