@@ -45,11 +45,12 @@ class NoisyEmbedding(DenseEmbedding):
         if target_cr != 1:
             raise ValueError(f"noise keeps the full table (byte ratio 1); got target {target_cr}")
         table = check_table(table)
+        exact = table.double()
         generator = torch.Generator().manual_seed(options.draw)
         noise = torch.randn(table.shape, generator=generator, dtype=torch.float64)
-        scale = options.relative_error * torch.linalg.norm(table.double(), dim=1, keepdim=True)
+        scale = options.relative_error * torch.linalg.norm(exact, dim=1, keepdim=True)
         noise *= scale / torch.linalg.norm(noise, dim=1, keepdim=True)
-        module = cls((table.double() + noise).to(table.dtype))
+        module = cls((exact + noise).to(table.dtype))
         module.fit_report = module.reconstruction_report(table)
         return module
 

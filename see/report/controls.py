@@ -20,9 +20,9 @@ from see.intervals import auc_difference_interval, margin_auc, margins
 GAIN_STDERRS = 2.0  # a gain beyond this many standard errors of the difference is checked
 
 
-def has_answers(row: pd.Series) -> bool:
-    loglik = row.get("doc_choice_loglik")
-    return isinstance(loglik, list) and bool(loglik) and len(loglik[0]) == 2
+def has_answers(choice_loglik) -> bool:
+    """A row's `doc_choice_loglik` holds two choices per document (NaN in older rows)."""
+    return isinstance(choice_loglik, list) and bool(choice_loglik) and len(choice_loglik[0]) == 2
 
 
 def against_baseline(rows: pd.DataFrame) -> pd.DataFrame:
@@ -52,7 +52,6 @@ def accuracy_gains(rows: pd.DataFrame) -> pd.DataFrame:
     if cells.empty:
         return cells
     same = ["model", "task", "num_fewshot", "method", "method_options", "target_cr"]
-    cells = cells.reindex(columns=cells.columns.union(same, sort=False))
     flagged = cells[cells.gain_stderrs > GAIN_STDERRS][same].drop_duplicates()
     checked = cells.merge(flagged, on=same)
     # the `noise` control (see/methods/noise.py) of a flagged model and task, whatever its gain
@@ -81,13 +80,12 @@ def control_line(cell: pd.Series) -> dict:
         "chance": cell.get("chance"),
         "gain_stderrs": cell.gain_stderrs,
     }
-    base = pd.Series({"doc_choice_loglik": cell.get("doc_choice_loglik_base")})
-    if not (has_answers(cell) and has_answers(base)) or cell.get("doc_ids") != cell.get(
-        "doc_ids_base"
-    ):
+    answers, base_answers = cell.get("doc_choice_loglik"), cell.get("doc_choice_loglik_base")
+    paired = cell.get("doc_ids") == cell.get("doc_ids_base")
+    if not (has_answers(answers) and has_answers(base_answers) and paired):
         return line | {"verdict": "no per-document answers (measured before they were stored)"}
     target = cell.doc_target
-    margin, margin_base = margins(cell.doc_choice_loglik), margins(base.doc_choice_loglik)
+    margin, margin_base = margins(answers), margins(base_answers)
     diff, low, high = auc_difference_interval(margin, margin_base, target)
     if low > 0:
         verdict = "separates the labels better: unexplained, investigate"
