@@ -4,9 +4,11 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from see.report import build_reports
+from see.report.build import size_points
 
 
 def fixture_rows():
@@ -1157,3 +1159,11 @@ def test_an_accuracy_gain_from_a_label_shift_is_called_one_and_old_rows_say_what
     (note, _) = gains_note(rows, {"r-frontier"})  # the line under a results table
     assert "m sst2 pq at 20x" in note and "svd" not in note
     assert gains_note(rows, {"r2"}) == []
+
+
+def test_the_size_figure_draws_only_runs_that_span_model_sizes():
+    rows = pd.DataFrame(fixture_rows()).assign(heal_stage="initial")
+    one_model = rows[rows.model == "gemma3-270m"].assign(run_id="control")
+    points = size_points(pd.concat([rows, one_model]), "wikitext", "word_perplexity")
+    assert set(points.run_id) == {"r1"}
+    assert set(points.model) == {"smollm2-135m", "gemma3-270m"}

@@ -206,11 +206,11 @@ def plot_healing(rows: pd.DataFrame, task: str, metric: str, out: Path) -> Path 
     return _finish_plot(fig, ax, metric, out)
 
 
-def plot_metric_vs_model_size(rows: pd.DataFrame, task: str, metric: str, out: Path):
-    """`metric` vs the baseline model's parameter bytes: baselines and every method with its
-    default options at CR 10 (dense head), a point per run, a colour per method."""
-    if "model_param_bytes" not in rows:
-        return None
+def size_points(rows: pd.DataFrame, task: str, metric: str) -> pd.DataFrame:
+    """The points of `plot_metric_vs_model_size`: baselines and every method with its default
+    options at CR 10 (dense head, initial), from runs that measure the task on two models or
+    more: a run about one model (a control, a sweep) scores its own documents, and its points
+    would not compare across sizes."""
     data = rows[
         (rows.task == task)
         & (rows.metric == metric)
@@ -219,6 +219,15 @@ def plot_metric_vs_model_size(rows: pd.DataFrame, task: str, metric: str, out: P
         & ((rows.method == "baseline") | ((rows.target_cr == 10) & (rows.method_options == "")))
         & (rows.head_policy.fillna("dense") == "dense")
     ]
+    return data[data.groupby("run_id").model.transform("nunique") >= 2]
+
+
+def plot_metric_vs_model_size(rows: pd.DataFrame, task: str, metric: str, out: Path):
+    """`metric` vs the baseline model's parameter bytes (`size_points`), a point per run, a
+    colour per method."""
+    if "model_param_bytes" not in rows:
+        return None
+    data = size_points(rows, task, metric)
     sizes = rows[rows.method == "baseline"].groupby("model").model_param_bytes.first()
     data = data[data.model.isin(sizes.index)]
     if data.model.nunique() < 2:
