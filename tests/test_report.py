@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from see.report import build_reports
-from see.report.build import size_points
+from see.report.build import mark_informative, size_points
 
 
 def fixture_rows():
@@ -1167,3 +1167,29 @@ def test_the_size_figure_draws_only_runs_that_span_model_sizes():
     points = size_points(pd.concat([rows, one_model]), "wikitext", "word_perplexity")
     assert set(points.run_id) == {"r1"}
     assert set(points.model) == {"smollm2-135m", "gemma3-270m"}
+
+
+def test_a_run_whose_own_baseline_is_at_chance_ranks_nothing_on_that_task():
+    def row(run, method, value, chance=0.5):
+        return {
+            "run_id": run,
+            "model": "m",
+            "task": "sst2",
+            "method": method,
+            "value": value,
+            "stderr": 0.035,
+            "chance": chance if method == "baseline" else None,
+        }
+
+    rows = pd.DataFrame(
+        [
+            row("near", "baseline", 0.535),
+            row("near", "pq", 0.65),
+            row("far", "baseline", 0.7),
+            row("far", "pq", 0.6),
+            row("old", "baseline", 0.52, chance=None),
+        ]
+    )
+    table = {"m": {"sst2": {"num_fewshot": 0, "informative": True}}}
+    marked = mark_informative(rows, table)
+    assert list(marked.informative) == ["no", "no", "yes", "yes", "yes"]  # old: the table

@@ -17,6 +17,7 @@ from see.evaluation.signal import (  # noqa: E402
     NO_CHANCE_TASKS,
     PRIMARY_METRICS,
     informative_cells,
+    is_informative,
     signal_table,
 )
 from see.report.archive import answered, current_rows, index_markdown, preset_of  # noqa: E402
@@ -749,16 +750,36 @@ def signal_of(signal_rows: pd.DataFrame, results_dir: Path) -> dict:
 
 
 def mark_informative(rows: pd.DataFrame, table: dict) -> pd.DataFrame:
-    """`informative` per row: "yes" / "no" (the baseline is within 2 stderr of chance on the
-    model's held-out documents) / "unmeasured"; perplexity tasks are always "yes"."""
+    """`informative` per row: "yes" / "no" / "unmeasured"; perplexity tasks are always "yes".
+    "no" where the signal table says the baseline is within 2 stderr of chance on the model's
+    held-out documents, and also where the run's own baseline is, on the documents the run
+    scored (`at_chance_in_run`): the table decides on other documents, and a run whose
+    baseline is at chance ranks nothing whatever the table says."""
     cells = informative_cells(table)
+    at_chance = at_chance_in_run(rows)
 
-    def mark(model: str, task: str) -> str:
+    def mark(run_id: str, model: str, task: str) -> str:
         if task in NO_CHANCE_TASKS:
             return "yes"
+        if (run_id, model, task) in at_chance:
+            return "no"
         return {True: "yes", False: "no"}.get(cells.get((model, task)), "unmeasured")
 
-    return rows.assign(informative=[mark(m, t) for m, t in zip(rows.model, rows.task, strict=True)])
+    marks = [mark(*cell) for cell in zip(rows.run_id, rows.model, rows.task, strict=True)]
+    return rows.assign(informative=marks)
+
+
+def at_chance_in_run(rows: pd.DataFrame) -> set[tuple[str, str, str]]:
+    """(run_id, model, task) whose baseline row in that run, where it knows its chance level
+    (the best constant answer on the same documents), beats it by no more than 2 stderr."""
+    if "chance" not in rows:
+        return set()
+    baseline = rows[(rows.method == "baseline") & rows.chance.notna() & rows.value.notna()]
+    return {
+        (r.run_id, r.model, r.task)
+        for r in baseline.itertuples()
+        if not is_informative(r.value, None if pd.isna(r.stderr) else r.stderr, r.chance)
+    }
 
 
 def signal_section(table: dict) -> list[str]:

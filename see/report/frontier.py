@@ -22,7 +22,8 @@ ACCURACIES = (("sst2", "acc"), ("rte", "acc"))
 def frontier_cells(rows: pd.DataFrame, preset: str = "frontier") -> pd.DataFrame:
     """One line per (run, model, method, options, target) of a `preset` run (frontier, or
     sizes for the headline): byte_cr, word perplexity and the task accuracies, initial
-    quality only (a task not evaluated, e.g. skipped as uninformative, is missing)."""
+    quality only (a task not evaluated, or uninformative: skipped, or marked `informative =
+    "no"` by the report because the baseline is at chance, is missing)."""
     data = rows[
         rows.run_id.str.contains(f"-{preset}") & (rows.heal_stage == "initial") & rows.value.notna()
     ]
@@ -34,6 +35,8 @@ def frontier_cells(rows: pd.DataFrame, preset: str = "frontier") -> pd.DataFrame
     wanted = {"word_ppl": QUALITY, **{task: (task, metric) for task, metric in ACCURACIES}}
     for name, (task, metric) in wanted.items():
         part = data[(data.task == task) & (data.metric == metric)]
+        if "informative" in part:
+            part = part[part.informative != "no"]
         extra = DOC_COLUMNS if name == "word_ppl" else []
         part = part[[*keys, "byte_cr", "value", *extra]].rename(columns={"value": name})
         if cells is None:
