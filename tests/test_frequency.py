@@ -11,7 +11,7 @@ from see.methods import get_method
 from see.methods.base import UnreachableCR
 from see.methods.frequency import token_order_counts
 from see.methods.groupreduce import allocate_ranks
-from see.methods.pq import ID_BYTES, frequent_tokens, pq_bytes
+from see.methods.pq import ID_BYTES, frequent_tokens, pq_bytes, residual_share
 
 FLAT = {"dim_weight": "none"}  # a table without a model: every dimension alike
 
@@ -102,6 +102,7 @@ def test_frequent_tokens_breaks_ties_by_id():
     [
         ({"residual_share": 1.0}, "residual_share=1.0; allowed: 0 <= x < 1"),
         ({"residual_share": -0.1}, "residual_share=-0.1; allowed"),
+        ({"residual_share": "half"}, "residual_share='half'; allowed: .* or 'auto'"),
         ({"residual_subvectors": -1}, "residual_subvectors=-1; allowed: an int >= 0 \\(0: auto"),
         ({"kmeans_rows": -1}, "kmeans_rows=-1; allowed: an int >= 0 \\(0: all\\)"),
         ({"counts": "books"}, "counts='books'; allowed: \\('wikitext', 'token_order'\\)"),
@@ -111,6 +112,20 @@ def test_frequent_tokens_breaks_ties_by_id():
 def test_bad_pq_options_name_the_option(options, message):
     with pytest.raises(ValueError, match=message):
         get_method("pq").make_options(options)
+
+
+def test_the_auto_residual_share_grows_with_the_byte_ratio():
+    shares = [residual_share("auto", ratio) for ratio in (10, 20, 40, 80)]
+    assert shares == [0.25, 0.25, 0.5, 0.65]
+    assert residual_share(0.2, 80) == 0.2
+    table, counts = zipf_table()
+    fitted = {
+        share: get_method("pq").from_table(
+            table, 4, residual_share=share, iters=2, bits=6, token_counts=counts, **FLAT
+        )
+        for share in ("auto", 0.25)
+    }
+    assert torch.equal(fitted["auto"].materialize(), fitted[0.25].materialize())
 
 
 def test_a_residual_stage_the_budget_cannot_afford_is_unreachable():
@@ -251,7 +266,7 @@ def test_heldout_sweep_scores_text_its_counts_never_saw(smollm):
 
 
 DIM_WEIGHT_FITS = {  # every fitted method, each with a small fit
-    "pq": {"bits": 6, "iters": 4},
+    "pq": {"bits": 6, "iters": 4, "residual_share": 0.5},
     "svd": {},
     "svd_finetuned": {"finetune": True, "steps": 60, "batch_tokens": 512, "lr": 1e-2},
     "groupreduce": {"groups": 4},

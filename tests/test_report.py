@@ -902,16 +902,46 @@ def test_rows_from_before_a_default_change_are_named_not_ranked():
 
     from see.report.headline import DEFAULTS_CHANGED, left_out
 
-    since = DEFAULTS_CHANGED["pq"][0]
+    since = DEFAULTS_CHANGED["svd"][0]
     rows = pd.DataFrame(
         {
             "run_id": ["20261202-000000-frontier", f"{since}-frontier"],
-            "method": ["pq", "pq"],
+            "model": ["m", "m"],
+            "method": ["svd", "svd"],
             "method_options": ["", ""],
+            "target_cr": [20.0, 20.0],
         }
     )
-    assert "pq (defaults changed" in left_out(rows, {"20261202-000000-frontier"})[0]
+    assert "svd (defaults changed" in left_out(rows, {"20261202-000000-frontier"})[0]
     assert left_out(rows, {f"{since}-frontier"}) == []
+
+
+def test_pq_rows_from_before_the_auto_residual_share_stay_current_where_it_is_unchanged():
+    import pandas as pd
+
+    from see.methods.pq import residual_share
+    from see.report.headline import PARTIAL_CHANGES, fitted_before_change, left_out
+
+    since, mark, (low, high) = PARTIAL_CHANGES["pq"]
+    # the report's range is where pq's auto share is the old default 0.5
+    for ratio in (10, 20, 28, 29, 40, 56, 57, 80):
+        assert (low < ratio <= high) == (residual_share("auto", ratio) == 0.5)
+    old, new = "20261206-180000-frontier", f"{since}-frontier"
+    auto = '{"dim_weight": "auto", "residual_share": "auto"}'
+    rows = pd.DataFrame(
+        {
+            "run_id": [old, old, old, old, new],
+            "model": ["m"] * 5,
+            "method": ["pq"] * 5,
+            "method_options": [""] * 5,
+            "target_cr": [20.0, 40.0, 80.0, 80.0, 20.0],
+            "method_config": ['{"residual_share": 0.5}'] * 3 + [auto, '{"residual_share": 0.5}'],
+        }
+    )
+    assert fitted_before_change(rows).tolist() == [True, False, True, False, False]
+    # 80x was measured again in the old run (resumed after the change): only 20x is left out
+    assert "pq (defaults changed 20261207)" in left_out(rows, {old})[0]
+    assert left_out(rows.iloc[1:], {old}) == []
 
 
 def test_methods_an_older_run_had_are_named_while_the_newest_run_lacks_them():

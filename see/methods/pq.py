@@ -32,7 +32,7 @@ most of any text.
   sqrt(Fisher), the codebooks are scaled back; `none` treats dimensions alike; `auto`
   (default) is `fisher` up to 40x and `none` beyond.
 Defaults, chosen on held-out text (docs/methods.md, RESULTS.md): `freq_weight` 1.0,
-`residual_share` 0.5, `bits` 0 (auto: 256 centroids unless the codebooks take too much),
+`residual_share` auto (0.25 up to about 28x, 0.5 up to about 57x, 0.65 beyond), `bits` 0 (auto: 256 centroids unless the codebooks take too much),
 `codebook_dtype` float16, `dim_weight` auto.
 
 k-means is faiss's (`faiss.Kmeans`, one per sub-space, k-means++ seeding, on every row: its
@@ -80,6 +80,12 @@ ID_BYTES = 4  # a residual tier's token ids are stored as int32
 # 20261206-095522 and 20261206-100826) 256 centroids won at 20x and 40x (codebooks 21% and 42%
 # of the bytes); at 80x they would take 83%, and 128 or 64 centroids (42%, 21%) tied in domain.
 CODEBOOK_SHARE = 0.45
+# `residual_share = "auto"`: (up to this byte ratio, share). The best share grows with the
+# ratio; on SmolLM2's held-out text (WikiText / MRPC / SST-2; heldout-sweep runs
+# 20261207-143952 and 20261207-141458): at 10x 0.25 beat 0.35 and 0.5 on all three, at 20x
+# 0.25 and 0.35 beat 0.5 on all three (tied with each other), 0.5 won at 40x out of domain,
+# 0.65 won at 80x on all three. The bounds are the geometric midpoints of those ratios.
+AUTO_RESIDUAL_SHARE = ((28.3, 0.25), (56.6, 0.5), (float("inf"), 0.65))
 # `kmeans_rows` below this many rows per centroid is refused: too few to place the centroids
 MIN_POINTS_PER_CENTROID = 4
 
@@ -236,7 +242,8 @@ class PQOptions:
     iters: int = 25
     sampling: str = "freq"
     freq_weight: float = 1.0
-    residual_share: float = 0.5
+    # `auto`: by the byte ratio (AUTO_RESIDUAL_SHARE); a number in [0, 1) fixes it
+    residual_share: float | str = "auto"
     # more tiers (the same frequent tokens, more stages) lost at 20x, 40x and 80x in domain
     # and out of it (heldout-sweep run 20261206-162503): the residual tier's reach, not its
     # depth, keeps quality
@@ -273,10 +280,11 @@ class PQOptions:
                 raise ValueError(f"pq {name}={value!r}; allowed: an int >= 0 (0: {zero})")
         if not isinstance(self.iters, int) or self.iters < 1:
             raise ValueError(f"pq iters={self.iters!r}; allowed: an int >= 1")
-        if not 0 <= self.residual_share < 1:
+        share = self.residual_share
+        if share != "auto" and not (isinstance(share, (int, float)) and 0 <= share < 1):
             raise ValueError(
-                f"pq residual_share={self.residual_share!r}; allowed: 0 <= x < 1 (0: no "
-                "residual stage)"
+                f"pq residual_share={share!r}; allowed: 0 <= x < 1 (0: no residual stage) "
+                "or 'auto' (by the byte ratio)"
             )
         check_counts_source("pq", self.counts)
         check_dim_weight("pq", self.dim_weight)
@@ -288,6 +296,14 @@ class PQOptions:
 
     def levers(self) -> RowFit:
         return RowFit(sampling=self.sampling, freq_weight=self.freq_weight)
+
+
+def residual_share(share: float | str, target_cr: float) -> float:
+    """`residual_share = "auto"`: the share measured best at the nearest measured byte ratio
+    (AUTO_RESIDUAL_SHARE); a number is itself."""
+    if share != "auto":
+        return float(share)
+    return next(s for up_to, s in AUTO_RESIDUAL_SHARE if target_cr <= up_to)
 
 
 def auto_bits(dim: int, budget: float, stages: int, value_bytes: int = 4) -> int:
@@ -387,7 +403,7 @@ class PQEmbedding(CompressedEmbedding):
         vocab, dim = original.shape
         check_target_cr(target_cr)
         budget = vocab * dim * 4 / target_cr
-        subvectors, share = options.subvectors, options.residual_share
+        subvectors, share = options.subvectors, residual_share(options.residual_share, target_cr)
         stages = options.residual_tiers if share else 0
         value_bytes = CODEBOOK_DTYPES[options.codebook_dtype]
         bits = options.bits or auto_bits(dim, budget, 1 + stages, value_bytes)
@@ -418,7 +434,7 @@ class PQEmbedding(CompressedEmbedding):
         )
         rebuilt = decode(store_codes(codes, bits), as_stored(codebooks, options.codebook_dtype))
         remainder = budget - pq_bytes(vocab, dim, m, bits, value_bytes)
-        tiers, report = {}, {"pq_bits": bits, "pq_subvectors": m}
+        tiers, report = {}, {"pq_bits": bits, "pq_subvectors": m, "pq_residual_share": share}
         for tier in range(1, stages + 1):
             # the bytes left split evenly over the tiers left: what one leaves goes to the next
             part = remainder / (stages - tier + 1)
