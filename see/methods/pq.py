@@ -32,7 +32,8 @@ most of any text.
   sqrt(Fisher), the codebooks are scaled back; `none` treats dimensions alike; `auto`
   (default) is `fisher` up to 40x and `none` beyond.
 Defaults, chosen on held-out text (docs/methods.md, RESULTS.md): `freq_weight` 1.0,
-`residual_share` auto (0.25 up to about 28x, 0.5 up to about 57x, 0.65 beyond), `bits` 0 (auto: 256 centroids unless the codebooks take too much),
+`residual_share` auto (0.25 up to about 28x, 0.5 up to about 57x, 0.65 beyond), `bits` 0
+(auto: 256 centroids unless the codebooks take too much),
 `codebook_dtype` float16, `dim_weight` auto.
 
 k-means is faiss's (`faiss.Kmeans`, one per sub-space, k-means++ seeding, on every row: its
@@ -84,7 +85,10 @@ CODEBOOK_SHARE = 0.45
 # ratio; on SmolLM2's held-out text (WikiText / MRPC / SST-2; heldout-sweep runs
 # 20261207-143952 and 20261207-141458): at 10x 0.25 beat 0.35 and 0.5 on all three, at 20x
 # 0.25 and 0.35 beat 0.5 on all three (tied with each other), 0.5 won at 40x out of domain,
-# 0.65 won at 80x on all three. The bounds are the geometric midpoints of those ratios.
+# 0.65 won at 80x on all three. On Gemma 3 (run 20261207-144343) the divisors of d = 640 make
+# shares coincide: 0.35 = 0.5 at 20x (0.65 worse), 0.5 = 0.65 at 80x (0.35 worse); at 40x
+# 0.35 beat 0.5 on all three texts where on SmolLM2 0.5 won out of domain, so 40x keeps 0.5,
+# the old default. The bounds are the geometric midpoints of the ratios measured.
 AUTO_RESIDUAL_SHARE = ((28.3, 0.25), (56.6, 0.5), (float("inf"), 0.65))
 # `kmeans_rows` below this many rows per centroid is refused: too few to place the centroids
 MIN_POINTS_PER_CENTROID = 4

@@ -122,11 +122,14 @@ def fitted_before_change(rows: pd.DataFrame) -> pd.Series:
         if mark:  # rows fitted with the new defaults count as current whatever their run
             old &= ~config.str.contains(mark, regex=False)
         stale |= old
-    target = rows.target_cr if "target_cr" in rows else pd.Series(float("nan"), rows.index)
+    cell = rows.reindex(columns=["run_id", "model", "method", "method_options", "target_cr"])
+    keys = pd.Series(list(cell.itertuples(index=False, name=None)), index=rows.index)
     for method, (since, mark, (low, high)) in PARTIAL_CHANGES.items():
-        kept = target.between(low, high, inclusive="right")
-        old = (rows.method == method) & (rows.run_id < since)
-        stale |= old & ~config.str.contains(mark, regex=False) & ~kept
+        marked = config.str.contains(mark, regex=False)
+        old = (rows.method == method) & (rows.run_id < since) & ~marked
+        # kept where the change left the default alone, unless the run measured it again
+        kept = cell.target_cr.between(low, high, inclusive="right") & ~keys.isin(set(keys[marked]))
+        stale |= old & ~kept
     short = rows.method_options.fillna("").map(short_autoencoder_fit).astype(bool)
     stale |= (rows.method == "autoencoder") & short & (rows.run_id < SHORT_AUTOENCODER_SINCE)
     return stale
