@@ -1192,6 +1192,7 @@ def test_an_accuracy_gain_from_a_label_shift_is_called_one_and_old_rows_say_what
     (note, _) = gains_note(rows, {"r-frontier"})  # the line under a results table
     assert "m sst2 pq at 20x" in note and "svd" not in note
     assert gains_note(rows, {"r2"}) == []
+    assert gains_note(rows.assign(informative="no"), {"r-frontier"}) == []  # shown as "-"
 
 
 def test_the_size_figure_draws_only_runs_that_span_model_sizes():

@@ -134,8 +134,13 @@ def controls_markdown(rows: pd.DataFrame) -> list[str]:
 
 def gains_note(rows: pd.DataFrame, runs: set[str]) -> list[str]:
     """A line for a results table: which of its accuracies beat their baseline by more than
-    GAIN_STDERRS standard errors (untested as gains: the controls section); [] if none."""
-    cells = against_baseline(rows[rows.run_id.isin(runs)])
+    GAIN_STDERRS standard errors (untested as gains: the controls section); [] if none. A task
+    the report marks uninformative (`informative = "no"`) shows no accuracy in the tables, so
+    it gets no line either."""
+    mine = rows[rows.run_id.isin(runs)]
+    if "informative" in mine:
+        mine = mine[mine.informative != "no"]
+    cells = against_baseline(mine)
     if cells.empty:
         return []
     flagged = cells[cells.gain_stderrs > GAIN_STDERRS].sort_values(["model", "task", "target_cr"])
