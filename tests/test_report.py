@@ -942,6 +942,9 @@ def test_pq_rows_from_before_the_auto_residual_share_stay_current_where_it_is_un
     # measured again at 40x in the same run: the older row gives way (no duplicate cell)
     again = pd.concat([rows, rows.iloc[[1]].assign(method_config=auto)], ignore_index=True)
     assert fitted_before_change(again).tolist() == [True, True, True, False, False, False]
+    # a `skipped` row written before the new cell runs measures nothing: the old row stays
+    skipped = pd.concat([rows.assign(value=1.0), rows.iloc[[1]].assign(method_config=auto)])
+    assert fitted_before_change(skipped.reset_index(drop=True)).tolist()[1] is False
     # 80x was measured again in the old run (resumed after the change): only 20x is left out
     assert "pq (defaults changed 20261207)" in left_out(rows, {old})[0]
     assert left_out(rows.iloc[1:], {old}) == []

@@ -124,11 +124,14 @@ def fitted_before_change(rows: pd.DataFrame) -> pd.Series:
         stale |= old
     cell = rows.reindex(columns=["run_id", "model", "method", "method_options", "target_cr"])
     keys = pd.Series(list(cell.itertuples(index=False, name=None)), index=rows.index)
+    measured = rows.value.notna() if "value" in rows else pd.Series(True, rows.index)
     for method, (since, mark, (low, high)) in PARTIAL_CHANGES.items():
         marked = config.str.contains(mark, regex=False)
         old = (rows.method == method) & (rows.run_id < since) & ~marked
-        # kept where the change left the default alone, unless the run measured it again
-        kept = cell.target_cr.between(low, high, inclusive="right") & ~keys.isin(set(keys[marked]))
+        # kept where the change left the default alone, unless the run measured it again (a
+        # `skipped` row, written before its cell runs, measures nothing)
+        again = keys.isin(set(keys[marked & measured]))
+        kept = cell.target_cr.between(low, high, inclusive="right") & ~again
         stale |= old & ~kept
     short = rows.method_options.fillna("").map(short_autoencoder_fit).astype(bool)
     stale |= (rows.method == "autoencoder") & short & (rows.run_id < SHORT_AUTOENCODER_SINCE)
@@ -276,7 +279,8 @@ def left_out(rows: pd.DataFrame, runs: set[str]) -> list[str]:
     mine = rows[rows.run_id.isin(runs)].reindex(columns=rows.columns.union(["model", "target_cr"]))
     stale = fitted_before_change(mine)
     cell = ["run_id", "model", "method", "target_cr"]
-    measured_again = set(mine.loc[~stale, cell].itertuples(index=False, name=None))
+    measured = mine.value.notna() if "value" in mine else pd.Series(True, mine.index)
+    measured_again = set(mine.loc[~stale & measured, cell].itertuples(index=False, name=None))
     keys = mine[cell].itertuples(index=False, name=None)
     again = pd.Series([key in measured_again for key in keys], index=mine.index, dtype=bool)
     stale = mine[stale & ~again]
