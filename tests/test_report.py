@@ -917,8 +917,6 @@ def test_rows_from_before_a_default_change_are_named_not_ranked():
 
 
 def test_pq_rows_from_before_the_auto_residual_share_stay_current_where_it_is_unchanged():
-    import pandas as pd
-
     from see.methods.pq import residual_share
     from see.report.headline import PARTIAL_CHANGES, fitted_before_change, left_out
 

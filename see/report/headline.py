@@ -122,20 +122,27 @@ def fitted_before_change(rows: pd.DataFrame) -> pd.Series:
         if mark:  # rows fitted with the new defaults count as current whatever their run
             old &= ~config.str.contains(mark, regex=False)
         stale |= old
-    cell = rows.reindex(columns=["run_id", "model", "method", "method_options", "target_cr"])
-    keys = pd.Series(list(cell.itertuples(index=False, name=None)), index=rows.index)
-    measured = rows.value.notna() if "value" in rows else pd.Series(True, rows.index)
+    target = rows.target_cr if "target_cr" in rows else pd.Series(float("nan"), rows.index)
     for method, (since, mark, (low, high)) in PARTIAL_CHANGES.items():
         marked = config.str.contains(mark, regex=False)
         old = (rows.method == method) & (rows.run_id < since) & ~marked
-        # kept where the change left the default alone, unless the run measured it again (a
-        # `skipped` row, written before its cell runs, measures nothing)
-        again = keys.isin(set(keys[marked & measured]))
-        kept = cell.target_cr.between(low, high, inclusive="right") & ~again
+        # kept where the change left the default alone, unless the run measured it again
+        kept = target.between(low, high, inclusive="right") & ~measured_among(rows, marked)
         stale |= old & ~kept
     short = rows.method_options.fillna("").map(short_autoencoder_fit).astype(bool)
     stale |= (rows.method == "autoencoder") & short & (rows.run_id < SHORT_AUTOENCODER_SINCE)
     return stale
+
+
+def measured_among(rows: pd.DataFrame, among: pd.Series) -> pd.Series:
+    """True where a row's cell (run, model, method, options, target) has a measured row (one
+    with a value) among the rows `among` selects; a `skipped` row, written before its cell
+    runs, measures nothing."""
+    cell = rows.reindex(columns=["run_id", "model", "method", "method_options", "target_cr"])
+    cell = cell.fillna({"method_options": ""})  # NaN never equals NaN in a key
+    keys = pd.Series(list(cell.itertuples(index=False, name=None)), index=rows.index)
+    measured = rows.value.notna() if "value" in rows else pd.Series(True, rows.index)
+    return keys.isin(set(keys[among & measured]))
 
 
 def current_defaults(rows: pd.DataFrame) -> pd.Series:
@@ -276,14 +283,9 @@ def left_out(rows: pd.DataFrame, runs: set[str]) -> list[str]:
     """A line naming the methods whose rows in `runs` predate a change of their defaults
     (DEFAULTS_CHANGED, PARTIAL_CHANGES) and that the same run has not measured again: they
     are not ranked until measured again."""
-    mine = rows[rows.run_id.isin(runs)].reindex(columns=rows.columns.union(["model", "target_cr"]))
+    mine = rows[rows.run_id.isin(runs)]
     stale = fitted_before_change(mine)
-    cell = ["run_id", "model", "method", "target_cr"]
-    measured = mine.value.notna() if "value" in mine else pd.Series(True, mine.index)
-    measured_again = set(mine.loc[~stale & measured, cell].itertuples(index=False, name=None))
-    keys = mine[cell].itertuples(index=False, name=None)
-    again = pd.Series([key in measured_again for key in keys], index=mine.index, dtype=bool)
-    stale = mine[stale & ~again]
+    stale = mine[stale & ~measured_among(mine, ~stale)]
     if stale.empty:
         return []
     changed = {m: since for m, (since, *_) in {**DEFAULTS_CHANGED, **PARTIAL_CHANGES}.items()}
