@@ -88,7 +88,9 @@ CODEBOOK_SHARE = 0.45
 # 0.65 won at 80x on all three. On Gemma 3 (run 20261207-144343) the divisors of d = 640 make
 # shares coincide: 0.35 = 0.5 at 20x (0.65 worse), 0.5 = 0.65 at 80x (0.35 worse); at 40x
 # 0.35 beat 0.5 on all three texts where on SmolLM2 0.5 won out of domain, so 40x keeps 0.5,
-# the old default. The bounds are the geometric midpoints of the ratios measured.
+# the old default. The bounds are the geometric midpoints of the ratios measured. At 80x
+# 0.75 and 0.85 tie or lose on both models (runs 20261207-174934, 20261207-175205); on Gemma 3
+# at 10x 0.5 beats 0.25 on all three texts by about 1% at the same bytes (run 20261207-175935).
 AUTO_RESIDUAL_SHARE = ((28.3, 0.25), (56.6, 0.5), (float("inf"), 0.65))
 # `kmeans_rows` below this many rows per centroid is refused: too few to place the centroids
 MIN_POINTS_PER_CENTROID = 4
@@ -259,6 +261,9 @@ class PQOptions:
     # 20261206-171154: fisher won at 20x and 40x in domain and out; at 80x it won in domain
     # and lost out of domain)
     dim_weight: str = "auto"
+    # 0: sub-vectors of at least 6 values (SmolLM2: 96). Coarser ones reach more tokens and
+    # lost at 20x, 40x and 80x; finer ones (144, 192) tied in domain and lost out of it at 20x
+    # (heldout-sweep runs 20261207-181123, 20261207-182640)
     residual_subvectors: int = 0
     counts: str = "wikitext"
     # the codebooks' stored dtype: float16 halves their bytes (fp32 ones take 21-42% of the
