@@ -416,8 +416,26 @@ def published_rows(results_dir: str | Path = "results", runs: list[str] | None =
     rows = []
     for run in runs:
         if run and not run.startswith("#"):
-            rows += read_rows(results_dir / run / "rows.jsonl")
+            planned = run_methods(results_dir / run)
+            rows += [
+                {**row, "run_methods": planned}
+                for row in read_rows(results_dir / run / "rows.jsonl")
+            ]
     return pd.DataFrame(rows)
+
+
+def run_methods(run_dir: Path) -> str | None:
+    """The methods a run's config plans, comma-joined (the newest forced config where one was
+    forced; None without a config): a report can name the cells a run has not measured yet."""
+    forced, saved = run_dir / "config-forced.jsonl", run_dir / "config.json"
+    if forced.is_file() and (history := read_rows(forced)):
+        config = history[-1]["config"]
+    elif saved.is_file():
+        config = json.loads(saved.read_text())
+    else:
+        return None
+    methods = config.get("methods") if isinstance(config, dict) else None
+    return ",".join(methods) if isinstance(methods, list) else None
 
 
 def export_csv(run_dir: str | Path) -> Path:

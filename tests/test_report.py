@@ -962,6 +962,27 @@ def test_methods_an_older_run_had_are_named_while_the_newest_run_lacks_them():
     )
     newest = every[every.run_id == "r2-frontier"]
     assert not_yet_in_newest(every, newest) == ["small: svd"]
+    # a run no older run covers still names what its config plans and it has not measured
+    planned = {"r2-frontier": {"pq", "groupreduce"}}
+    assert not_yet_in_newest(every, newest, planned) == ["small: groupreduce, svd"]
+
+
+def test_published_rows_carry_the_methods_their_run_plans(tmp_path):
+    import json
+
+    from see.report.headline import planned_methods
+    from see.results import published_rows
+
+    run = tmp_path / "runs" / "r1-frontier"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"methods": ["baseline", "pq", "svd"]}))
+    (run / "rows.jsonl").write_text(json.dumps({"run_id": "r1-frontier", "method": "pq"}) + "\n")
+    (tmp_path / "PUBLISHED").write_text("runs/r1-frontier\n")
+    rows = published_rows(tmp_path)
+    assert planned_methods(rows) == {"r1-frontier": {"baseline", "pq", "svd"}}
+    forced = {"config": {"methods": ["pq"]}}
+    (run / "config-forced.jsonl").write_text(json.dumps(forced) + "\n")
+    assert planned_methods(published_rows(tmp_path)) == {"r1-frontier": {"pq"}}
 
 
 def test_healed_frontier_names_the_best_method_per_budget_and_tokens(tmp_path):

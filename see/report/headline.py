@@ -224,7 +224,9 @@ def budget_summary(rows: pd.DataFrame, every: pd.DataFrame | None = None) -> lis
     best = budget_table(cells)
     if best.empty:
         return []
-    pending = not_yet_in_newest(frontier_cells(every[~fitted_before_change(every)]), cells)
+    pending = not_yet_in_newest(
+        frontier_cells(every[~fitted_before_change(every)]), cells, planned_methods(every)
+    )
     return [
         f"**Per byte budget** (runs: {', '.join(sorted(best.run_id.unique()))}): the method "
         "with the lowest word perplexity among all methods of the `frontier` preset that store "
@@ -239,13 +241,26 @@ def budget_summary(rows: pd.DataFrame, every: pd.DataFrame | None = None) -> lis
     ]
 
 
-def not_yet_in_newest(every: pd.DataFrame, newest: pd.DataFrame) -> list[str]:
-    """Per model, the methods an older run of the preset measured that its newest run (still
-    in progress) has not: they are not ranked there, e.g. `smollm2-135m: svd, see`."""
+def planned_methods(rows: pd.DataFrame) -> dict[str, set[str]]:
+    """Per run, the methods its config plans (the rows' `run_methods`, see.results)."""
+    if "run_methods" not in rows:
+        return {}
+    plans = rows.dropna(subset=["run_methods"]).drop_duplicates("run_id")
+    return {r.run_id: set(r.run_methods.split(",")) for r in plans.itertuples()}
+
+
+def not_yet_in_newest(
+    every: pd.DataFrame, newest: pd.DataFrame, planned: dict[str, set[str]] | None = None
+) -> list[str]:
+    """Per model, the methods an older run of the preset measured, or its newest run (still
+    in progress) plans (`planned`: per run, from its config), that the newest run has not
+    measured: they are not ranked there, e.g. `smollm2-135m: svd, see`."""
+    planned = planned or {}
     lines = []
     for model, mine in newest.groupby("model"):
         older = every[(every.model == model) & ~every.run_id.isin(mine.run_id)]
-        methods = sorted(set(older.method) - set(mine.method))
+        wanted = set(older.method).union(*(planned.get(run, set()) for run in set(mine.run_id)))
+        methods = sorted(wanted - set(mine.method))
         if methods:
             lines.append(f"{model}: {', '.join(methods)}")
     return lines
