@@ -166,8 +166,7 @@ def open_run(
     if not saved.is_file():
         store.write_text(saved, json.dumps(config, indent=1, default=str))
     else:
-        history = read_rows(forced) if forced.is_file() else []
-        old = history[-1]["config"] if history else json.loads(saved.read_text())
+        old = run_config(store.run_dir)
         defaults = json.loads(json.dumps(defaults or {}, default=str))
         changed = sorted(
             k
@@ -424,16 +423,20 @@ def published_rows(results_dir: str | Path = "results", runs: list[str] | None =
     return pd.DataFrame(rows)
 
 
-def run_methods(run_dir: Path) -> str | None:
-    """The methods a run's config plans, comma-joined (the newest forced config where one was
-    forced; None without a config): a report can name the cells a run has not measured yet."""
+def run_config(run_dir: Path) -> dict | None:
+    """The config a run goes on with: the newest forced one (config-forced.jsonl), else
+    config.json as it started; None without either."""
     forced, saved = run_dir / "config-forced.jsonl", run_dir / "config.json"
-    if forced.is_file() and (history := read_rows(forced)):
-        config = history[-1]["config"]
-    elif saved.is_file():
-        config = json.loads(saved.read_text())
-    else:
-        return None
+    history = read_rows(forced) if forced.is_file() else []
+    if history:
+        return history[-1]["config"]
+    return json.loads(saved.read_text()) if saved.is_file() else None
+
+
+def run_methods(run_dir: Path) -> str | None:
+    """The methods a run's config plans (run_config), comma-joined; None without a config: a
+    report can name the cells a run has not measured yet."""
+    config = run_config(run_dir)
     methods = config.get("methods") if isinstance(config, dict) else None
     return ",".join(methods) if isinstance(methods, list) else None
 
