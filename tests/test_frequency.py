@@ -43,7 +43,9 @@ def test_residual_tier_covers_the_most_frequent_tokens_and_its_bytes_add_up():
     inside[pq.residual_ids.long()] = True
     assert len(set(pq.residual_ids.tolist())) == k < vocab
     assert counts[inside].min() >= counts[~inside].max()
-    stored = pq_bytes(vocab, dim, m, 6, 2) + pq_bytes(k, dim, m2, 6, 2) + k * ID_BYTES  # fp16
+    stored = (
+        pq_bytes(vocab, dim, m, 6, "float16") + pq_bytes(k, dim, m2, 6, "float16") + k * ID_BYTES
+    )  # fp16
     assert pq.num_bytes() == stored
     assert 6 <= pq.byte_cr < 6 * 1.01  # the residual tier takes what stage 1 leaves over
     ids = torch.randint(0, vocab, (5, 9))
@@ -59,14 +61,19 @@ def test_residual_tiers_nest_by_frequency_and_their_bytes_add_up():
     options = {"residual_share": 0.6, "bits": 6, "iters": 4, "token_counts": counts, **FLAT}
     three = get_method("pq").from_table(table, 10, residual_tiers=3, **options)
     vocab, dim = table.shape
-    report, stored = three.fit_report, pq_bytes(vocab, dim, three.fit_report["pq_subvectors"], 6, 2)
+    report, stored = (
+        three.fit_report,
+        pq_bytes(vocab, dim, three.fit_report["pq_subvectors"], 6, "float16"),
+    )
     previous = set(range(vocab))
     for tier, suffix in ((1, ""), (2, "2"), (3, "3")):
         ids = getattr(three, "residual_ids" if tier == 1 else f"residual{tier}_ids")
         k = report[f"pq_residual{suffix}_tokens"]
         assert len(ids) == k and set(ids.tolist()) <= previous  # the top k, nested
         assert counts[ids.long()].min() >= counts[[i for i in range(vocab) if i not in ids]].max()
-        stored += pq_bytes(k, dim, report[f"pq_residual{suffix}_subvectors"], 6, 2) + k * ID_BYTES
+        stored += (
+            pq_bytes(k, dim, report[f"pq_residual{suffix}_subvectors"], 6, "float16") + k * ID_BYTES
+        )
         previous = set(ids.tolist())
     assert three.num_bytes() == stored and 10 <= three.byte_cr < 10 * 1.01
     ids = torch.randint(0, vocab, (5, 9))
@@ -106,7 +113,10 @@ def test_frequent_tokens_breaks_ties_by_id():
         ({"residual_subvectors": -1}, "residual_subvectors=-1; allowed: an int >= 0 \\(0: auto"),
         ({"kmeans_rows": -1}, "kmeans_rows=-1; allowed: an int >= 0 \\(0: all\\)"),
         ({"counts": "books"}, "counts='books'; allowed: \\('wikitext', 'token_order'\\)"),
-        ({"codebook_dtype": "int8"}, "codebook_dtype='int8'; allowed: \\('float32', 'float16'\\)"),
+        (
+            {"codebook_dtype": "int4"},
+            "codebook_dtype='int4'; allowed: \\('float32', 'float16', 'int8'\\)",
+        ),
     ],
 )
 def test_bad_pq_options_name_the_option(options, message):
@@ -203,34 +213,50 @@ def test_saved_groupreduce_and_residual_pq_reload(tmp_path):
         assert again.num_bytes() == module.num_bytes()
 
 
-def test_float16_codebooks_are_stored_counted_and_computed_as_float16(tmp_path):
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+def test_codebooks_are_stored_counted_and_computed_in_their_dtype(tmp_path, dtype):
     from safetensors.torch import load_file, save_file
 
     table, counts = zipf_table()
     options = {"residual_share": 0.4, "bits": 6, "iters": 2, "token_counts": counts, **FLAT}
-    full = get_method("pq").from_table(table, 6, codebook_dtype="float32", **options)
-    half = get_method("pq").from_table(table, 6, **options)  # the default
-    state = half.state_dict()
-    assert state["codebooks"].dtype == state["residual_codebooks"].dtype == torch.float16
+    full = get_method("pq").from_table(table, 8, codebook_dtype="float32", **options)
+    small = get_method("pq").from_table(table, 8, codebook_dtype=dtype, **options)
+    state = small.state_dict()
+    assert state["codebooks"].dtype == state["residual_codebooks"].dtype == getattr(torch, dtype)
     vocab, dim = table.shape
-    report = half.fit_report
+    report = small.fit_report
     m, m2 = report["pq_subvectors"], report["pq_residual_subvectors"]
     k = report["pq_residual_tokens"]
-    stored = pq_bytes(vocab, dim, m, 6, 2) + pq_bytes(k, dim, m2, 6, 2) + k * ID_BYTES
-    assert half.num_bytes() == stored and 6 <= half.byte_cr < 6 * 1.01
+    stored = pq_bytes(vocab, dim, m, 6, dtype) + pq_bytes(k, dim, m2, 6, dtype) + k * ID_BYTES
+    if dtype == "int8":  # one fp16 scale per dimension and stage
+        assert state["codebooks_scale"].numel() == state["residual_codebooks_scale"].numel() == dim
+        assert stored == pq_bytes(vocab, dim, m, 6) + pq_bytes(k, dim, m2, 6) + k * ID_BYTES - (
+            2 * (3 * 64 * dim - 2 * dim)
+        )
+    assert small.num_bytes() == stored and 8 <= small.byte_cr < 8 * 1.01
     # the bytes the codebooks no longer take buy codes: a finer stage 1 or more tier tokens
     assert (m, k) > (full.fit_report["pq_subvectors"], full.fit_report["pq_residual_tokens"])
     # the model computes with the values it stores: a reload gives the same rows, bit for bit
-    assert torch.equal(half.stored(half.codebooks), state["codebooks"].float())
     save_file(state, tmp_path / "pq.safetensors")
     shapes = {
         k: torch.empty(v.shape, dtype=v.dtype) if isinstance(v, torch.Tensor) else v
-        for k, v in half.init_kwargs().items()
+        for k, v in small.init_kwargs().items()
     }
     again = get_method("pq")(**shapes)
     again.load_state_dict(load_file(tmp_path / "pq.safetensors"))
-    assert torch.equal(again.materialize(), half.materialize())
-    assert again.num_bytes() == half.num_bytes()
+    assert torch.equal(again.materialize(), small.materialize())
+    assert again.num_bytes() == small.num_bytes()
+    assert torch.equal(again.stored(again.codebooks), again.codebooks.detach())
+    # and a reload gives the same rows still (the stored values are a fixed point)
+    assert torch.equal(get_method("pq")(**again.init_kwargs()).materialize(), small.materialize())
+
+
+def test_int8_codebooks_train_through_their_rounding():
+    table, counts = zipf_table(vocab=600, dim=24)
+    options = {"residual_share": 0, "bits": 4, "iters": 2, "token_counts": counts, **FLAT}
+    pq = get_method("pq").from_table(table, 4, codebook_dtype="int8", **options)
+    pq(torch.arange(600)).pow(2).sum().backward()
+    assert pq.codebooks.grad is not None and pq.codebooks.grad.abs().sum() > 0
 
 
 @needs_data

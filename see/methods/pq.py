@@ -20,7 +20,8 @@ most of any text.
   number of residual tokens K is what the bytes afford, so the byte ratio lands on the target
   (a plain pq can only step between divisors of d). The K token ids are stored (int32, sorted:
   a lookup is a searchsorted), so the tier membership is counted in the bytes like the codes
-  and the codebooks of both stages (fp32, or fp16 with `codebook_dtype = "float16"`).
+  and the codebooks of both stages (fp32; fp16 with `codebook_dtype = "float16"`; int8 with
+  one fp16 scale per dimension and stage, `"int8"`).
 - `residual_tiers` > 1: the residual bytes buy that many stages, each a pq over the
   residuals the stages before it left, of the most frequent tokens its share affords (the
   bytes left split evenly over the tiers left: at equal m every tier covers the same tokens,
@@ -101,12 +102,19 @@ def packs(bits: int) -> bool:
     return bits <= 4
 
 
-CODEBOOK_DTYPES = {"float32": 4, "float16": 2}  # bytes per stored codebook number
+# bytes per stored codebook number; int8 codebooks also store one fp16 scale per dimension
+CODEBOOK_DTYPES = {"float32": 4, "float16": 2, "int8": 1}
+SCALE_BYTES = 2
 
 
-def pq_bytes(rows: int, dim: int, m: int, bits: int, value_bytes: int = 4) -> int:
+def codebook_bytes(dim: int, bits: int, dtype: str = "float32") -> int:
+    """One stage's codebooks: 2**bits centroids of d numbers (int8: plus d fp16 scales)."""
+    return (2**bits) * dim * CODEBOOK_DTYPES[dtype] + (dim * SCALE_BYTES if dtype == "int8" else 0)
+
+
+def pq_bytes(rows: int, dim: int, m: int, bits: int, dtype: str = "float32") -> int:
     codes = rows * m // 2 if packs(bits) else rows * m * (1 if bits <= 8 else 2)
-    return codes + (2**bits) * dim * value_bytes
+    return codes + codebook_bytes(dim, bits, dtype)
 
 
 def allowed_subvectors(dim: int, bits: int) -> list[int]:
@@ -115,15 +123,15 @@ def allowed_subvectors(dim: int, bits: int) -> list[int]:
 
 
 def choose_subvectors(
-    rows: int, dim: int, budget: float, bits: int, what: str, value_bytes: int = 4
+    rows: int, dim: int, budget: float, bits: int, what: str, dtype: str = "float32"
 ) -> int:
     """The largest allowed m whose stored bytes fit `budget` bytes."""
     allowed = allowed_subvectors(dim, bits)
-    fits = [m for m in allowed if pq_bytes(rows, dim, m, bits, value_bytes) <= budget]
+    fits = [m for m in allowed if pq_bytes(rows, dim, m, bits, dtype) <= budget]
     if not fits:
         raise UnreachableCR(
             f"pq with {2**bits} centroids: {what} ({rows} x {dim}) needs at least "
-            f"{pq_bytes(rows, dim, allowed[0], bits, value_bytes):,} bytes (m = {allowed[0]}) "
+            f"{pq_bytes(rows, dim, allowed[0], bits, dtype):,} bytes (m = {allowed[0]}) "
             f"but has {budget:,.0f}; the byte ratio is out of reach"
         )
     return max(fits)
@@ -315,13 +323,13 @@ def residual_share(share: float | str, target_cr: float) -> float:
     return next(s for up_to, s in AUTO_RESIDUAL_SHARE if target_cr <= up_to)
 
 
-def auto_bits(dim: int, budget: float, stages: int, value_bytes: int = 4) -> int:
+def auto_bits(dim: int, budget: float, stages: int, dtype: str = "float32") -> int:
     """`bits = 0`: the widest code (8 down to 4 bits) whose codebooks, `stages` of them, take
     at most CODEBOOK_SHARE of the byte budget."""
     fits = [
         b
         for b in range(8, 3, -1)
-        if stages * pq_bytes(0, dim, 1, b, value_bytes) <= CODEBOOK_SHARE * budget
+        if stages * codebook_bytes(dim, b, dtype) <= CODEBOOK_SHARE * budget
     ]
     return fits[0] if fits else 4
 
@@ -331,10 +339,10 @@ def residual_subvectors(dim: int, bits: int) -> int:
     return max([m for m in allowed_subvectors(dim, bits) if dim // m >= 6] or [1])
 
 
-def residual_tokens(remainder: float, dim: int, m: int, bits: int, value_bytes: int = 4) -> int:
+def residual_tokens(remainder: float, dim: int, m: int, bits: int, dtype: str = "float32") -> int:
     """How many tokens a residual stage of m sub-vectors affords in `remainder` bytes."""
     per_token = pq_bytes(1, dim, m, bits) - pq_bytes(0, dim, m, bits) + ID_BYTES
-    return int((remainder - pq_bytes(0, dim, m, bits, value_bytes)) // per_token)
+    return int((remainder - codebook_bytes(dim, bits, dtype)) // per_token)
 
 
 def scaled_back(codebooks: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -343,19 +351,47 @@ def scaled_back(codebooks: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return codebooks / scale.view(m, 1, sub)
 
 
+def int8_scale(codebooks: torch.Tensor) -> torch.Tensor:
+    """int8 codebooks' scales (m, 1, d/m): one per dimension (its largest centroid value maps
+    to 127), stored as fp16."""
+    amax = codebooks.detach().abs().amax(dim=1, keepdim=True)
+    return (amax / 127).clamp_min(torch.finfo(torch.float16).tiny).half().to(codebooks.dtype)
+
+
+def as_int8(codebooks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codebooks as stored in int8: (values, fp16 scales)."""
+    scale = int8_scale(codebooks)
+    return (codebooks.detach() / scale).round().clamp(-127, 127).to(torch.int8), scale.half()
+
+
 def as_stored(codebooks: torch.Tensor, codebook_dtype: str) -> torch.Tensor:
     """The codebook values the model computes with: rounded to the stored dtype (the
     rounding passes gradients through, so healing trains the fp32 values beneath)."""
     if codebook_dtype == "float32":
         return codebooks
-    return codebooks.half().to(codebooks.dtype)
+    if codebook_dtype == "float16":
+        return codebooks.half().to(codebooks.dtype)
+    values, scale = as_int8(codebooks)
+    stored = values.to(codebooks.dtype) * scale.to(codebooks.dtype)
+    return codebooks + (stored - codebooks).detach()
 
 
-def codebooks_in_float16(module, state_dict, prefix, local_metadata) -> None:
-    """State-dict hook: codebooks saved as float16 (what they are counted and used as)."""
-    for name in list(state_dict):
-        if name.startswith(prefix) and name.endswith("codebooks"):
+def codebooks_as_stored(module, state_dict, prefix, local_metadata) -> None:
+    """State-dict hook: codebooks saved in the dtype they are counted and used in (int8: with
+    their scales, as `<name>_scale`)."""
+    for name in [n for n in state_dict if n.startswith(prefix) and n.endswith("codebooks")]:
+        if module.codebook_dtype == "float16":
             state_dict[name] = state_dict[name].half()
+        else:
+            state_dict[name], state_dict[name + "_scale"] = as_int8(state_dict[name])
+
+
+def int8_codebooks_loaded(module, state_dict, prefix, *args) -> None:
+    """Load hook: int8 codebooks and their scales back into the fp32 parameters."""
+    for name in [n for n in state_dict if n.startswith(prefix) and n.endswith("codebooks_scale")]:
+        scale = state_dict.pop(name).float()
+        values = name.removesuffix("_scale")
+        state_dict[values] = state_dict[values].float() * scale
 
 
 def tier_names(tier: int) -> tuple[str, str, str]:
@@ -396,8 +432,9 @@ class PQEmbedding(CompressedEmbedding):
             setattr(self, tier_codebooks, nn.Parameter(tiers.pop(tier_codebooks).float()))
         if tiers:
             raise TypeError(f"pq: unexpected arguments {sorted(tiers)}")
-        if codebook_dtype == "float16":  # saved (and counted) in the dtype they are used in
-            self.register_state_dict_post_hook(codebooks_in_float16)
+        if codebook_dtype != "float32":  # saved (and counted) in the dtype they are used in
+            self.register_state_dict_post_hook(codebooks_as_stored)
+            self.register_load_state_dict_pre_hook(int8_codebooks_loaded)
 
     def stored(self, codebooks: nn.Parameter) -> torch.Tensor:
         return as_stored(codebooks, self.codebook_dtype)
@@ -414,8 +451,8 @@ class PQEmbedding(CompressedEmbedding):
         budget = vocab * dim * 4 / target_cr
         subvectors, share = options.subvectors, residual_share(options.residual_share, target_cr)
         stages = options.residual_tiers if share else 0
-        value_bytes = CODEBOOK_DTYPES[options.codebook_dtype]
-        bits = options.bits or auto_bits(dim, budget, 1 + stages, value_bytes)
+        dtype = options.codebook_dtype
+        bits = options.bits or auto_bits(dim, budget, 1 + stages, dtype)
         if 0 < options.kmeans_rows < MIN_POINTS_PER_CENTROID * 2**bits:
             raise ValueError(
                 f"pq kmeans_rows={options.kmeans_rows}; allowed: 0 (every row) or at least "
@@ -436,21 +473,21 @@ class PQEmbedding(CompressedEmbedding):
         counts = token_counts(ctx, options.counts, vocab) if levers.needs_counts or share else None
         weights = row_probs(levers, counts if levers.needs_counts else None, vocab)
         m = subvectors or choose_subvectors(
-            vocab, dim, (1 - share) * budget, bits, "the table", value_bytes
+            vocab, dim, (1 - share) * budget, bits, "the table", dtype
         )
         codes, codebooks = product_quantize(
             table, m, bits, options.iters, weights, ctx.seed, options.kmeans_rows
         )
-        rebuilt = decode(store_codes(codes, bits), as_stored(codebooks, options.codebook_dtype))
-        remainder = budget - pq_bytes(vocab, dim, m, bits, value_bytes)
+        rebuilt = decode(store_codes(codes, bits), as_stored(codebooks, dtype))
+        remainder = budget - pq_bytes(vocab, dim, m, bits, dtype)
         tiers, report = {}, {"pq_bits": bits, "pq_subvectors": m, "pq_residual_share": share}
         for tier in range(1, stages + 1):
             # the bytes left split evenly over the tiers left: what one leaves goes to the next
             part = remainder / (stages - tier + 1)
-            tokens, m_tier = residual_tokens(part, dim, m2, bits, value_bytes), m2
+            tokens, m_tier = residual_tokens(part, dim, m2, bits, dtype), m2
             if tokens >= vocab and stages == 1 and not options.residual_subvectors:
                 m_tier = choose_subvectors(  # every token fits: finer sub-vectors instead
-                    vocab, dim, part - vocab * ID_BYTES, bits, "stage 2", value_bytes
+                    vocab, dim, part - vocab * ID_BYTES, bits, "stage 2", dtype
                 )
             if tokens < 2**bits:
                 raise UnreachableCR(
@@ -468,8 +505,8 @@ class PQEmbedding(CompressedEmbedding):
                 residual, m_tier, bits, options.iters, tier_weights, seed, options.kmeans_rows
             )
             tier_codes = store_codes(tier_codes, bits)
-            rebuilt[rows] += decode(tier_codes, as_stored(tier_codebooks, options.codebook_dtype))
-            remainder -= pq_bytes(tokens, dim, m_tier, bits, value_bytes) + tokens * ID_BYTES
+            rebuilt[rows] += decode(tier_codes, as_stored(tier_codebooks, dtype))
+            remainder -= pq_bytes(tokens, dim, m_tier, bits, dtype) + tokens * ID_BYTES
             tiers |= dict(zip(tier_names(tier), (ids, tier_codes, tier_codebooks), strict=True))
             suffix = "" if tier == 1 else str(tier)
             report |= {f"pq_residual{suffix}_subvectors": m_tier}
@@ -479,7 +516,7 @@ class PQEmbedding(CompressedEmbedding):
             tiers = {
                 n: scaled_back(t, scale) if n.endswith("codebooks") else t for n, t in tiers.items()
             }
-        module = cls(store_codes(codes, bits), codebooks, options.codebook_dtype, **tiers)
+        module = cls(store_codes(codes, bits), codebooks, dtype, **tiers)
         if module.byte_cr < target_cr - 1e-9:
             raise UnreachableCR(
                 f"pq with m={m}: byte ratio {module.byte_cr:.3g} < target {target_cr:g}"
