@@ -114,8 +114,8 @@ def test_frequent_tokens_breaks_ties_by_id():
         ({"kmeans_rows": -1}, "kmeans_rows=-1; allowed: an int >= 0 \\(0: all\\)"),
         ({"counts": "books"}, "counts='books'; allowed: \\('wikitext', 'token_order'\\)"),
         (
-            {"codebook_dtype": "int4"},
-            "codebook_dtype='int4'; allowed: \\('float32', 'float16', 'int8'\\)",
+            {"codebook_dtype": "int2"},
+            "codebook_dtype='int2'; allowed: \\('float32', 'float16', 'int8', 'int4'\\)",
         ),
     ],
 )
@@ -213,7 +213,7 @@ def test_saved_groupreduce_and_residual_pq_reload(tmp_path):
         assert again.num_bytes() == module.num_bytes()
 
 
-@pytest.mark.parametrize("dtype", ["float16", "int8"])
+@pytest.mark.parametrize("dtype", ["float16", "int8", "int4"])
 def test_codebooks_are_stored_counted_and_computed_in_their_dtype(tmp_path, dtype):
     from safetensors.torch import load_file, save_file
 
@@ -222,16 +222,19 @@ def test_codebooks_are_stored_counted_and_computed_in_their_dtype(tmp_path, dtyp
     full = get_method("pq").from_table(table, 8, codebook_dtype="float32", **options)
     small = get_method("pq").from_table(table, 8, codebook_dtype=dtype, **options)
     state = small.state_dict()
-    assert state["codebooks"].dtype == state["residual_codebooks"].dtype == getattr(torch, dtype)
+    stored_dtype = torch.uint8 if dtype == "int4" else getattr(torch, dtype)  # int4: packed
+    assert state["codebooks"].dtype == state["residual_codebooks"].dtype == stored_dtype
     vocab, dim = table.shape
     report = small.fit_report
     m, m2 = report["pq_subvectors"], report["pq_residual_subvectors"]
     k = report["pq_residual_tokens"]
     stored = pq_bytes(vocab, dim, m, 6, dtype) + pq_bytes(k, dim, m2, 6, dtype) + k * ID_BYTES
-    if dtype == "int8":  # one fp16 scale per dimension and stage
+    if dtype != "float16":  # one fp16 scale per dimension and stage
         assert state["codebooks_scale"].numel() == state["residual_codebooks_scale"].numel() == dim
+        per_number = {"int8": 1, "int4": 0.5}[dtype]
+        codebooks = 2 * (64 * dim * per_number + 2 * dim)
         assert stored == pq_bytes(vocab, dim, m, 6) + pq_bytes(k, dim, m2, 6) + k * ID_BYTES - (
-            2 * (3 * 64 * dim - 2 * dim)
+            2 * 64 * dim * 4 - codebooks
         )
     assert small.num_bytes() == stored and 8 <= small.byte_cr < 8 * 1.01
     # the bytes the codebooks no longer take buy codes: a finer stage 1 or more tier tokens
@@ -251,10 +254,11 @@ def test_codebooks_are_stored_counted_and_computed_in_their_dtype(tmp_path, dtyp
     assert torch.equal(get_method("pq")(**again.init_kwargs()).materialize(), small.materialize())
 
 
-def test_int8_codebooks_train_through_their_rounding():
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+def test_integer_codebooks_train_through_their_rounding(dtype):
     table, counts = zipf_table(vocab=600, dim=24)
     options = {"residual_share": 0, "bits": 4, "iters": 2, "token_counts": counts, **FLAT}
-    pq = get_method("pq").from_table(table, 4, codebook_dtype="int8", **options)
+    pq = get_method("pq").from_table(table, 4, codebook_dtype=dtype, **options)
     pq(torch.arange(600)).pow(2).sum().backward()
     assert pq.codebooks.grad is not None and pq.codebooks.grad.abs().sum() > 0
 

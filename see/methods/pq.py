@@ -20,8 +20,8 @@ most of any text.
   number of residual tokens K is what the bytes afford, so the byte ratio lands on the target
   (a plain pq can only step between divisors of d). The K token ids are stored (int32, sorted:
   a lookup is a searchsorted), so the tier membership is counted in the bytes like the codes
-  and the codebooks of both stages (fp32; fp16 with `codebook_dtype = "float16"`; int8 with
-  one fp16 scale per dimension and stage, `"int8"`).
+  and the codebooks of both stages (fp32; fp16 with `codebook_dtype = "float16"`; `"int8"`
+  or `"int4"` with one fp16 scale per dimension and stage).
 - `residual_tiers` > 1: the residual bytes buy that many stages, each a pq over the
   residuals the stages before it left, of the most frequent tokens its share affords (the
   bytes left split evenly over the tiers left: at equal m every tier covers the same tokens,
@@ -102,14 +102,17 @@ def packs(bits: int) -> bool:
     return bits <= 4
 
 
-# bytes per stored codebook number; int8 codebooks also store one fp16 scale per dimension
-CODEBOOK_DTYPES = {"float32": 4, "float16": 2, "int8": 1}
+# bytes per stored codebook number; integer codebooks also store one fp16 scale per dimension
+# (int4: two values per byte)
+CODEBOOK_DTYPES = {"float32": 4, "float16": 2, "int8": 1, "int4": 0.5}
+INTEGER_LEVELS = {"int8": 127, "int4": 7}  # symmetric: values in [-levels, levels]
 SCALE_BYTES = 2
 
 
 def codebook_bytes(dim: int, bits: int, dtype: str = "float32") -> int:
-    """One stage's codebooks: 2**bits centroids of d numbers (int8: plus d fp16 scales)."""
-    return (2**bits) * dim * CODEBOOK_DTYPES[dtype] + (dim * SCALE_BYTES if dtype == "int8" else 0)
+    """One stage's codebooks: 2**bits centroids of d numbers (integers: plus d fp16 scales)."""
+    scales = dim * SCALE_BYTES if dtype in INTEGER_LEVELS else 0
+    return int((2**bits) * dim * CODEBOOK_DTYPES[dtype]) + scales
 
 
 def pq_bytes(rows: int, dim: int, m: int, bits: int, dtype: str = "float32") -> int:
@@ -351,17 +354,14 @@ def scaled_back(codebooks: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return codebooks / scale.view(m, 1, sub)
 
 
-def int8_scale(codebooks: torch.Tensor) -> torch.Tensor:
-    """int8 codebooks' scales (m, 1, d/m): one per dimension (its largest centroid value maps
-    to 127), stored as fp16."""
+def as_integers(codebooks: torch.Tensor, dtype: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer codebooks (m, k, d/m) as stored: (int8 values in [-levels, levels], fp16 scales
+    (m, 1, d/m): one per dimension, its largest centroid value mapped to `levels`)."""
+    levels = INTEGER_LEVELS[dtype]
     amax = codebooks.detach().abs().amax(dim=1, keepdim=True)
-    return (amax / 127).clamp_min(torch.finfo(torch.float16).tiny).half().to(codebooks.dtype)
-
-
-def as_int8(codebooks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Codebooks as stored in int8: (values, fp16 scales)."""
-    scale = int8_scale(codebooks)
-    return (codebooks.detach() / scale).round().clamp(-127, 127).to(torch.int8), scale.half()
+    scale = (amax / levels).clamp_min(torch.finfo(torch.float16).tiny).half()
+    values = (codebooks.detach() / scale.to(codebooks.dtype)).round().clamp(-levels, levels)
+    return values.to(torch.int8), scale
 
 
 def as_stored(codebooks: torch.Tensor, codebook_dtype: str) -> torch.Tensor:
@@ -371,27 +371,32 @@ def as_stored(codebooks: torch.Tensor, codebook_dtype: str) -> torch.Tensor:
         return codebooks
     if codebook_dtype == "float16":
         return codebooks.half().to(codebooks.dtype)
-    values, scale = as_int8(codebooks)
+    values, scale = as_integers(codebooks, codebook_dtype)
     stored = values.to(codebooks.dtype) * scale.to(codebooks.dtype)
     return codebooks + (stored - codebooks).detach()
 
 
 def codebooks_as_stored(module, state_dict, prefix, local_metadata) -> None:
-    """State-dict hook: codebooks saved in the dtype they are counted and used in (int8: with
-    their scales, as `<name>_scale`)."""
+    """State-dict hook: codebooks saved in the dtype they are counted and used in (integers:
+    with their scales, as `<name>_scale`; int4 packed two per byte)."""
+    dtype = module.codebook_dtype
     for name in [n for n in state_dict if n.startswith(prefix) and n.endswith("codebooks")]:
-        if module.codebook_dtype == "float16":
+        if dtype == "float16":
             state_dict[name] = state_dict[name].half()
-        else:
-            state_dict[name], state_dict[name + "_scale"] = as_int8(state_dict[name])
+            continue
+        values, state_dict[name + "_scale"] = as_integers(state_dict[name], dtype)
+        state_dict[name] = pack_int4(values.reshape(1, -1)) if dtype == "int4" else values
 
 
-def int8_codebooks_loaded(module, state_dict, prefix, *args) -> None:
-    """Load hook: int8 codebooks and their scales back into the fp32 parameters."""
+def integer_codebooks_loaded(module, state_dict, prefix, *args) -> None:
+    """Load hook: integer codebooks and their scales back into the fp32 parameters."""
     for name in [n for n in state_dict if n.startswith(prefix) and n.endswith("codebooks_scale")]:
         scale = state_dict.pop(name).float()
         values = name.removesuffix("_scale")
-        state_dict[values] = state_dict[values].float() * scale
+        stored = state_dict[values]
+        if module.codebook_dtype == "int4":
+            stored = unpack_int4(stored).reshape(scale.shape[0], -1, scale.shape[2])
+        state_dict[values] = stored.float() * scale
 
 
 def tier_names(tier: int) -> tuple[str, str, str]:
@@ -434,7 +439,7 @@ class PQEmbedding(CompressedEmbedding):
             raise TypeError(f"pq: unexpected arguments {sorted(tiers)}")
         if codebook_dtype != "float32":  # saved (and counted) in the dtype they are used in
             self.register_state_dict_post_hook(codebooks_as_stored)
-            self.register_load_state_dict_pre_hook(int8_codebooks_loaded)
+            self.register_load_state_dict_pre_hook(integer_codebooks_loaded)
 
     def stored(self, codebooks: nn.Parameter) -> torch.Tensor:
         return as_stored(codebooks, self.codebook_dtype)
