@@ -11,9 +11,11 @@ from see.methods import get_method
 from see.methods.base import UnreachableCR
 from see.methods.frequency import token_order_counts
 from see.methods.groupreduce import allocate_ranks
-from see.methods.pq import ID_BYTES, frequent_tokens, pq_bytes, residual_share
+from see.methods.pq import ID_BYTES, codebook_dtype, frequent_tokens, pq_bytes, residual_share
 
 FLAT = {"dim_weight": "none"}  # a table without a model: every dimension alike
+# a small table's codebooks are a large share of its bytes: `auto` would store them as int4
+FP16 = {"codebook_dtype": "float16"}
 
 
 def zipf_table(vocab: int = 3000, dim: int = 48, seed: int = 0):
@@ -32,7 +34,7 @@ def weighted_error(module, table: torch.Tensor, counts: torch.Tensor) -> float:
 def test_residual_tier_covers_the_most_frequent_tokens_and_its_bytes_add_up():
     table, counts = zipf_table()
     pq = get_method("pq").from_table(
-        table, 6, residual_share=0.4, subvectors=0, iters=4, token_counts=counts, bits=6, **FLAT
+        table, 6, residual_share=0.4, iters=4, token_counts=counts, bits=6, **FLAT, **FP16
     )
     vocab, dim = table.shape
     k = len(pq.residual_ids)
@@ -58,7 +60,7 @@ def test_residual_tier_covers_the_most_frequent_tokens_and_its_bytes_add_up():
 
 def test_residual_tiers_nest_by_frequency_and_their_bytes_add_up():
     table, counts = zipf_table()
-    options = {"residual_share": 0.6, "bits": 6, "iters": 4, "token_counts": counts, **FLAT}
+    options = {"residual_share": 0.6, "bits": 6, "iters": 4, "token_counts": counts, **FLAT, **FP16}
     three = get_method("pq").from_table(table, 10, residual_tiers=3, **options)
     vocab, dim = table.shape
     report, stored = (
@@ -115,13 +117,23 @@ def test_frequent_tokens_breaks_ties_by_id():
         ({"counts": "books"}, "counts='books'; allowed: \\('wikitext', 'token_order'\\)"),
         (
             {"codebook_dtype": "int2"},
-            "codebook_dtype='int2'; allowed: \\('float32', 'float16', 'int8', 'int4'\\)",
+            "codebook_dtype='int2'; allowed: \\('float32', 'float16', 'int8', 'int4', 'auto'\\)",
         ),
     ],
 )
 def test_bad_pq_options_name_the_option(options, message):
     with pytest.raises(ValueError, match=message):
         get_method("pq").make_options(options)
+
+
+def test_the_auto_codebook_dtype_follows_the_codebooks_share_of_the_bytes():
+    # SmolLM2's table (49,152 x 576) with two stages: fp16 codebooks take ratio / 192 of it
+    budget = {ratio: 49152 * 576 * 4 / ratio for ratio in (10, 20, 40, 80)}
+    chosen = [codebook_dtype("auto", 576, budget[ratio], 2) for ratio in (10, 20, 40, 80)]
+    assert chosen == ["float16", "int8", "int8", "int4"]
+    gemma = 262144 * 640 * 4 / 80  # a large vocabulary: fp16 codebooks take 8% at 80x
+    assert codebook_dtype("auto", 640, gemma, 2) == "float16"
+    assert codebook_dtype("int8", 640, gemma, 2) == "int8"
 
 
 def test_the_auto_residual_share_grows_with_the_byte_ratio():
@@ -139,10 +151,10 @@ def test_the_auto_residual_share_grows_with_the_byte_ratio():
 
 
 def test_a_residual_stage_the_budget_cannot_afford_is_unreachable():
-    table, counts = zipf_table()  # 256 x 48 fp32 codebooks: a 49 KB stage of a 96 KB budget
+    table, counts = zipf_table()  # 256 x 48 fp16 codebooks: a 25 KB stage of a 96 KB budget
     with pytest.raises(UnreachableCR, match="affords 0 tokens at byte ratio 6"):
         get_method("pq").from_table(
-            table, 6, residual_share=0.2, iters=2, bits=8, token_counts=counts, **FLAT
+            table, 6, residual_share=0.2, iters=2, bits=8, token_counts=counts, **FLAT, **FP16
         )
     with pytest.raises(ValueError, match="residual_subvectors=5 must divide d=48"):
         get_method("pq").from_table(

@@ -34,8 +34,9 @@ most of any text.
   (default) is `fisher` up to 40x and `none` beyond.
 Defaults, chosen on held-out text (docs/methods.md, RESULTS.md): `freq_weight` 1.0,
 `residual_share` auto (0.25 up to about 28x, 0.5 up to about 57x, 0.65 beyond), `bits` 0
-(auto: 256 centroids unless the codebooks take too much),
-`codebook_dtype` float16, `dim_weight` auto.
+(auto: 256 centroids unless the codebooks take too much), `codebook_dtype` auto (float16;
+int8 where fp16 codebooks would take 9% of the bytes or more, int4 from 30%: SmolLM2 from
+about 17x and 58x, Gemma 3 from 92x), `dim_weight` auto.
 
 k-means is faiss's (`faiss.Kmeans`, one per sub-space, k-means++ seeding, on every row: its
 uniform sample would drop frequent rows and their weight; `kmeans_rows` caps the rows with a
@@ -107,12 +108,32 @@ def packs(bits: int) -> bool:
 CODEBOOK_DTYPES = {"float32": 4, "float16": 2, "int8": 1, "int4": 0.5}
 INTEGER_LEVELS = {"int8": 127, "int4": 7}  # symmetric: values in [-levels, levels]
 SCALE_BYTES = 2
+# `codebook_dtype = "auto"`: (the fp16 codebooks of every stage would take at least this share
+# of the byte budget, the dtype stored). Integer codebooks free bytes for codes where the
+# codebooks are a large share (a small vocabulary at a high ratio) and cost more by their
+# rounding than they free where the share is small. Held-out text (WikiText / MRPC / SST-2),
+# SmolLM2 (runs 20261207-195939-heldout-sweep, 20261207-202138-heldout-sweep): at 20x (fp16
+# codebooks 10% of the bytes) int8 beat fp16 and int4 on all three texts; at 40x (21%) int8
+# and int4 beat fp16 by 6-13% and tie with each other; at 80x (42%) int4 beat int8 and int8
+# fp16 on all three. Gemma 3 (run 20261207-200616-heldout-sweep; 2%, 4%, 8% at 20x, 40x,
+# 80x): int8 lost at 20x on all three texts and was mixed at 40x and 80x. The bounds are the
+# geometric midpoints of the shares measured.
+AUTO_CODEBOOK_DTYPE = ((0.30, "int4"), (0.09, "int8"), (0.0, "float16"))
 
 
 def codebook_bytes(dim: int, bits: int, dtype: str = "float32") -> int:
     """One stage's codebooks: 2**bits centroids of d numbers (integers: plus d fp16 scales)."""
     scales = dim * SCALE_BYTES if dtype in INTEGER_LEVELS else 0
     return int((2**bits) * dim * CODEBOOK_DTYPES[dtype]) + scales
+
+
+def codebook_dtype(dtype: str, dim: int, budget: float, stages: int) -> str:
+    """`codebook_dtype = "auto"`: by the share of the budget 256-centroid fp16 codebooks of
+    every stage would take (AUTO_CODEBOOK_DTYPE); a dtype is itself."""
+    if dtype != "auto":
+        return dtype
+    share = stages * codebook_bytes(dim, 8, "float16") / budget
+    return next(chosen for at_least, chosen in AUTO_CODEBOOK_DTYPE if share >= at_least)
 
 
 def pq_bytes(rows: int, dim: int, m: int, bits: int, dtype: str = "float32") -> int:
@@ -279,9 +300,10 @@ class PQOptions:
     counts: str = "wikitext"
     # the codebooks' stored dtype: float16 halves their bytes (fp32 ones take 21-42% of the
     # bytes of 256-centroid pq at 20-40x on SmolLM2) and the bytes go to codes; the model
-    # always computes with the stored (rounded) values. float16 won at 20x, 40x and 80x in
-    # domain and out of it (heldout-sweep run 20261206-132558)
-    codebook_dtype: str = "float16"
+    # always computes with the stored (rounded) values. float16 won over float32 at 20x, 40x
+    # and 80x in domain and out of it (heldout-sweep run 20261206-132558); `auto` picks
+    # float16, int8 or int4 by the codebooks' share of the bytes (AUTO_CODEBOOK_DTYPE)
+    codebook_dtype: str = "auto"
     # k-means trains on at most about this many rows, the frequent ones always among them
     # (threshold_sample); 0: every row. Every row is still encoded.
     kmeans_rows: int = field(default=0, metadata={KEYED_WHEN_SET: True})
@@ -308,9 +330,10 @@ class PQOptions:
             )
         check_counts_source("pq", self.counts)
         check_dim_weight("pq", self.dim_weight)
-        if self.codebook_dtype not in CODEBOOK_DTYPES:
+        if self.codebook_dtype not in (*CODEBOOK_DTYPES, "auto"):
             raise ValueError(
-                f"pq codebook_dtype={self.codebook_dtype!r}; allowed: {tuple(CODEBOOK_DTYPES)}"
+                f"pq codebook_dtype={self.codebook_dtype!r}; allowed: "
+                f"{(*CODEBOOK_DTYPES, 'auto')} (auto: by the codebooks' share of the bytes)"
             )
         self.levers()
 
@@ -456,7 +479,7 @@ class PQEmbedding(CompressedEmbedding):
         budget = vocab * dim * 4 / target_cr
         subvectors, share = options.subvectors, residual_share(options.residual_share, target_cr)
         stages = options.residual_tiers if share else 0
-        dtype = options.codebook_dtype
+        dtype = codebook_dtype(options.codebook_dtype, dim, budget, 1 + stages)
         bits = options.bits or auto_bits(dim, budget, 1 + stages, dtype)
         if 0 < options.kmeans_rows < MIN_POINTS_PER_CENTROID * 2**bits:
             raise ValueError(
@@ -486,6 +509,7 @@ class PQEmbedding(CompressedEmbedding):
         rebuilt = decode(store_codes(codes, bits), as_stored(codebooks, dtype))
         remainder = budget - pq_bytes(vocab, dim, m, bits, dtype)
         tiers, report = {}, {"pq_bits": bits, "pq_subvectors": m, "pq_residual_share": share}
+        report |= {"pq_codebook_dtype": dtype}
         for tier in range(1, stages + 1):
             # the bytes left split evenly over the tiers left: what one leaves goes to the next
             part = remainder / (stages - tier + 1)
