@@ -244,14 +244,14 @@ def test_codebooks_are_stored_counted_and_computed_in_their_dtype(tmp_path, dtyp
     if dtype != "float16":  # one fp16 scale per dimension and stage
         assert state["codebooks_scale"].numel() == state["residual_codebooks_scale"].numel() == dim
         per_number = {"int8": 1, "int4": 0.5}[dtype]
-        codebooks = 2 * (64 * dim * per_number + 2 * dim)
-        assert stored == pq_bytes(vocab, dim, m, 6) + pq_bytes(k, dim, m2, 6) + k * ID_BYTES - (
-            2 * 64 * dim * 4 - codebooks
-        )
+        codebooks = 2 * (64 * dim * per_number + 2 * dim)  # two stages of 64 centroids
+        assert stored == vocab * m + k * m2 + k * ID_BYTES + codebooks  # uint8 codes (6 bits)
     assert small.num_bytes() == stored and 8 <= small.byte_cr < 8 * 1.01
     # the bytes the codebooks no longer take buy codes: a finer stage 1 or more tier tokens
     assert (m, k) > (full.fit_report["pq_subvectors"], full.fit_report["pq_residual_tokens"])
     # the model computes with the values it stores: a reload gives the same rows, bit for bit
+    if dtype == "float16":
+        assert torch.equal(small.stored(small.codebooks), state["codebooks"].float())
     save_file(state, tmp_path / "pq.safetensors")
     shapes = {
         k: torch.empty(v.shape, dtype=v.dtype) if isinstance(v, torch.Tensor) else v
@@ -261,6 +261,7 @@ def test_codebooks_are_stored_counted_and_computed_in_their_dtype(tmp_path, dtyp
     again.load_state_dict(load_file(tmp_path / "pq.safetensors"))
     assert torch.equal(again.materialize(), small.materialize())
     assert again.num_bytes() == small.num_bytes()
+    assert torch.equal(again.codebooks.detach(), small.stored(small.codebooks).detach())
     assert torch.equal(again.stored(again.codebooks), again.codebooks.detach())
     # and a reload gives the same rows still (the stored values are a fixed point)
     assert torch.equal(get_method("pq")(**again.init_kwargs()).materialize(), small.materialize())

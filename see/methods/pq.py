@@ -462,6 +462,7 @@ class PQEmbedding(CompressedEmbedding):
             raise TypeError(f"pq: unexpected arguments {sorted(tiers)}")
         if codebook_dtype != "float32":  # saved (and counted) in the dtype they are used in
             self.register_state_dict_post_hook(codebooks_as_stored)
+        if codebook_dtype in INTEGER_LEVELS:  # integers and scales back into fp32 on load
             self.register_load_state_dict_pre_hook(integer_codebooks_loaded)
 
     def stored(self, codebooks: nn.Parameter) -> torch.Tensor:
@@ -509,7 +510,7 @@ class PQEmbedding(CompressedEmbedding):
         rebuilt = decode(store_codes(codes, bits), as_stored(codebooks, dtype))
         remainder = budget - pq_bytes(vocab, dim, m, bits, dtype)
         tiers, report = {}, {"pq_bits": bits, "pq_subvectors": m, "pq_residual_share": share}
-        report |= {"pq_codebook_dtype": dtype}
+        report["pq_codebook_dtype"] = dtype
         for tier in range(1, stages + 1):
             # the bytes left split evenly over the tiers left: what one leaves goes to the next
             part = remainder / (stages - tier + 1)
